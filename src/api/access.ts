@@ -1,0 +1,45 @@
+import type { Principal } from "../credentials/store.ts";
+import { AGENT_ID_PATTERN } from "../ingest/payload.ts";
+import { ApiError } from "./errors.ts";
+
+const forbidden = (message: string) => new ApiError(403, "forbidden", message);
+
+/** Which agent a write is for: an agent writes as itself; an ingest token names the agent. */
+export function ingestTarget(principal: Principal, requestedAgentId: unknown): { tenantId: string; agentId: string } {
+  if (principal.kind === "agent") {
+    if (requestedAgentId !== undefined && requestedAgentId !== principal.agentId) {
+      throw forbidden("an agent credential writes only its own agent_id");
+    }
+    return { tenantId: principal.tenantId, agentId: principal.agentId };
+  }
+  if (principal.kind === "token" && principal.role === "ingest") {
+    if (typeof requestedAgentId !== "string" || !AGENT_ID_PATTERN.test(requestedAgentId)) {
+      throw new ApiError(400, "bad_agent_id", "agent_id is required with an ingest token: 1-64 of A-Z a-z 0-9 . _ -");
+    }
+    return { tenantId: principal.tenantId, agentId: requestedAgentId };
+  }
+  throw forbidden("writing metrics needs an agent credential or an ingest token");
+}
+
+/** What a read may see: always one tenant; an agent sees only its own data. */
+export function readScope(
+  principal: Principal,
+  requestedAgentId: string | undefined,
+): { tenantId: string; agentId?: string } {
+  if (principal.kind === "agent") {
+    if (requestedAgentId !== undefined && requestedAgentId !== principal.agentId) {
+      throw forbidden("an agent credential reads only its own agent_id");
+    }
+    return { tenantId: principal.tenantId, agentId: principal.agentId };
+  }
+  if (principal.kind === "token") {
+    return requestedAgentId === undefined
+      ? { tenantId: principal.tenantId }
+      : { tenantId: principal.tenantId, agentId: requestedAgentId };
+  }
+  throw forbidden("reading metrics needs a tenant token or an agent credential");
+}
+
+export function requireAdmin(principal: Principal): void {
+  if (principal.kind !== "admin") throw forbidden("this needs the admin token");
+}

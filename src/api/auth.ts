@@ -1,0 +1,64 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { FastifyInstance, FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
+import { parseToken } from "../credentials/secrets.ts";
+import type { CredentialStore, Principal } from "../credentials/store.ts";
+import { ApiError } from "./errors.ts";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    principal: Principal;
+  }
+  interface FastifyInstance {
+    /** preHandler: resolves `request.principal` or answers 401. */
+    authenticate(request: FastifyRequest): Promise<void>;
+  }
+}
+
+const digest = (value: string) => createHash("sha256").update(value).digest();
+
+function unauthorized(message: string): ApiError {
+  return new ApiError(401, "unauthorized", message);
+}
+
+/**
+ * Accepts `Authorization: Basic` (a credential's username and secret, as over MQTT),
+ * `Authorization: Bearer <token>` (tenant token or the admin token), or `?token=` for EventSource,
+ * which cannot set headers.
+ */
+export const authPlugin = fp(
+  async (app: FastifyInstance, options: { credentials: CredentialStore; adminToken: string }) => {
+    const adminDigest = digest(options.adminToken);
+    const isAdmin = (token: string) => timingSafeEqual(digest(token), adminDigest);
+
+    async function resolve(request: FastifyRequest): Promise<Principal> {
+      const header = request.headers.authorization;
+      const queryToken = (request.query as Record<string, unknown> | undefined)?.token;
+      if (header?.startsWith("Basic ")) {
+        const decoded = Buffer.from(header.slice(6), "base64").toString("utf8");
+        const colon = decoded.indexOf(":");
+        if (colon <= 0) throw unauthorized("malformed Basic credentials");
+        const principal = await options.credentials.verify(decoded.slice(0, colon), decoded.slice(colon + 1));
+        if (!principal) throw unauthorized("unknown or revoked credential");
+        return principal;
+      }
+      const token = header?.startsWith("Bearer ")
+        ? header.slice(7)
+        : typeof queryToken === "string"
+          ? queryToken
+          : undefined;
+      if (token === undefined) throw unauthorized("credentials required: Basic, Bearer or ?token=");
+      if (isAdmin(token)) return { kind: "admin" };
+      const parsed = parseToken(token);
+      const principal = parsed && (await options.credentials.verify(parsed.username, parsed.secret));
+      if (!principal) throw unauthorized("unknown or revoked credential");
+      return principal;
+    }
+
+    app.decorateRequest("principal", null as never);
+    app.decorate("authenticate", async (request: FastifyRequest) => {
+      request.principal = await resolve(request);
+    });
+  },
+  { name: "auth", dependencies: ["errors"] },
+);

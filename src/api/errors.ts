@@ -1,0 +1,61 @@
+import type { FastifyError, FastifyInstance, FastifyRequest } from "fastify";
+import fp from "fastify-plugin";
+import { ConflictError, NotFoundError } from "../credentials/store.ts";
+import { QueueUnavailableError } from "../ingest/queue.ts";
+
+/** An error the client caused or can act on; rendered as `{error: {code, message}}`. */
+export class ApiError extends Error {
+  constructor(
+    readonly statusCode: number,
+    readonly code: string,
+    message: string,
+    readonly extra: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: "too_large" },
+  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: "bad_json" },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: "bad_json" },
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: "unsupported_media_type" },
+};
+
+function toApiError(error: FastifyError | Error): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error instanceof QueueUnavailableError) {
+    return new ApiError(503, "unavailable", `${error.message}; nothing was stored, retry later`);
+  }
+  if (error instanceof NotFoundError) return new ApiError(404, "not_found", error.message);
+  if (error instanceof ConflictError) return new ApiError(409, "conflict", error.message);
+  const fastifyError = error as FastifyError;
+  const known = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (known) return new ApiError(known.status, known.code, fastifyError.message);
+  if (fastifyError.validation) return new ApiError(400, "bad_request", fastifyError.message);
+  if (fastifyError.statusCode && fastifyError.statusCode < 500) {
+    return new ApiError(fastifyError.statusCode, "bad_request", fastifyError.message);
+  }
+  return new ApiError(500, "internal", "internal error");
+}
+
+/** Every error leaves as `{error: {code, message}}` with its status; 5xx are logged, 4xx are not. */
+export const errorsPlugin = fp(
+  async (app: FastifyInstance, options: { onError?: (error: ApiError, request: FastifyRequest) => void }) => {
+    app.setErrorHandler((error: FastifyError | Error, request, reply) => {
+      const apiError = toApiError(error);
+      if (apiError.statusCode >= 500 && apiError.code === "internal") {
+        request.log.error({ err: error }, "request failed");
+      }
+      options.onError?.(apiError, request);
+      if (apiError.statusCode === 503) reply.header("retry-after", "1");
+      return reply
+        .status(apiError.statusCode)
+        .send({ error: { code: apiError.code, message: apiError.message }, ...apiError.extra });
+    });
+    app.setNotFoundHandler((request, reply) =>
+      reply.status(404).send({ error: { code: "not_found", message: `no route ${request.method} ${request.url}` } }),
+    );
+  },
+  { name: "errors" },
+);

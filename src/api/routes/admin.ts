@@ -1,0 +1,70 @@
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import type { CredentialStore, TokenRole } from "../../credentials/store.ts";
+import { AGENT_ID_PATTERN } from "../../ingest/payload.ts";
+import { requireAdmin } from "../access.ts";
+import { ApiError } from "../errors.ts";
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const TOKEN_ROLES: TokenRole[] = ["ingest", "viewer"];
+
+function tenantParam(params: unknown): string {
+  const { id } = params as { id: string };
+  if (!UUID.test(id)) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
+  return id;
+}
+
+function bodyField(body: unknown, field: string): unknown {
+  return typeof body === "object" && body !== null ? (body as Record<string, unknown>)[field] : undefined;
+}
+
+/** Admin API (Bearer admin token): tenants, agents, tokens, revocation. Secrets are shown once. */
+export const adminRoutes = fp(
+  async (app: FastifyInstance, options: { credentials: CredentialStore; onRevoke?: (username: string) => void }) => {
+    const { credentials } = options;
+    const admin = {
+      preHandler: async (request: Parameters<typeof app.authenticate>[0]) => {
+        await app.authenticate(request);
+        requireAdmin(request.principal);
+      },
+    };
+
+    app.post("/api/v1/admin/tenants", admin, async (request, reply) => {
+      const name = bodyField(request.body, "name");
+      if (typeof name !== "string" || name.trim().length === 0 || name.length > 200) {
+        throw new ApiError(400, "bad_request", "name must be a non-empty string of at most 200 characters");
+      }
+      return reply.status(201).send(await credentials.createTenant(name.trim()));
+    });
+
+    app.post("/api/v1/admin/tenants/:id/agents", admin, async (request, reply) => {
+      const tenantId = tenantParam(request.params);
+      const agentId = bodyField(request.body, "agent_id");
+      if (typeof agentId !== "string" || !AGENT_ID_PATTERN.test(agentId)) {
+        throw new ApiError(400, "bad_agent_id", "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+      }
+      const { username, password } = await credentials.createAgent(tenantId, agentId);
+      return reply.status(201).send({ tenant_id: tenantId, agent_id: agentId, username, password });
+    });
+
+    app.post("/api/v1/admin/tenants/:id/tokens", admin, async (request, reply) => {
+      const tenantId = tenantParam(request.params);
+      const role = bodyField(request.body, "role");
+      if (!TOKEN_ROLES.includes(role as TokenRole)) {
+        throw new ApiError(400, "bad_request", `role must be one of ${TOKEN_ROLES.join(", ")}`);
+      }
+      const { username, token } = await credentials.createToken(tenantId, role as TokenRole);
+      return reply.status(201).send({ tenant_id: tenantId, role, username, token });
+    });
+
+    app.delete("/api/v1/admin/credentials/:username", admin, async (request, reply) => {
+      const { username } = request.params as { username: string };
+      if (!(await credentials.revoke(username))) {
+        throw new ApiError(404, "not_found", `credential ${username} does not exist`);
+      }
+      options.onRevoke?.(username);
+      return reply.status(204).send();
+    });
+  },
+  { name: "admin-routes", dependencies: ["auth"] },
+);

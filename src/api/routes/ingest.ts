@@ -1,0 +1,47 @@
+import { randomUUID } from "node:crypto";
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import type { PayloadLimits } from "../../config.ts";
+import { parseItems, parseNamedReading } from "../../ingest/payload.ts";
+import type { SubmissionQueue } from "../../ingest/queue.ts";
+import type { Telemetry } from "../../telemetry/metrics.ts";
+import { ingestTarget } from "../access.ts";
+import { ApiError } from "../errors.ts";
+
+/** POST /api/v1/metrics: validates each item, submits the valid ones, answers once durable. */
+export const ingestRoutes = fp(
+  async (app: FastifyInstance, options: { queue: SubmissionQueue; telemetry: Telemetry; limits: PayloadLimits }) => {
+    const { queue, telemetry, limits } = options;
+
+    app.post("/api/v1/metrics", { preHandler: app.authenticate }, async (request, reply) => {
+      const receivedAt = Date.now();
+      const body = request.body as { agent_id?: unknown; metrics?: unknown } | null;
+      if (typeof body !== "object" || body === null || !Array.isArray(body.metrics)) {
+        throw new ApiError(400, "bad_request", 'the body must be {"agent_id"?: string, "metrics": [...]}');
+      }
+      const { tenantId, agentId } = ingestTarget(request.principal, body.agent_id);
+      const items: unknown[] = body.metrics;
+      if (items.length === 0) throw new ApiError(400, "bad_request", "metrics is empty");
+      if (items.length > limits.maxBatchItems) {
+        telemetry.rejected.inc({ source: "http", reason: "too_many" }, items.length);
+        throw new ApiError(400, "too_many", `at most ${limits.maxBatchItems} metrics per request`);
+      }
+
+      const { points, rejected } = parseItems(items, (item) => parseNamedReading(item, receivedAt, limits));
+      telemetry.countRejections(
+        "http",
+        rejected.map((r) => r.reason),
+      );
+      const first = rejected[0];
+      if (points.length === 0 && first) {
+        throw new ApiError(400, first.reason, `no metric was valid; first: ${first.message}`, { rejected });
+      }
+
+      await queue.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });
+      telemetry.jobsEnqueued.inc();
+      telemetry.accepted.inc({ source: "http" }, points.length);
+      return reply.status(202).send({ accepted: points.length, rejected });
+    });
+  },
+  { name: "ingest-routes", dependencies: ["auth"] },
+);

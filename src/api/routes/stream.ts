@@ -1,0 +1,69 @@
+import type { FastifyInstance } from "fastify";
+import fp from "fastify-plugin";
+import type { FanOut } from "../../worker/fanout.ts";
+import type { StoredMetric } from "../../worker/store-metrics.ts";
+import { readScope } from "../access.ts";
+
+function toEvent(metric: StoredMetric): string {
+  const data = {
+    id: metric.id,
+    agent_id: metric.agentId,
+    name: metric.name,
+    value: metric.value,
+    ts: metric.ts,
+    tags: metric.tags,
+  };
+  return `event: metric\nid: ${metric.id}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+/**
+ * GET /api/v1/stream: Server-Sent Events of newly stored metrics of the caller's tenant.
+ * A client that cannot keep up (more than `maxBufferBytes` unsent) is disconnected, so a slow
+ * dashboard never grows this process's memory; EventSource reconnects by itself.
+ */
+export const streamRoutes = fp(
+  async (app: FastifyInstance, options: { fanout: FanOut; heartbeatMs: number; maxBufferBytes: number }) => {
+    const open = new Set<() => void>();
+
+    app.get("/api/v1/stream", { preHandler: app.authenticate }, async (request, reply) => {
+      const q = request.query as Record<string, string | undefined>;
+      const scope = readScope(request.principal, q.agent_id);
+      const res = reply.hijack().raw;
+      let end = () => {};
+      const send = (metrics: StoredMetric[]) => {
+        for (const metric of metrics) {
+          if (scope.agentId !== undefined && metric.agentId !== scope.agentId) continue;
+          if (q.name !== undefined && metric.name !== q.name) continue;
+          res.write(toEvent(metric));
+        }
+        if (res.writableLength > options.maxBufferBytes) end();
+      };
+      const unsubscribe = await options.fanout.subscribe(scope.tenantId, send);
+      if (request.raw.destroyed) {
+        unsubscribe();
+        return;
+      }
+      res.writeHead(200, {
+        "content-type": "text/event-stream; charset=utf-8",
+        "cache-control": "no-cache",
+        connection: "keep-alive",
+        "x-accel-buffering": "no",
+      });
+      res.write("retry: 3000\n: connected\n\n");
+      const heartbeat = setInterval(() => res.write(": heartbeat\n\n"), options.heartbeatMs);
+      end = () => {
+        if (!open.delete(end)) return;
+        clearInterval(heartbeat);
+        unsubscribe();
+        res.end();
+      };
+      open.add(end);
+      request.raw.on("close", end);
+    });
+
+    app.addHook("preClose", async () => {
+      for (const end of [...open]) end();
+    });
+  },
+  { name: "stream-routes", dependencies: ["auth"] },
+);

@@ -1,0 +1,59 @@
+import Fastify, { type FastifyInstance, LogController } from "fastify";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import type { CredentialStore } from "../credentials/store.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { SubmissionQueue } from "../ingest/queue.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import type { FanOut } from "../worker/fanout.ts";
+import { authPlugin } from "./auth.ts";
+import { errorsPlugin } from "./errors.ts";
+import { adminRoutes } from "./routes/admin.ts";
+import { healthRoutes, type ReadinessCheck } from "./routes/health.ts";
+import { ingestRoutes } from "./routes/ingest.ts";
+import { queryRoutes } from "./routes/query.ts";
+import { streamRoutes } from "./routes/stream.ts";
+
+export interface ApiDeps {
+  config: Config;
+  logger: Logger;
+  prisma: PrismaClient;
+  credentials: CredentialStore;
+  queue: SubmissionQueue;
+  fanout: FanOut;
+  telemetry: Telemetry;
+  adminToken: string;
+  checks: Record<string, ReadinessCheck>;
+}
+
+/** The HTTP API, assembled from its plugins. */
+export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
+  const { config, telemetry } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    // One line per request would dominate the logs at ingest rates; errors are still logged.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.HTTP_BODY_LIMIT_BYTES,
+  }) as unknown as FastifyInstance;
+
+  await app.register(errorsPlugin, {
+    // Bodies refused before the ingest handler ran still count as rejected metrics.
+    onError: (error, request) => {
+      const isIngest = request.method === "POST" && request.routeOptions.url === "/api/v1/metrics";
+      if (isIngest && (error.code === "too_large" || error.code === "bad_json")) {
+        telemetry.rejected.inc({ source: "http", reason: error.code });
+      }
+    },
+  });
+  await app.register(authPlugin, { credentials: deps.credentials, adminToken: deps.adminToken });
+  await app.register(healthRoutes, { checks: deps.checks, registry: telemetry.registry });
+  await app.register(ingestRoutes, { queue: deps.queue, telemetry, limits: config.payloadLimits });
+  await app.register(queryRoutes, { prisma: deps.prisma, maxLimit: config.QUERY_MAX_LIMIT });
+  await app.register(streamRoutes, {
+    fanout: deps.fanout,
+    heartbeatMs: config.SSE_HEARTBEAT_MS,
+    maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
+  });
+  await app.register(adminRoutes, { credentials: deps.credentials });
+  return app;
+}

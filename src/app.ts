@@ -1,0 +1,129 @@
+import { mkdir } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import { embeddedAdminToken } from "./admin-token.ts";
+import { buildApiServer } from "./api/server.ts";
+import type { Config } from "./config.ts";
+import { CredentialStore } from "./credentials/store.ts";
+import { BullmqSubmissionQueue } from "./ingest/bullmq-queue.ts";
+import { InProcessQueue } from "./ingest/in-process-queue.ts";
+import type { SubmissionQueue } from "./ingest/queue.ts";
+import { openDatabase } from "./store/database.ts";
+import { createTelemetry } from "./telemetry/metrics.ts";
+import { startBullmqWorker } from "./worker/bullmq-worker.ts";
+import { type FanOut, LocalFanOut, RedisFanOut } from "./worker/fanout.ts";
+import { createProcessor } from "./worker/processor.ts";
+import { pruneSubmissions } from "./worker/store-metrics.ts";
+
+export interface RunningApp {
+  /** Base URL of the HTTP API, when this process runs the `api` role. */
+  httpUrl?: string;
+  /** Stops taking work, finishes what is in flight, then closes every backend. Idempotent. */
+  close(): Promise<void>;
+}
+
+const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+
+/** Assembles the process: backends for the mode, then the roles asked for, in dependency order. */
+export async function startApp(config: Config, logger: Logger): Promise<RunningApp> {
+  // Closed in reverse order of opening: roles first, backends last.
+  const closers: (() => Promise<void>)[] = [];
+  const close = async () => {
+    while (closers.length > 0) await closers.pop()?.();
+  };
+  try {
+    const distributed = config.mode === "distributed";
+    if (!distributed) await mkdir(config.DATA_DIR, { recursive: true });
+
+    const db = await openDatabase(config.DATABASE_URL ? { url: config.DATABASE_URL } : { dataDir: config.DATA_DIR }, {
+      migrate: config.MIGRATE_ON_START,
+      logger,
+    });
+    closers.push(() => db.close());
+
+    const telemetry = createTelemetry();
+    const fanout: FanOut = config.REDIS_URL
+      ? new RedisFanOut(config.REDIS_URL, config.REDIS_PREFIX)
+      : new LocalFanOut();
+    closers.push(() => fanout.close());
+    const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
+
+    let queue: SubmissionQueue;
+    if (config.REDIS_URL) {
+      queue = await BullmqSubmissionQueue.open({
+        redisUrl: config.REDIS_URL,
+        prefix: config.REDIS_PREFIX,
+        attempts: config.JOB_ATTEMPTS,
+        backoffMs: config.JOB_BACKOFF_MS,
+      });
+    } else {
+      queue = new InProcessQueue(process, config.EMBEDDED_QUEUE_MAX_PENDING);
+    }
+    closers.push(() => queue.close());
+    telemetry.setQueueDepthSource(() => queue.depth());
+
+    if (config.ROLES.has("worker")) {
+      if (config.REDIS_URL) {
+        const worker = await startBullmqWorker({
+          redisUrl: config.REDIS_URL,
+          prefix: config.REDIS_PREFIX,
+          concurrency: config.WORKER_CONCURRENCY,
+          process,
+          logger,
+        });
+        closers.push(() => worker.close());
+      }
+      const prune = () =>
+        pruneSubmissions(db.prisma, new Date(Date.now() - config.SUBMISSION_RETENTION_HOURS * 3600_000)).catch(
+          (error: Error) => logger.warn({ err: error }, "pruning old submission ids failed"),
+        );
+      const pruneTimer = setInterval(prune, PRUNE_INTERVAL_MS).unref();
+      closers.push(async () => clearInterval(pruneTimer));
+    }
+
+    let httpUrl: string | undefined;
+    if (config.ROLES.has("api")) {
+      const adminToken = distributed
+        ? (config.ADMIN_TOKEN as string)
+        : await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN);
+      const api = await buildApiServer({
+        config,
+        logger,
+        prisma: db.prisma,
+        credentials: new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS),
+        queue,
+        fanout,
+        telemetry,
+        adminToken,
+        checks: {
+          database: async () => {
+            await db.prisma.$queryRawUnsafe("SELECT 1");
+          },
+          queue: () => queue.ping(),
+        },
+      });
+      await api.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+      closers.push(() => api.close());
+      const { port } = api.server.address() as AddressInfo;
+      const host = config.HTTP_HOST === "0.0.0.0" || config.HTTP_HOST === "::" ? "127.0.0.1" : config.HTTP_HOST;
+      httpUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+    }
+
+    logger.info(
+      {
+        mode: config.mode,
+        roles: [...config.ROLES],
+        database: db.backend,
+        queue: queue.backend,
+        fanout: fanout.backend,
+        http: httpUrl,
+      },
+      `edge-ingest started (${config.mode}: database ${db.backend}, queue ${queue.backend}, fan-out ${fanout.backend})`,
+    );
+    let closing: Promise<void> | undefined;
+    return { httpUrl, close: () => (closing ??= close()) };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}

@@ -1,0 +1,101 @@
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig } from "../config.ts";
+import { createLogger } from "../logger.ts";
+import { migratePglite, migratePostgres } from "../store/database.ts";
+import { CliError, callAdminApi, resolveAdminToken } from "./admin-client.ts";
+import { serve } from "./serve.ts";
+
+export const USAGE = `usage: edge-ingest <command> [options]
+
+  serve                                        run the service (what npm start runs)
+  migrate                                      apply pending database migrations
+  tenant create --name NAME                    create a tenant
+  agent create --tenant ID --agent AGENT_ID    register an agent; prints its MQTT username/password once
+  token create --tenant ID --role ingest|viewer  create a tenant token; printed once
+  credential revoke USERNAME                   revoke an agent credential or a token
+
+Admin commands call a running server: --url (default http://127.0.0.1:$HTTP_PORT) and
+--token (default $ADMIN_TOKEN, else $DATA_DIR/admin-token written by the embedded server).`;
+
+const OPTIONS = {
+  name: { type: "string" },
+  tenant: { type: "string" },
+  agent: { type: "string" },
+  role: { type: "string" },
+  url: { type: "string" },
+  token: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+function required(value: string | undefined, flag: string): string {
+  if (!value) throw new CliError(`missing --${flag}\n\n${USAGE}`);
+  return value;
+}
+
+/** Runs one CLI command; returns the process exit code. Results are printed as JSON. */
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
+    const [command, sub, arg] = positionals;
+    if (values.help || command === undefined) {
+      console.log(USAGE);
+      return values.help ? 0 : 2;
+    }
+    if (command === "serve") return await serve(loadConfig(env));
+    if (command === "migrate") {
+      const config = loadConfig(env);
+      const logger = createLogger(config.LOG_LEVEL);
+      const applied = config.DATABASE_URL
+        ? await migratePostgres(config.DATABASE_URL, logger)
+        : await migratePglite(config.DATA_DIR, logger);
+      console.log(JSON.stringify({ applied }));
+      return 0;
+    }
+
+    const baseUrl = values.url ?? `http://127.0.0.1:${env.HTTP_PORT || 3000}`;
+    const admin = async (method: "POST" | "DELETE", route: string, body?: unknown) =>
+      callAdminApi(baseUrl, await resolveAdminToken(values.token, env), method, route, body);
+    let result: unknown;
+    switch (`${command} ${sub ?? ""}`) {
+      case "tenant create":
+        result = await admin("POST", "/api/v1/admin/tenants", { name: required(values.name, "name") });
+        break;
+      case "agent create":
+        result = await admin(
+          "POST",
+          `/api/v1/admin/tenants/${encodeURIComponent(required(values.tenant, "tenant"))}/agents`,
+          {
+            agent_id: required(values.agent, "agent"),
+          },
+        );
+        break;
+      case "token create":
+        result = await admin(
+          "POST",
+          `/api/v1/admin/tenants/${encodeURIComponent(required(values.tenant, "tenant"))}/tokens`,
+          {
+            role: required(values.role, "role"),
+          },
+        );
+        break;
+      case "credential revoke":
+        await admin("DELETE", `/api/v1/admin/credentials/${encodeURIComponent(required(arg, "USERNAME"))}`);
+        result = { revoked: arg };
+        break;
+      default:
+        throw new CliError(`unknown command: ${positionals.join(" ")}\n\n${USAGE}`);
+    }
+    console.log(JSON.stringify(result, null, 2));
+    return 0;
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof CliError) {
+      console.error(`edge-ingest: ${error.message}`);
+      return error instanceof ConfigError ? 78 : 1;
+    }
+    if ((error as NodeJS.ErrnoException).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`edge-ingest: ${(error as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,129 @@
+import path from "node:path";
+import { z } from "zod";
+
+export const ROLES = ["api", "worker"] as const;
+export type Role = (typeof ROLES)[number];
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+const int = (min: number, max: number) =>
+  z.coerce
+    .number({ error: "must be a whole number" })
+    .int({ error: "must be a whole number" })
+    .min(min, { error: `must be at least ${min}` })
+    .max(max, { error: `must be at most ${max}` });
+
+const port = int(0, 65535);
+const bool = z.enum(["true", "false"], { error: 'must be "true" or "false"' }).transform((v) => v === "true");
+const url = (protocols: string[]) =>
+  z.string().refine((v) => URL.canParse(v) && protocols.includes(new URL(v).protocol), {
+    error: `must be a URL starting with ${protocols.join(" or ")}//`,
+  });
+
+const envSchema = z.object({
+  HTTP_HOST: z.string().min(1).default("0.0.0.0"),
+  HTTP_PORT: port.default(3000),
+  DATA_DIR: z.string().min(1).default("./data"),
+  DATABASE_URL: url(["postgresql:", "postgres:"]).optional(),
+  REDIS_URL: url(["redis:", "rediss:"]).optional(),
+  REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9._:-]{1,64}$/, { error: "must be 1-64 characters of A-Z a-z 0-9 . _ : -" })
+    .default("edge-ingest"),
+  ADMIN_TOKEN: z.string().min(32, { error: "must be at least 32 characters" }).optional(),
+  ROLES: z
+    .string()
+    .default(ROLES.join(","))
+    .transform((v, ctx) => {
+      const roles = v
+        .split(",")
+        .map((r) => r.trim())
+        .filter(Boolean);
+      const unknown = roles.filter((r) => !ROLES.includes(r as Role));
+      if (roles.length === 0 || unknown.length > 0) {
+        ctx.addIssue({ code: "custom", message: `must be a comma-separated list of ${ROLES.join(", ")}` });
+        return z.NEVER;
+      }
+      return new Set(roles as Role[]);
+    }),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  MIGRATE_ON_START: bool.default(true),
+  HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
+  MAX_BATCH_ITEMS: int(1, 100_000).default(1000),
+  MAX_TAGS: int(0, 1000).default(32),
+  MAX_TAG_LENGTH: int(1, 10_000).default(256),
+  MAX_DEDUPE_ID_LENGTH: int(1, 1024).default(128),
+  MAX_FUTURE_SKEW_SECONDS: int(0, 10 * 365 * 86400).default(86400),
+  QUERY_MAX_LIMIT: int(1, 100_000).default(1000),
+  SSE_HEARTBEAT_MS: int(100, 3_600_000).default(15_000),
+  SSE_MAX_BUFFER_BYTES: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
+  CREDENTIAL_CACHE_TTL_MS: int(0, 3_600_000).default(5000),
+  WORKER_CONCURRENCY: int(1, 256).default(4),
+  JOB_ATTEMPTS: int(1, 100).default(8),
+  JOB_BACKOFF_MS: int(1, 3_600_000).default(500),
+  EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000).default(256),
+  SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),
+});
+
+export interface PayloadLimits {
+  maxBatchItems: number;
+  maxTags: number;
+  maxTagLength: number;
+  maxDedupeIdLength: number;
+  maxFutureSkewMs: number;
+}
+
+export type Config = Omit<
+  z.output<typeof envSchema>,
+  "MAX_BATCH_ITEMS" | "MAX_TAGS" | "MAX_TAG_LENGTH" | "MAX_DEDUPE_ID_LENGTH" | "MAX_FUTURE_SKEW_SECONDS"
+> & {
+  mode: "embedded" | "distributed";
+  payloadLimits: PayloadLimits;
+};
+
+/** Reads the environment into a typed config; throws a ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = envSchema.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0]);
+      return `${name}: ${issue.message} (got ${JSON.stringify(env[name])})`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const { MAX_BATCH_ITEMS, MAX_TAGS, MAX_TAG_LENGTH, MAX_DEDUPE_ID_LENGTH, MAX_FUTURE_SKEW_SECONDS, ...rest } =
+    parsed.data;
+
+  if (Boolean(rest.DATABASE_URL) !== Boolean(rest.REDIS_URL)) {
+    const missing = rest.DATABASE_URL ? "REDIS_URL" : "DATABASE_URL";
+    throw new ConfigError(
+      `invalid configuration:\n  ${missing}: distributed mode needs both DATABASE_URL and REDIS_URL; set ${missing} or unset the other`,
+    );
+  }
+  const mode = rest.DATABASE_URL ? "distributed" : "embedded";
+  if (mode === "distributed" && !rest.ADMIN_TOKEN) {
+    throw new ConfigError(
+      "invalid configuration:\n  ADMIN_TOKEN: required in distributed mode (at least 32 characters)",
+    );
+  }
+  if (mode === "embedded" && rest.ROLES.size !== ROLES.length) {
+    throw new ConfigError(
+      "invalid configuration:\n  ROLES: embedded mode runs every role in one process; set DATABASE_URL and REDIS_URL to split roles",
+    );
+  }
+  return {
+    ...rest,
+    DATA_DIR: path.resolve(rest.DATA_DIR),
+    mode,
+    payloadLimits: {
+      maxBatchItems: MAX_BATCH_ITEMS,
+      maxTags: MAX_TAGS,
+      maxTagLength: MAX_TAG_LENGTH,
+      maxDedupeIdLength: MAX_DEDUPE_ID_LENGTH,
+      maxFutureSkewMs: MAX_FUTURE_SKEW_SECONDS * 1000,
+    },
+  };
+}

@@ -1,0 +1,113 @@
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import { formatToken, generateSecret, generateUsername, hashSecret, verifySecret } from "./secrets.ts";
+
+export type TokenRole = "ingest" | "viewer";
+
+/** Who a request or connection acts as, once its credential is verified. */
+export type Principal =
+  | { kind: "agent"; username: string; tenantId: string; agentId: string }
+  | { kind: "token"; username: string; tenantId: string; role: TokenRole }
+  | { kind: "admin" };
+
+interface CredentialRow {
+  username: string;
+  role: "agent" | TokenRole;
+  tenantId: string;
+  agentId: string | null;
+  secretHash: string;
+  revokedAt: Date | null;
+}
+
+export class NotFoundError extends Error {
+  override name = "NotFoundError";
+}
+
+export class ConflictError extends Error {
+  override name = "ConflictError";
+}
+
+/**
+ * Tenants, agents and their credentials. Lookups are cached for `cacheTtlMs` so a reconnect storm
+ * does not become a database storm; revoking here drops the entry at once.
+ */
+export class CredentialStore {
+  private readonly cache = new Map<string, { row: CredentialRow | null; expires: number }>();
+
+  constructor(
+    private readonly prisma: PrismaClient,
+    private readonly cacheTtlMs: number,
+  ) {}
+
+  async verify(username: string, secret: string): Promise<Principal | undefined> {
+    const row = await this.lookup(username);
+    if (!row || row.revokedAt !== null || !verifySecret(username, secret, row.secretHash)) return undefined;
+    if (row.role === "agent") {
+      return { kind: "agent", username, tenantId: row.tenantId, agentId: row.agentId as string };
+    }
+    return { kind: "token", username, tenantId: row.tenantId, role: row.role };
+  }
+
+  private async lookup(username: string): Promise<CredentialRow | null> {
+    const now = Date.now();
+    const cached = this.cache.get(username);
+    if (cached && cached.expires > now) return cached.row;
+    const row = await this.prisma.credential.findUnique({ where: { username } });
+    this.cache.set(username, { row, expires: now + this.cacheTtlMs });
+    return row;
+  }
+
+  forget(username: string): void {
+    this.cache.delete(username);
+  }
+
+  async createTenant(name: string): Promise<{ id: string; name: string }> {
+    const tenant = await this.prisma.tenant.create({ data: { name } });
+    return { id: tenant.id, name: tenant.name };
+  }
+
+  async tenantExists(tenantId: string): Promise<boolean> {
+    return (await this.prisma.tenant.count({ where: { id: tenantId } })) > 0;
+  }
+
+  /** Registers an agent with its MQTT credential; the password is returned once and never stored. */
+  async createAgent(tenantId: string, agentId: string): Promise<{ username: string; password: string }> {
+    if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
+    const username = generateUsername("agent");
+    const password = generateSecret();
+    try {
+      await this.prisma.$transaction([
+        this.prisma.agent.create({ data: { tenantId, agentId } }),
+        this.prisma.credential.create({
+          data: { username, role: "agent", tenantId, agentId, secretHash: hashSecret(username, password) },
+        }),
+      ]);
+    } catch (error) {
+      if ((error as { code?: string }).code === "P2002") {
+        throw new ConflictError(`agent ${agentId} already exists in tenant ${tenantId}`);
+      }
+      throw error;
+    }
+    return { username, password };
+  }
+
+  /** Creates a tenant token (`username.secret`), returned once. */
+  async createToken(tenantId: string, role: TokenRole): Promise<{ username: string; token: string }> {
+    if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
+    const username = generateUsername("token");
+    const secret = generateSecret();
+    await this.prisma.credential.create({
+      data: { username, role, tenantId, secretHash: hashSecret(username, secret) },
+    });
+    return { username, token: formatToken(username, secret) };
+  }
+
+  /** Revokes a credential; false when no such credential exists. Revoking twice is not an error. */
+  async revoke(username: string): Promise<boolean> {
+    const { count } = await this.prisma.credential.updateMany({
+      where: { username, revokedAt: null },
+      data: { revokedAt: new Date() },
+    });
+    this.forget(username);
+    return count > 0 || (await this.prisma.credential.count({ where: { username } })) > 0;
+  }
+}

@@ -1,0 +1,76 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { RejectionReason } from "../ingest/rejection.ts";
+import type { MetricSubmission } from "../ingest/submission.ts";
+
+export type Source = MetricSubmission["source"];
+
+/** The process's Prometheus metrics, on a registry of its own (several apps may share a process in tests). */
+export function createTelemetry() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  let queueDepth: () => Promise<number> = async () => 0;
+
+  const telemetry = {
+    registry,
+    accepted: new Counter({
+      name: "edge_ingest_metrics_accepted_total",
+      help: "Metrics accepted into a durable submission, by source",
+      labelNames: ["source"] as const,
+      registers: [registry],
+    }),
+    rejected: new Counter({
+      name: "edge_ingest_metrics_rejected_total",
+      help: "Metrics refused, by source and reason",
+      labelNames: ["source", "reason"] as const,
+      registers: [registry],
+    }),
+    jobsEnqueued: new Counter({
+      name: "edge_ingest_jobs_enqueued_total",
+      help: "metric-submission jobs made durable by this process",
+      registers: [registry],
+    }),
+    jobsCompleted: new Counter({
+      name: "edge_ingest_jobs_completed_total",
+      help: "metric-submission jobs stored by this process's worker",
+      registers: [registry],
+    }),
+    jobsFailed: new Counter({
+      name: "edge_ingest_jobs_failed_total",
+      help: "metric-submission job attempts that failed in this process's worker",
+      registers: [registry],
+    }),
+    fanoutErrors: new Counter({
+      name: "edge_ingest_fanout_errors_total",
+      help: "Stored metrics that could not be sent to live subscribers",
+      registers: [registry],
+    }),
+    batchDuration: new Histogram({
+      name: "edge_ingest_worker_batch_duration_seconds",
+      help: "Time to store one submission",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    /** Where the queue-depth gauge reads from: the queue of this process. */
+    setQueueDepthSource(source: () => Promise<number>) {
+      queueDepth = source;
+    },
+    countRejections(source: Source, reasons: Iterable<RejectionReason>) {
+      for (const reason of reasons) telemetry.rejected.inc({ source, reason });
+    },
+  };
+  new Gauge({
+    name: "edge_ingest_queue_depth",
+    help: "metric-submission jobs waiting, delayed or running",
+    registers: [registry],
+    async collect() {
+      // An unreachable queue shows in /readyz; the gauge keeps its last value rather than fail the scrape.
+      await queueDepth().then(
+        (depth) => this.set(depth),
+        () => undefined,
+      );
+    },
+  });
+  return telemetry;
+}
+
+export type Telemetry = ReturnType<typeof createTelemetry>;

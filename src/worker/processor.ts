@@ -1,0 +1,38 @@
+import type { Logger } from "pino";
+import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { SubmissionProcessor } from "../ingest/queue.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import type { FanOut } from "./fanout.ts";
+import { storeSubmission } from "./store-metrics.ts";
+
+/**
+ * Stores one submission, then hands the stored rows to live subscribers. A fan-out failure is
+ * counted and logged but does not fail the job: the rows are committed, and a retry would only
+ * find its submission already applied.
+ */
+export function createProcessor(deps: {
+  prisma: PrismaClient;
+  fanout: FanOut;
+  telemetry: Telemetry;
+  logger: Logger;
+}): SubmissionProcessor {
+  const { prisma, fanout, telemetry, logger } = deps;
+  return async (submission) => {
+    const stopTimer = telemetry.batchDuration.startTimer();
+    let stored: Awaited<ReturnType<typeof storeSubmission>>;
+    try {
+      stored = await storeSubmission(prisma, submission);
+    } catch (error) {
+      telemetry.jobsFailed.inc();
+      throw error;
+    } finally {
+      stopTimer();
+    }
+    telemetry.jobsCompleted.inc();
+    if (stored.length === 0) return;
+    await fanout.publish(submission.tenantId, stored).catch((error: Error) => {
+      telemetry.fanoutErrors.inc(stored.length);
+      logger.warn({ err: error, tenantId: submission.tenantId }, "live fan-out failed; the metrics are stored");
+    });
+  };
+}
