@@ -1,0 +1,63 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import pino from "pino";
+import { type RunningApp, startApp } from "../../src/app.ts";
+import { loadConfig } from "../../src/config.ts";
+import { createTestDatabase, deleteRedisPrefix, REDIS_URL, tempDir, uniqueId } from "./services.ts";
+
+export type Mode = "embedded" | "distributed";
+
+export interface TestApp {
+  app: RunningApp;
+  url: string;
+  adminToken: string;
+  /** The test's own database (distributed) or data directory (embedded). */
+  databaseUrl?: string;
+  dataDir?: string;
+  redisPrefix?: string;
+  /** Stops the app and removes everything the test created. */
+  cleanup(): Promise<void>;
+}
+
+/** Starts the real service on a free port with backends of the test's own. */
+export async function startTestApp(mode: Mode, env: Record<string, string> = {}): Promise<TestApp> {
+  const base = { HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent", ...env };
+  if (mode === "embedded") {
+    const data = await tempDir();
+    const app = await startApp(loadConfig({ ...base, DATA_DIR: data.dir }), pino({ level: base.LOG_LEVEL }));
+    const adminToken = (await readFile(path.join(data.dir, "admin-token"), "utf8")).trim();
+    return {
+      app,
+      url: app.httpUrl as string,
+      adminToken,
+      dataDir: data.dir,
+      cleanup: async () => {
+        await app.close();
+        await data.remove();
+      },
+    };
+  }
+  const db = await createTestDatabase();
+  const redisPrefix = `edge-ingest-test-${uniqueId()}`;
+  const adminToken = `admin-${uniqueId()}-${"x".repeat(32)}`;
+  const config = loadConfig({
+    ...base,
+    DATABASE_URL: db.url,
+    REDIS_URL,
+    REDIS_PREFIX: redisPrefix,
+    ADMIN_TOKEN: adminToken,
+  });
+  const app = await startApp(config, pino({ level: base.LOG_LEVEL }));
+  return {
+    app,
+    url: app.httpUrl as string,
+    adminToken,
+    databaseUrl: db.url,
+    redisPrefix,
+    cleanup: async () => {
+      await app.close();
+      await db.drop();
+      await deleteRedisPrefix(redisPrefix);
+    },
+  };
+}
