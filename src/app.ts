@@ -43,7 +43,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
 
     const telemetry = createTelemetry();
     const fanout: FanOut = config.REDIS_URL
-      ? new RedisFanOut(config.REDIS_URL, config.REDIS_PREFIX)
+      ? new RedisFanOut(config.REDIS_URL, config.REDIS_PREFIX, logger)
       : new LocalFanOut();
     closers.push(() => fanout.close());
     const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
@@ -55,6 +55,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         prefix: config.REDIS_PREFIX,
         attempts: config.JOB_ATTEMPTS,
         backoffMs: config.JOB_BACKOFF_MS,
+        logger,
       });
     } else {
       queue = new InProcessQueue(process, config.EMBEDDED_QUEUE_MAX_PENDING);

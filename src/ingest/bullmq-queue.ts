@@ -1,5 +1,6 @@
 import { Queue } from "bullmq";
 import { Redis } from "ioredis";
+import type { Logger } from "pino";
 import { QueueUnavailableError, type SubmissionQueue } from "./queue.ts";
 import { type MetricSubmission, SUBMISSION_JOB_NAME } from "./submission.ts";
 
@@ -10,6 +11,7 @@ export interface BullmqQueueOptions {
   prefix: string;
   attempts: number;
   backoffMs: number;
+  logger: Logger;
 }
 
 /**
@@ -24,6 +26,8 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   private constructor(private readonly options: BullmqQueueOptions) {
     this.connection = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.queue = new Queue(INGEST_QUEUE_NAME, { connection: this.connection, prefix: options.prefix });
+    // Submit failures reach the producer; these are the reconnect attempts behind them.
+    this.queue.on("error", (error: Error) => options.logger.warn({ err: error }, "queue Redis connection error"));
   }
 
   static async open(options: BullmqQueueOptions): Promise<BullmqSubmissionQueue> {

@@ -1,5 +1,6 @@
 import { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
+import type { Logger } from "pino";
 import type { StoredMetric } from "./store-metrics.ts";
 
 export type MetricListener = (metrics: StoredMetric[]) => void;
@@ -55,9 +56,14 @@ export class RedisFanOut implements FanOut {
   constructor(
     redisUrl: string,
     private readonly prefix: string,
+    logger: Logger,
   ) {
     this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
     this.subscriber = new Redis(redisUrl);
+    // ioredis reconnects by itself; without a listener its errors would crash the process.
+    for (const connection of [this.publisher, this.subscriber]) {
+      connection.on("error", (error: Error) => logger.warn({ err: error }, "fan-out Redis connection error"));
+    }
     this.subscriber.on("message", (channel: string, message: string) => {
       this.local.deliver(channel.slice(this.channel("").length), JSON.parse(message) as StoredMetric[]);
     });

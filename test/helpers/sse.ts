@@ -9,7 +9,8 @@ export interface EventStream {
 export async function openStream(url: string, headers: Record<string, string> = {}): Promise<EventStream> {
   const controller = new AbortController();
   const response = await fetch(url, { headers, signal: controller.signal });
-  if (response.status !== 200 || !response.body) {
+  const body = response.body;
+  if (response.status !== 200 || !body) {
     throw new Error(`stream answered ${response.status}: ${await response.text()}`);
   }
   const events: { event: string; data: any }[] = [];
@@ -19,7 +20,7 @@ export async function openStream(url: string, headers: Record<string, string> = 
   const decoder = new TextDecoder();
   let buffer = "";
   (async () => {
-    const reader = response.body!.getReader();
+    const reader = body.getReader();
     for (;;) {
       const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
       if (done) return;

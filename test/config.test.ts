@@ -1,0 +1,59 @@
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../src/config.ts";
+
+const distributed = {
+  DATABASE_URL: "postgresql://localhost/x",
+  REDIS_URL: "redis://localhost:6379",
+  ADMIN_TOKEN: "a".repeat(32),
+};
+
+describe("loadConfig", () => {
+  it("runs embedded with safe defaults when nothing is set", () => {
+    const config = loadConfig({});
+    expect(config.mode).toBe("embedded");
+    expect(config.HTTP_PORT).toBe(3000);
+    expect(config.DATA_DIR).toBe(path.resolve("./data"));
+    expect([...config.ROLES]).toEqual(["api", "worker"]);
+    expect(config.payloadLimits).toEqual({
+      maxBatchItems: 1000,
+      maxTags: 32,
+      maxTagLength: 256,
+      maxDedupeIdLength: 128,
+      maxFutureSkewMs: 86_400_000,
+    });
+  });
+
+  it("runs distributed when DATABASE_URL and REDIS_URL are both set", () => {
+    const config = loadConfig({ ...distributed, ROLES: "worker" });
+    expect(config.mode).toBe("distributed");
+    expect([...config.ROLES]).toEqual(["worker"]);
+  });
+
+  it.each([
+    [{ HTTP_PORT: "abc" }, /HTTP_PORT: must be a whole number \(got "abc"\)/],
+    [{ HTTP_PORT: "70000" }, /HTTP_PORT: must be at most 65535/],
+    [{ LOG_LEVEL: "loud" }, /LOG_LEVEL/],
+    [{ ROLES: "api,cook" }, /ROLES: must be a comma-separated list/],
+    [{ MAX_BATCH_ITEMS: "0" }, /MAX_BATCH_ITEMS: must be at least 1/],
+    [{ DATABASE_URL: "mysql://x", REDIS_URL: "redis://x" }, /DATABASE_URL: must be a URL/],
+    [{ REDIS_PREFIX: "has space" }, /REDIS_PREFIX/],
+    [{ MIGRATE_ON_START: "yes" }, /MIGRATE_ON_START: must be "true" or "false"/],
+    [{ DATABASE_URL: "postgresql://x/y" }, /REDIS_URL: distributed mode needs both/],
+    [{ REDIS_URL: "redis://x" }, /DATABASE_URL: distributed mode needs both/],
+    [{ DATABASE_URL: "postgresql://x/y", REDIS_URL: "redis://x" }, /ADMIN_TOKEN: required in distributed mode/],
+    [{ ...distributed, ADMIN_TOKEN: "short" }, /ADMIN_TOKEN: must be at least 32 characters/],
+    [{ ROLES: "api" }, /ROLES: embedded mode runs every role in one process/],
+  ])("names the bad variable in %j", (env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it("names every bad variable at once", () => {
+    expect(() => loadConfig({ HTTP_PORT: "x", SSE_HEARTBEAT_MS: "1" })).toThrow(/HTTP_PORT[\s\S]*SSE_HEARTBEAT_MS/);
+  });
+
+  it("treats an empty variable as unset", () => {
+    expect(loadConfig({ DATABASE_URL: "", REDIS_URL: "" }).mode).toBe("embedded");
+  });
+});

@@ -1,0 +1,257 @@
+import { randomUUID } from "node:crypto";
+import { Queue } from "bullmq";
+import { Redis } from "ioredis";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startApp } from "../../src/app.ts";
+import { loadConfig } from "../../src/config.ts";
+import { BullmqSubmissionQueue, INGEST_QUEUE_NAME } from "../../src/ingest/bullmq-queue.ts";
+import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
+import { QueueUnavailableError } from "../../src/ingest/queue.ts";
+import type { MetricSubmission } from "../../src/ingest/submission.ts";
+import { type Database, openDatabase } from "../../src/store/database.ts";
+import { createTelemetry } from "../../src/telemetry/metrics.ts";
+import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
+import { LocalFanOut, RedisFanOut } from "../../src/worker/fanout.ts";
+import { createProcessor } from "../../src/worker/processor.ts";
+import { storeSubmission } from "../../src/worker/store-metrics.ts";
+import { createTenant, eventually, request } from "../helpers/http.ts";
+import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
+import {
+  createTestDatabase,
+  deleteRedisPrefix,
+  distributedUnavailable,
+  REDIS_URL,
+  tempDir,
+  uniqueId,
+} from "../helpers/services.ts";
+
+const skipDistributed = Boolean(await distributedUnavailable());
+const logger = pino({ level: "silent" });
+
+function submission(tenantId: string, metrics: MetricSubmission["metrics"]): MetricSubmission {
+  return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt: Date.now(), metrics };
+}
+
+async function countRows(db: Database, tenantId: string) {
+  return {
+    metrics: await db.prisma.metric.count({ where: { tenantId } }),
+    submissions: await db.prisma.ingestSubmission.count({ where: { tenantId } }),
+  };
+}
+
+const backends = [
+  { name: "PGlite", skip: false },
+  { name: "PostgreSQL", skip: skipDistributed },
+];
+
+for (const backend of backends) {
+  describe.skipIf(backend.skip)(`storeSubmission (${backend.name})`, () => {
+    let db: Database;
+    let tenantId: string;
+    let cleanup: () => Promise<void>;
+
+    beforeAll(async () => {
+      if (backend.name === "PGlite") {
+        const dir = await tempDir();
+        db = await openDatabase({ dataDir: dir.dir }, { migrate: true, logger });
+        cleanup = dir.remove;
+      } else {
+        const test = await createTestDatabase();
+        db = await openDatabase({ url: test.url }, { migrate: true, logger });
+        cleanup = test.drop;
+      }
+      tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    });
+    afterAll(async () => {
+      await db?.close();
+      await cleanup?.();
+    });
+
+    it("applies a replayed submission once, rows without dedupe_id included", async () => {
+      const before = await countRows(db, tenantId);
+      const job = submission(tenantId, [
+        { name: "a", value: 1, ts: Date.now() },
+        { name: "b", value: 2, ts: Date.now(), dedupeId: `d-${uniqueId()}` },
+      ]);
+      expect(await storeSubmission(db.prisma, job)).toHaveLength(2);
+      expect(await storeSubmission(db.prisma, job)).toEqual([]);
+      expect(await countRows(db, tenantId)).toEqual({
+        metrics: before.metrics + 2,
+        submissions: before.submissions + 1,
+      });
+    });
+
+    it("writes nothing of a submission that fails part-way", async () => {
+      const before = await countRows(db, tenantId);
+      // The name bypasses the parser to reach the database's own check, as a corrupt job would.
+      const job = submission(tenantId, [
+        { name: "fine", value: 1, ts: Date.now() },
+        { name: "not a valid name", value: 2, ts: Date.now() },
+      ]);
+      await expect(storeSubmission(db.prisma, job)).rejects.toThrow(/metrics_name_check/);
+      expect(await countRows(db, tenantId)).toEqual(before);
+    });
+
+    it("skips a dedupe_id seen before, within one submission and across submissions", async () => {
+      const dedupeId = `d-${uniqueId()}`;
+      const first = await storeSubmission(
+        db.prisma,
+        submission(tenantId, [
+          { name: "x", value: 1, ts: Date.now(), dedupeId },
+          { name: "x", value: 2, ts: Date.now(), dedupeId },
+        ]),
+      );
+      expect(first.map((m) => m.value)).toEqual([1]);
+      const second = await storeSubmission(db.prisma, submission(tenantId, [{ name: "x", value: 3, ts: 0, dedupeId }]));
+      expect(second).toEqual([]);
+      expect(await db.prisma.metric.count({ where: { tenantId, dedupeId } })).toBe(1);
+    });
+  });
+}
+
+describe("InProcessQueue", () => {
+  it("refuses work past its bound and waits for in-flight work on close", async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const done: string[] = [];
+    const queue = new InProcessQueue(async (s) => {
+      await gate;
+      done.push(s.id);
+    }, 1);
+    const first = queue.submit(submission("t", []));
+    await expect(queue.submit(submission("t", []))).rejects.toThrow(QueueUnavailableError);
+    expect(await queue.depth()).toBe(1);
+    const closed = queue.close();
+    await expect(queue.submit(submission("t", []))).rejects.toThrow(/shutting down/);
+    release();
+    await first;
+    await closed;
+    expect(done).toHaveLength(1);
+  });
+
+  it("passes a processing failure to the producer", async () => {
+    const queue = new InProcessQueue(async () => {
+      throw new Error("disk on fire");
+    }, 4);
+    await expect(queue.submit(submission("t", []))).rejects.toThrow("disk on fire");
+    expect(await queue.depth()).toBe(0);
+  });
+});
+
+describe.skipIf(skipDistributed)("BullMQ worker", () => {
+  let db: Database;
+  let dropDb: () => Promise<void>;
+  const prefix = `edge-ingest-test-${uniqueId()}`;
+
+  beforeAll(async () => {
+    const test = await createTestDatabase();
+    dropDb = test.drop;
+    db = await openDatabase({ url: test.url }, { migrate: true, logger });
+  });
+  afterAll(async () => {
+    await db?.close();
+    await dropDb?.();
+    await deleteRedisPrefix(prefix);
+  });
+
+  it("retries a failing job with backoff, then keeps it in the failed set with its reason, half-applied never", async () => {
+    const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    const telemetry = createTelemetry();
+    const fanout = new LocalFanOut();
+    const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
+    const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
+    const worker = await startBullmqWorker({ redisUrl: REDIS_URL, prefix, concurrency: 2, process, logger });
+    const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
+    try {
+      const bad = submission(tenantId, [
+        { name: "ok", value: 1, ts: Date.now() },
+        { name: "bad name", value: 2, ts: Date.now() },
+      ]);
+      const good = submission(tenantId, [{ name: "ok", value: 3, ts: Date.now() }]);
+      await queue.submit(bad);
+      await queue.submit(good);
+
+      const failed = await eventually(async () => {
+        const [job] = await inspect.getFailed();
+        return job;
+      });
+      expect(failed.id).toBe(bad.id);
+      expect(failed.attemptsMade).toBe(3);
+      expect(failed.failedReason).toMatch(/metrics_name_check/);
+      expect(failed.data).toEqual(bad);
+      await eventually(async () => ((await db.prisma.metric.count({ where: { tenantId } })) === 1 ? true : undefined));
+      const rows = await db.prisma.metric.findMany({ where: { tenantId } });
+      expect(rows.map((r) => r.value)).toEqual([3]);
+      expect(await telemetry.jobsFailed.get()).toMatchObject({ values: [{ value: 3 }] });
+    } finally {
+      await worker.close();
+      await queue.close();
+      await inspect.close();
+    }
+  });
+
+  it("does not fail a stored job when live fan-out is down, and counts it", async () => {
+    const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    const telemetry = createTelemetry();
+    const deadFanout = new RedisFanOut(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
+    const process = createProcessor({ prisma: db.prisma, fanout: deadFanout, telemetry, logger });
+    try {
+      await process(submission(tenantId, [{ name: "x", value: 1, ts: Date.now() }]));
+      expect(await db.prisma.metric.count({ where: { tenantId } })).toBe(1);
+      expect((await telemetry.fanoutErrors.get()).values[0]?.value).toBe(1);
+    } finally {
+      await deadFanout.close();
+    }
+  });
+
+  it("answers 503 and stores nothing while Redis is unreachable, and takes work again when it is back", async () => {
+    const redis = await startOwnRedis();
+    const test = await createTestDatabase();
+    const app = await startApp(
+      loadConfig({
+        HTTP_HOST: "127.0.0.1",
+        HTTP_PORT: "0",
+        DATABASE_URL: test.url,
+        REDIS_URL: redis.url,
+        ADMIN_TOKEN: "a".repeat(40),
+        LOG_LEVEL: "silent",
+      }),
+      logger,
+    );
+    try {
+      const tenant = await createTenant(app.httpUrl as string, "a".repeat(40));
+      const post = () =>
+        request(`${app.httpUrl}/api/v1/metrics`, {
+          auth: tenant.agent.auth,
+          body: { metrics: [{ name: "x", value: 1 }] },
+        });
+      await redis.stop();
+      const refused = await post();
+      expect(refused.status).toBe(503);
+      expect(refused.body.error.code).toBe("unavailable");
+      expect(refused.headers.get("retry-after")).toBe("1");
+      expect((await request(`${app.httpUrl}/readyz`)).status).toBe(503);
+
+      await redis.start();
+      const accepted = await eventually(async () => {
+        const answer = await post();
+        return answer.status === 202 ? answer : undefined;
+      });
+      expect(accepted.body.accepted).toBe(1);
+      const stored = await eventually(async () => {
+        const { body } = await request(`${app.httpUrl}/api/v1/metrics`, { auth: tenant.agent.auth });
+        return body.items.length > 0 ? body.items : undefined;
+      });
+      // Without a dedupe_id, a refused request that had been stored anyway would show as a second row.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const { body } = await request(`${app.httpUrl}/api/v1/metrics`, { auth: tenant.agent.auth });
+      expect(stored).toHaveLength(1);
+      expect(body.items).toHaveLength(1);
+    } finally {
+      await app.close();
+      await redis.stop();
+      await test.drop();
+    }
+  });
+});
