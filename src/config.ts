@@ -67,6 +67,9 @@ const envSchema = z.object({
   SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),
 });
 
+/** Every environment variable the service reads. */
+export const CONFIG_VARIABLES = Object.keys(envSchema.shape);
+
 export interface PayloadLimits {
   maxBatchItems: number;
   maxTags: number;
@@ -104,9 +107,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     );
   }
   const mode = rest.DATABASE_URL ? "distributed" : "embedded";
-  if (mode === "distributed" && !rest.ADMIN_TOKEN) {
+  if (mode === "distributed" && rest.ROLES.has("api") && !rest.ADMIN_TOKEN) {
     throw new ConfigError(
-      "invalid configuration:\n  ADMIN_TOKEN: required in distributed mode (at least 32 characters)",
+      "invalid configuration:\n  ADMIN_TOKEN: required in distributed mode with the api role (at least 32 characters)",
     );
   }
   if (mode === "embedded" && rest.ROLES.size !== ROLES.length) {

@@ -25,7 +25,8 @@ describe("loadConfig", () => {
   });
 
   it("runs distributed when DATABASE_URL and REDIS_URL are both set", () => {
-    const config = loadConfig({ ...distributed, ROLES: "worker" });
+    const { ADMIN_TOKEN: _, ...withoutAdminToken } = distributed;
+    const config = loadConfig({ ...withoutAdminToken, ROLES: "worker" });
     expect(config.mode).toBe("distributed");
     expect([...config.ROLES]).toEqual(["worker"]);
   });

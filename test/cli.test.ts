@@ -1,0 +1,126 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { basic, request } from "./helpers/http.ts";
+import { freePort } from "./helpers/redis-server.ts";
+import { tempDir } from "./helpers/services.ts";
+
+const BIN = fileURLToPath(new URL("../bin/edge-ingest.js", import.meta.url));
+const run = promisify(execFile);
+
+async function cli(args: string[], env: Record<string, string>) {
+  try {
+    const { stdout, stderr } = await run("node", [BIN, ...args], { env: { ...process.env, ...env } });
+    return { code: 0, stdout, stderr };
+  } catch (error) {
+    const failed = error as { code: number; stdout: string; stderr: string };
+    return { code: failed.code, stdout: failed.stdout, stderr: failed.stderr };
+  }
+}
+
+/** Starts `edge-ingest serve` as its own process and resolves once it logs that it started. */
+function serve(env: Record<string, string>): Promise<{ child: ChildProcess; logs: string[] }> {
+  const child = spawn("node", [BIN, "serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const logs: string[] = [];
+  return new Promise((resolve, reject) => {
+    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+      logs.push(...chunk.split("\n").filter(Boolean));
+      if (chunk.includes("edge-ingest started")) resolve({ child, logs });
+    });
+    child.once("exit", (code) => reject(new Error(`serve exited with ${code}: ${logs.join("\n")}`)));
+  });
+}
+
+describe("edge-ingest CLI against a running embedded server", () => {
+  let env: Record<string, string>;
+  let server: { child: ChildProcess; logs: string[] };
+  let removeDir: () => Promise<void>;
+
+  beforeAll(async () => {
+    const data = await tempDir();
+    removeDir = data.remove;
+    env = { DATA_DIR: data.dir, HTTP_PORT: String(await freePort()), HTTP_HOST: "127.0.0.1", LOG_LEVEL: "info" };
+    server = await serve(env);
+  });
+  afterAll(async () => {
+    if (server?.child.exitCode === null) server.child.kill("SIGKILL");
+    await removeDir?.();
+  });
+
+  it("creates a tenant, an agent and tokens, and revokes a credential", async () => {
+    const tenant = await cli(["tenant", "create", "--name", "acme"], env);
+    expect(tenant.code).toBe(0);
+    const { id: tenantId } = JSON.parse(tenant.stdout);
+
+    const agent = await cli(["agent", "create", "--tenant", tenantId, "--agent", "pump-1"], env);
+    expect(agent.code).toBe(0);
+    const credential = JSON.parse(agent.stdout);
+    expect(credential).toMatchObject({
+      tenant_id: tenantId,
+      agent_id: "pump-1",
+      username: expect.stringMatching(/^ag_/),
+    });
+
+    const token = await cli(["token", "create", "--tenant", tenantId, "--role", "viewer"], env);
+    expect(JSON.parse(token.stdout)).toMatchObject({ role: "viewer", token: expect.stringMatching(/^tk_.+\..+/) });
+
+    const url = `http://127.0.0.1:${env.HTTP_PORT}/api/v1/metrics`;
+    const auth = basic(credential.username, credential.password);
+    expect((await request(url, { auth, body: { metrics: [{ name: "rpm", value: 900 }] } })).status).toBe(202);
+
+    const revoke = await cli(["credential", "revoke", credential.username], env);
+    expect(revoke.code).toBe(0);
+    expect((await request(url, { auth, body: { metrics: [{ name: "rpm", value: 901 }] } })).status).toBe(401);
+  });
+
+  it("explains a refused admin command and a missing flag", async () => {
+    const missing = await cli(["agent", "create", "--agent", "x"], env);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/missing --tenant/);
+    const wrongToken = await cli(["tenant", "create", "--name", "x", "--token", "not-the-token"], env);
+    expect(wrongToken.code).toBe(1);
+    expect(wrongToken.stderr).toMatch(/401 unauthorized/);
+  });
+
+  it("stops on SIGTERM with exit code 0 after finishing its work", async () => {
+    const exited = new Promise<number | null>((resolve) => server.child.once("exit", resolve));
+    server.child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+    expect(server.logs.some((line) => line.includes('"msg":"stopped"'))).toBe(true);
+  });
+});
+
+describe("edge-ingest CLI on its own", () => {
+  it("refuses a bad variable at start-up, naming it", async () => {
+    const result = await cli(["serve"], { HTTP_PORT: "eighty" });
+    expect(result.code).toBe(78);
+    expect(result.stderr).toMatch(/HTTP_PORT: must be a whole number \(got "eighty"\)/);
+  });
+
+  it("migrates an embedded data directory", async () => {
+    const data = await tempDir();
+    try {
+      const first = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
+      expect(JSON.parse(first.stdout)).toEqual({ applied: ["20261126000000_init"] });
+      const second = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
+      expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
+    } finally {
+      await data.remove();
+    }
+  });
+
+  it("says when no server answers", async () => {
+    const result = await cli(["tenant", "create", "--name", "x", "--token", "t"], {
+      HTTP_PORT: String(await freePort()),
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/cannot reach .* is the server running\?/);
+  });
+
+  it("prints usage for an unknown command", async () => {
+    const result = await cli(["frobnicate", "now"], {});
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/unknown command: frobnicate now[\s\S]*usage: edge-ingest/);
+  });
+});
