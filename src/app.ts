@@ -3,21 +3,26 @@ import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import { buildApiServer } from "./api/server.ts";
+import { type RunningBroker, startBroker } from "./broker/broker.ts";
 import type { Config } from "./config.ts";
+import { Revocations } from "./credentials/revocations.ts";
 import { CredentialStore } from "./credentials/store.ts";
 import { BullmqSubmissionQueue } from "./ingest/bullmq-queue.ts";
 import { InProcessQueue } from "./ingest/in-process-queue.ts";
 import type { SubmissionQueue } from "./ingest/queue.ts";
+import { createPubSub } from "./pubsub.ts";
 import { openDatabase } from "./store/database.ts";
 import { createTelemetry } from "./telemetry/metrics.ts";
 import { startBullmqWorker } from "./worker/bullmq-worker.ts";
-import { type FanOut, LocalFanOut, RedisFanOut } from "./worker/fanout.ts";
+import { FanOut } from "./worker/fanout.ts";
 import { createProcessor } from "./worker/processor.ts";
 import { pruneSubmissions } from "./worker/store-metrics.ts";
 
 export interface RunningApp {
   /** Base URL of the HTTP API, when this process runs the `api` role. */
   httpUrl?: string;
+  /** Bound MQTT ports, when this process runs the `broker` role. */
+  mqttPorts?: RunningBroker["ports"];
   /** Stops taking work, finishes what is in flight, then closes every backend. Idempotent. */
   close(): Promise<void>;
 }
@@ -42,10 +47,12 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     closers.push(() => db.close());
 
     const telemetry = createTelemetry();
-    const fanout: FanOut = config.REDIS_URL
-      ? new RedisFanOut(config.REDIS_URL, config.REDIS_PREFIX, logger)
-      : new LocalFanOut();
-    closers.push(() => fanout.close());
+    const pubsub = createPubSub(config.REDIS_URL, config.REDIS_PREFIX, logger);
+    closers.push(() => pubsub.close());
+    const fanout = new FanOut(pubsub);
+    const revocations = new Revocations(pubsub);
+    const credentials = new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS);
+    await revocations.onRevoked((username) => credentials.forget(username));
     const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
 
     let queue: SubmissionQueue;
@@ -82,20 +89,27 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       closers.push(async () => clearInterval(pruneTimer));
     }
 
+    const adminToken = distributed ? config.ADMIN_TOKEN : await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN);
+
+    let mqttPorts: RunningBroker["ports"] | undefined;
+    if (config.ROLES.has("broker")) {
+      const broker = await startBroker({ config, logger, credentials, revocations, queue, telemetry, adminToken });
+      closers.push(() => broker.close());
+      mqttPorts = broker.ports;
+    }
+
     let httpUrl: string | undefined;
     if (config.ROLES.has("api")) {
-      const adminToken = distributed
-        ? (config.ADMIN_TOKEN as string)
-        : await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN);
       const api = await buildApiServer({
         config,
         logger,
         prisma: db.prisma,
-        credentials: new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS),
+        credentials,
+        revocations,
         queue,
         fanout,
         telemetry,
-        adminToken,
+        adminToken: adminToken as string,
         checks: {
           database: async () => {
             await db.prisma.$queryRawUnsafe("SELECT 1");
@@ -118,11 +132,12 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         queue: queue.backend,
         fanout: fanout.backend,
         http: httpUrl,
+        mqtt: mqttPorts,
       },
       `edge-ingest started (${config.mode}: database ${db.backend}, queue ${queue.backend}, fan-out ${fanout.backend})`,
     );
     let closing: Promise<void> | undefined;
-    return { httpUrl, close: () => (closing ??= close()) };
+    return { httpUrl, mqttPorts, close: () => (closing ??= close()) };
   } catch (error) {
     await close();
     throw error;

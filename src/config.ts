@@ -1,7 +1,7 @@
 import path from "node:path";
 import { z } from "zod";
 
-export const ROLES = ["api", "worker"] as const;
+export const ROLES = ["api", "worker", "broker"] as const;
 export type Role = (typeof ROLES)[number];
 
 export class ConfigError extends Error {
@@ -48,6 +48,25 @@ const envSchema = z.object({
       }
       return new Set(roles as Role[]);
     }),
+  MQTT_HOST: z.string().min(1).default("0.0.0.0"),
+  MQTT_PORT: port.default(1883),
+  MQTT_WS_PORT: port.default(9001),
+  MQTT_TLS_PORT: port.default(8883),
+  MQTT_WSS_PORT: port.default(9443),
+  MQTT_TLS_CERT_FILE: z.string().min(1).optional(),
+  MQTT_TLS_KEY_FILE: z.string().min(1).optional(),
+  MQTT_ALLOW_ANONYMOUS: bool.default(false),
+  MQTT_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
+  MQTT_MAX_PACKET_BYTES: int(64, 256 * 1024 * 1024).default(256 * 1024),
+  MQTT_MAX_PAYLOAD_BYTES: int(16, 256 * 1024 * 1024).default(64 * 1024),
+  MQTT_MAX_TOPIC_LEVELS: int(4, 100).default(16),
+  MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0),
+  MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
+  MQTT_DRAIN_TIMEOUT_MS: int(0, 600_000).default(60_000),
+  MQTT_MAX_VIOLATIONS: int(1, 1_000_000).default(10),
+  MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500),
+  MQTT_BATCH_LINGER_MS: int(0, 10_000).default(5),
+  MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   MIGRATE_ON_START: bool.default(true),
   HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
@@ -104,6 +123,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const missing = rest.DATABASE_URL ? "REDIS_URL" : "DATABASE_URL";
     throw new ConfigError(
       `invalid configuration:\n  ${missing}: distributed mode needs both DATABASE_URL and REDIS_URL; set ${missing} or unset the other`,
+    );
+  }
+  if (Boolean(rest.MQTT_TLS_CERT_FILE) !== Boolean(rest.MQTT_TLS_KEY_FILE)) {
+    const missing = rest.MQTT_TLS_CERT_FILE ? "MQTT_TLS_KEY_FILE" : "MQTT_TLS_CERT_FILE";
+    throw new ConfigError(
+      `invalid configuration:\n  ${missing}: TLS needs both MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE`,
     );
   }
   const mode = rest.DATABASE_URL ? "distributed" : "embedded";

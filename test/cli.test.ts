@@ -40,7 +40,15 @@ describe("edge-ingest CLI against a running embedded server", () => {
   beforeAll(async () => {
     const data = await tempDir();
     removeDir = data.remove;
-    env = { DATA_DIR: data.dir, HTTP_PORT: String(await freePort()), HTTP_HOST: "127.0.0.1", LOG_LEVEL: "info" };
+    env = {
+      DATA_DIR: data.dir,
+      HTTP_PORT: String(await freePort()),
+      HTTP_HOST: "127.0.0.1",
+      MQTT_HOST: "127.0.0.1",
+      MQTT_PORT: "0",
+      MQTT_WS_PORT: "0",
+      LOG_LEVEL: "info",
+    };
     server = await serve(env);
   });
   afterAll(async () => {

@@ -14,7 +14,7 @@ describe("loadConfig", () => {
     expect(config.mode).toBe("embedded");
     expect(config.HTTP_PORT).toBe(3000);
     expect(config.DATA_DIR).toBe(path.resolve("./data"));
-    expect([...config.ROLES]).toEqual(["api", "worker"]);
+    expect([...config.ROLES]).toEqual(["api", "worker", "broker"]);
     expect(config.payloadLimits).toEqual({
       maxBatchItems: 1000,
       maxTags: 32,

@@ -1,7 +1,6 @@
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
-import { parseToken } from "../credentials/secrets.ts";
+import { parseToken, secretMatcher } from "../credentials/secrets.ts";
 import type { CredentialStore, Principal } from "../credentials/store.ts";
 import { ApiError } from "./errors.ts";
 
@@ -15,8 +14,6 @@ declare module "fastify" {
   }
 }
 
-const digest = (value: string) => createHash("sha256").update(value).digest();
-
 function unauthorized(message: string): ApiError {
   return new ApiError(401, "unauthorized", message);
 }
@@ -28,8 +25,7 @@ function unauthorized(message: string): ApiError {
  */
 export const authPlugin = fp(
   async (app: FastifyInstance, options: { credentials: CredentialStore; adminToken: string }) => {
-    const adminDigest = digest(options.adminToken);
-    const isAdmin = (token: string) => timingSafeEqual(digest(token), adminDigest);
+    const isAdmin = secretMatcher(options.adminToken);
 
     async function resolve(request: FastifyRequest): Promise<Principal> {
       const header = request.headers.authorization;

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { SubmissionQueue } from "../ingest/queue.ts";
@@ -19,6 +20,7 @@ export interface ApiDeps {
   logger: Logger;
   prisma: PrismaClient;
   credentials: CredentialStore;
+  revocations: Revocations;
   queue: SubmissionQueue;
   fanout: FanOut;
   telemetry: Telemetry;
@@ -54,6 +56,6 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     heartbeatMs: config.SSE_HEARTBEAT_MS,
     maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
   });
-  await app.register(adminRoutes, { credentials: deps.credentials });
+  await app.register(adminRoutes, { credentials: deps.credentials, revocations: deps.revocations });
   return app;
 }

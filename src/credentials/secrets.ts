@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**
  * Secrets are 256-bit random values, so they cannot be guessed from their hash: a keyed SHA-256
@@ -37,4 +37,11 @@ export function parseToken(token: string): { username: string; secret: string } 
   const dot = token.indexOf(".");
   if (dot <= 0 || dot === token.length - 1) return undefined;
   return { username: token.slice(0, dot), secret: token.slice(dot + 1) };
+}
+
+/** A constant-time test of candidates against one configured secret (the admin token). */
+export function secretMatcher(secret: string): (candidate: string) => boolean {
+  const digest = (value: string) => createHash("sha256").update(value).digest();
+  const expected = digest(secret);
+  return (candidate) => timingSafeEqual(digest(candidate), expected);
 }

@@ -93,7 +93,8 @@ export function parseNamedReading(raw: unknown, receivedAt: number, limits: Payl
 
 export interface ParsedBatch {
   points: MetricPoint[];
-  rejected: { index: number; reason: Rejected["reason"]; message: string }[];
+  /** `index` is the item's place in a batch; absent when the whole payload was refused. */
+  rejected: { index?: number; reason: Rejected["reason"]; message: string }[];
 }
 
 /**
@@ -108,4 +109,38 @@ export function parseItems(items: unknown[], parseItem: (item: unknown) => Metri
     else batch.points.push(result);
   });
   return batch;
+}
+
+/**
+ * An MQTT payload for the metric named by its topic: one reading, or a JSON array of readings.
+ * Each reading of an array is judged on its own.
+ */
+export function parseMqttPayload(
+  payload: Buffer,
+  name: string,
+  receivedAt: number,
+  limits: PayloadLimits & { maxPayloadBytes: number },
+): ParsedBatch {
+  const refuse = (rejection: Rejected): ParsedBatch => ({
+    points: [],
+    rejected: [{ reason: rejection.reason, message: rejection.message }],
+  });
+  if (payload.length > limits.maxPayloadBytes) {
+    return refuse(reject("too_large", `the payload is over ${limits.maxPayloadBytes} bytes`));
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(payload.toString("utf8"));
+  } catch {
+    return refuse(reject("bad_json", "the payload is not JSON"));
+  }
+  if (Array.isArray(raw)) {
+    if (raw.length === 0) return refuse(reject("bad_value", "the batch is empty"));
+    if (raw.length > limits.maxBatchItems) {
+      return refuse(reject("too_many", `at most ${limits.maxBatchItems} readings in one payload`));
+    }
+    return parseItems(raw, (item) => parseReading(item, name, receivedAt, limits));
+  }
+  const reading = parseReading(raw, name, receivedAt, limits);
+  return reading instanceof Rejected ? refuse(reading) : { points: [reading], rejected: [] };
 }

@@ -44,6 +44,32 @@ export function createTelemetry() {
       help: "Stored metrics that could not be sent to live subscribers",
       registers: [registry],
     }),
+    mqttConnections: new Gauge({
+      name: "edge_ingest_mqtt_connections",
+      help: "Open MQTT connections on this broker",
+      registers: [registry],
+    }),
+    mqttQos0Dropped: new Counter({
+      name: "edge_ingest_mqtt_qos0_dropped_total",
+      help: "QoS 0 readings accepted but dropped because the queue could not take them",
+      registers: [registry],
+    }),
+    mqttUnacknowledged: new Counter({
+      name: "edge_ingest_mqtt_unacknowledged_total",
+      help: "QoS 1/2 publishes left unacknowledged (connection closed) because the queue could not take them",
+      registers: [registry],
+    }),
+    mqttDisconnects: new Counter({
+      name: "edge_ingest_mqtt_forced_disconnects_total",
+      help: "Connections closed by the broker, by reason",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    mqttSubscriptionsDenied: new Counter({
+      name: "edge_ingest_mqtt_subscriptions_denied_total",
+      help: "Subscription filters refused by the ACL",
+      registers: [registry],
+    }),
     batchDuration: new Histogram({
       name: "edge_ingest_worker_batch_duration_seconds",
       help: "Time to store one submission",

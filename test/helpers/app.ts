@@ -21,7 +21,15 @@ export interface TestApp {
 
 /** Starts the real service on a free port with backends of the test's own. */
 export async function startTestApp(mode: Mode, env: Record<string, string> = {}): Promise<TestApp> {
-  const base = { HTTP_HOST: "127.0.0.1", HTTP_PORT: "0", LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent", ...env };
+  const base = {
+    HTTP_HOST: "127.0.0.1",
+    HTTP_PORT: "0",
+    MQTT_HOST: "127.0.0.1",
+    MQTT_PORT: "0",
+    MQTT_WS_PORT: "0",
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
+    ...env,
+  };
   if (mode === "embedded") {
     const data = await tempDir();
     const app = await startApp(loadConfig({ ...base, DATA_DIR: data.dir }), pino({ level: base.LOG_LEVEL }));

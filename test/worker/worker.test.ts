@@ -9,10 +9,11 @@ import { BullmqSubmissionQueue, INGEST_QUEUE_NAME } from "../../src/ingest/bullm
 import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
 import { QueueUnavailableError } from "../../src/ingest/queue.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
+import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
-import { LocalFanOut, RedisFanOut } from "../../src/worker/fanout.ts";
+import { FanOut } from "../../src/worker/fanout.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
 import { storeSubmission } from "../../src/worker/store-metrics.ts";
 import { createTenant, eventually, request } from "../helpers/http.ts";
@@ -158,7 +159,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   it("retries a failing job with backoff, then keeps it in the failed set with its reason, half-applied never", async () => {
     const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
-    const fanout = new LocalFanOut();
+    const fanout = new FanOut(new LocalPubSub());
     const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
     const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
     const worker = await startBullmqWorker({ redisUrl: REDIS_URL, prefix, concurrency: 2, process, logger });
@@ -194,14 +195,14 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   it("does not fail a stored job when live fan-out is down, and counts it", async () => {
     const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
-    const deadFanout = new RedisFanOut(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
-    const process = createProcessor({ prisma: db.prisma, fanout: deadFanout, telemetry, logger });
+    const deadRedis = new RedisPubSub(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
+    const process = createProcessor({ prisma: db.prisma, fanout: new FanOut(deadRedis), telemetry, logger });
     try {
       await process(submission(tenantId, [{ name: "x", value: 1, ts: Date.now() }]));
       expect(await db.prisma.metric.count({ where: { tenantId } })).toBe(1);
       expect((await telemetry.fanoutErrors.get()).values[0]?.value).toBe(1);
     } finally {
-      await deadFanout.close();
+      await deadRedis.close();
     }
   });
 
@@ -212,6 +213,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       loadConfig({
         HTTP_HOST: "127.0.0.1",
         HTTP_PORT: "0",
+        ROLES: "api,worker",
         DATABASE_URL: test.url,
         REDIS_URL: redis.url,
         ADMIN_TOKEN: "a".repeat(40),

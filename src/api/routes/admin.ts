@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
+import type { Revocations } from "../../credentials/revocations.ts";
 import type { CredentialStore, TokenRole } from "../../credentials/store.ts";
 import { AGENT_ID_PATTERN } from "../../ingest/payload.ts";
 import { requireAdmin } from "../access.ts";
@@ -20,8 +21,8 @@ function bodyField(body: unknown, field: string): unknown {
 
 /** Admin API (Bearer admin token): tenants, agents, tokens, revocation. Secrets are shown once. */
 export const adminRoutes = fp(
-  async (app: FastifyInstance, options: { credentials: CredentialStore; onRevoke?: (username: string) => void }) => {
-    const { credentials } = options;
+  async (app: FastifyInstance, options: { credentials: CredentialStore; revocations: Revocations }) => {
+    const { credentials, revocations } = options;
     const admin = {
       preHandler: async (request: Parameters<typeof app.authenticate>[0]) => {
         await app.authenticate(request);
@@ -62,7 +63,12 @@ export const adminRoutes = fp(
       if (!(await credentials.revoke(username))) {
         throw new ApiError(404, "not_found", `credential ${username} does not exist`);
       }
-      options.onRevoke?.(username);
+      // The revocation is committed; telling the other processes only makes it take effect sooner.
+      await revocations
+        .announce(username)
+        .catch((error: Error) =>
+          request.log.warn({ err: error, username }, "could not announce a revocation; caches expire it"),
+        );
       return reply.status(204).send();
     });
   },

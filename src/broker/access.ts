@@ -1,0 +1,129 @@
+import type { Principal } from "../credentials/store.ts";
+import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
+import { type Rejected, reject } from "../ingest/rejection.ts";
+
+/** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */
+export type MqttPrincipal = Principal | { kind: "anonymous" };
+
+export const METRICS_ROOT = "metrics";
+export const FEEDBACK_ROOT = "ingest";
+
+/** Where an agent learns why its publishes were refused. */
+export function feedbackTopic(tenantId: string, agentId: string): string {
+  return `${FEEDBACK_ROOT}/${tenantId}/${agentId}/errors`;
+}
+
+/** The levels of the namespace that belongs to tenants; nobody outside a tenant touches them. */
+function isTenantNamespace(topic: string): boolean {
+  const first = topic.split("/", 1)[0];
+  return first === METRICS_ROOT || first === FEEDBACK_ROOT || topic.startsWith("$");
+}
+
+export type PublishDecision =
+  | { kind: "metric"; tenantId: string; agentId: string; name: string }
+  /** Routed like any broker would: anonymous or admin traffic outside the tenant namespace. */
+  | { kind: "plain" }
+  | ({ kind: "rejected" } & Rejected);
+
+/**
+ * What a publish may do. Agents publish only `metrics/{own tenant}/{own agent}/{metric}`; a topic
+ * naming another tenant or agent is `forbidden` (and counts towards disconnection), a malformed one
+ * under the agent's own prefix is `bad_topic`.
+ */
+export function decidePublish(principal: MqttPrincipal, topic: string): PublishDecision {
+  if (principal.kind === "agent") {
+    const levels = topic.split("/");
+    if (levels[0] !== METRICS_ROOT || levels[1] !== principal.tenantId || levels[2] !== principal.agentId) {
+      return {
+        kind: "rejected",
+        ...reject("forbidden", `an agent publishes only under metrics/${principal.tenantId}/${principal.agentId}/`),
+      };
+    }
+    const name = levels[3];
+    if (levels.length !== 4 || name === undefined || !METRIC_NAME_PATTERN.test(name)) {
+      return {
+        kind: "rejected",
+        ...reject(
+          "bad_topic",
+          "the topic must be metrics/{tenant}/{agent}/{metric}, metric 1-128 of A-Z a-z 0-9 _ . : -",
+        ),
+      };
+    }
+    return { kind: "metric", tenantId: principal.tenantId, agentId: principal.agentId, name };
+  }
+  if ((principal.kind === "anonymous" || principal.kind === "admin") && !isTenantNamespace(topic)) {
+    return { kind: "plain" };
+  }
+  return { kind: "rejected", ...reject("forbidden", "this connection may not publish to that topic") };
+}
+
+function hasWildcard(level: string): boolean {
+  return level === "+" || level === "#";
+}
+
+/**
+ * What a subscription filter may cover. Agents: their own feedback topic. Viewers: filters under
+ * `metrics/{own tenant}/`. Anonymous: filters that cannot reach the tenant namespace (no wildcard
+ * first level). Admin: anything, `$SYS/#` included.
+ */
+export function maySubscribe(principal: MqttPrincipal, filter: string): boolean {
+  const levels = filter.split("/");
+  const first = levels[0] ?? "";
+  switch (principal.kind) {
+    case "admin":
+      return true;
+    case "agent":
+      return filter === feedbackTopic(principal.tenantId, principal.agentId);
+    case "token":
+      return (
+        principal.role === "viewer" && first === METRICS_ROOT && levels[1] === principal.tenantId && levels.length >= 3
+      );
+    case "anonymous":
+      return !hasWildcard(first) && !isTenantNamespace(filter);
+  }
+}
+
+/**
+ * Last check before a message is written to a subscriber, so no routing path (retained messages,
+ * restored sessions, other brokers) can hand a connection a topic it may not read.
+ */
+export function mayReceive(principal: MqttPrincipal, topic: string): boolean {
+  switch (principal.kind) {
+    case "admin":
+      return true;
+    case "agent":
+      return topic === feedbackTopic(principal.tenantId, principal.agentId);
+    case "token":
+      return principal.role === "viewer" && topic.startsWith(`${METRICS_ROOT}/${principal.tenantId}/`);
+    case "anonymous":
+      return !isTenantNamespace(topic);
+  }
+}
+
+const NAMESPACE_PATTERN = /^a\/([0-9a-f-]{36})\/([A-Za-z0-9._-]{1,64})\//;
+
+/**
+ * Client ids are namespaced by principal, so two principals can never share a session: a client
+ * id reused by another tenant or agent is a different session, not a take-over of this one.
+ */
+export function namespacedClientId(principal: MqttPrincipal, clientId: string): string {
+  switch (principal.kind) {
+    case "agent":
+      return `a/${principal.tenantId}/${principal.agentId}/${clientId}`;
+    case "token":
+      return `v/${principal.username}/${clientId}`;
+    case "admin":
+      return `admin/${clientId}`;
+    case "anonymous":
+      return `anon/${clientId}`;
+  }
+}
+
+/**
+ * The agent behind a namespaced client id: a will message left by a client whose broker died is
+ * published by another broker, where that client has no live connection to ask.
+ */
+export function agentOfClientId(namespacedId: string): { tenantId: string; agentId: string } | undefined {
+  const match = NAMESPACE_PATTERN.exec(namespacedId);
+  return match ? { tenantId: match[1] as string, agentId: match[2] as string } : undefined;
+}

@@ -1,0 +1,143 @@
+import { Aedes, type Client } from "aedes";
+import aedesPersistenceRedis from "aedes-persistence-redis";
+import { Redis } from "ioredis";
+import mqemitterRedis from "mqemitter-redis";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import type { Revocations } from "../credentials/revocations.ts";
+import type { CredentialStore } from "../credentials/store.ts";
+import { SubmissionBatcher } from "../ingest/batcher.ts";
+import type { SubmissionQueue } from "../ingest/queue.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import { feedbackTopic } from "./access.ts";
+import { createHooks } from "./hooks.ts";
+import { type Listeners, startListeners } from "./listeners.ts";
+
+export interface BrokerDeps {
+  config: Config;
+  logger: Logger;
+  credentials: CredentialStore;
+  revocations: Revocations;
+  queue: SubmissionQueue;
+  telemetry: Telemetry;
+  adminToken: string | undefined;
+}
+
+export interface RunningBroker {
+  ports: Listeners["ports"];
+  /**
+   * Stops accepting connections and new publishes, flushes pending batches and waits for their
+   * acknowledgements, then closes every client.
+   */
+  close(): Promise<void>;
+}
+
+/** Shared state across broker processes in distributed mode; in memory otherwise. */
+function brokerBackends(config: Config, logger: Logger) {
+  if (!config.REDIS_URL) return { options: {}, close: async () => {} };
+  // Keys go under REDIS_PREFIX; mqemitter-redis names its channels after MQTT topics (no prefix).
+  const persistenceConnection = new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` });
+  persistenceConnection.on("error", (error: Error) => logger.warn({ err: error }, "broker persistence Redis error"));
+  const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
+  const mq = mqemitterRedis({ connectionString: config.REDIS_URL });
+  mq.state.on("error", (error: Error) => logger.warn({ err: error }, "broker emitter Redis error"));
+  return {
+    options: { persistence, mq },
+    close: async () => {
+      await persistence.destroy();
+    },
+  };
+}
+
+export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
+  const { config, logger, telemetry } = deps;
+  let draining = false;
+  const batcher = new SubmissionBatcher(
+    async (submission) => {
+      await deps.queue.submit(submission);
+      telemetry.jobsEnqueued.inc();
+    },
+    {
+      maxBatch: config.MQTT_BATCH_MAX_MESSAGES,
+      lingerMs: config.MQTT_BATCH_LINGER_MS,
+      maxPending: config.MQTT_MAX_PENDING_MESSAGES,
+    },
+  );
+  let broker: Aedes | undefined;
+  const hooks = createHooks({
+    credentials: deps.credentials,
+    adminToken: deps.adminToken,
+    allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+    batcher,
+    limits: { ...config.payloadLimits, maxPayloadBytes: config.MQTT_MAX_PAYLOAD_BYTES },
+    maxViolations: config.MQTT_MAX_VIOLATIONS,
+    telemetry,
+    logger,
+    isDraining: () => draining,
+    sendFeedback: (tenantId, agentId, feedback) => {
+      broker?.publish(
+        {
+          cmd: "publish",
+          topic: feedbackTopic(tenantId, agentId),
+          payload: Buffer.from(JSON.stringify(feedback)),
+          qos: 0,
+          retain: false,
+          dup: false,
+        },
+        () => undefined,
+      );
+    },
+  });
+
+  const backends = brokerBackends(config, logger);
+  broker = await Aedes.createBroker({
+    ...backends.options,
+    authenticate: hooks.authenticate,
+    authorizePublish: hooks.authorizePublish,
+    authorizeSubscribe: hooks.authorizeSubscribe,
+    authorizeForward: hooks.authorizeForward,
+    maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
+    keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
+    connectTimeout: config.MQTT_CONNECT_TIMEOUT_MS,
+    drainTimeout: config.MQTT_DRAIN_TIMEOUT_MS,
+  });
+  const aedes = broker;
+  aedes.on("clientError", (client: Client, error: Error) =>
+    logger.debug({ clientId: client.id, err: error }, "MQTT client error"),
+  );
+
+  const stopRevocations = await deps.revocations.onRevoked((username) => {
+    for (const client of Object.values(aedes.clients)) {
+      const principal = hooks.sessionOf(client)?.principal;
+      if (principal && "username" in principal && principal.username === username) {
+        telemetry.mqttDisconnects.inc({ reason: "revoked" });
+        logger.info({ clientId: client.id }, "disconnecting: credential revoked");
+        client.close();
+      }
+    }
+  });
+
+  let listeners: Listeners;
+  try {
+    listeners = await startListeners(aedes, config, telemetry, logger);
+  } catch (error) {
+    stopRevocations();
+    await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    await backends.close();
+    throw error;
+  }
+
+  return {
+    ports: listeners.ports,
+    close: async () => {
+      const closed = listeners.close();
+      draining = true;
+      await batcher.flushAll();
+      stopRevocations();
+      // Acknowledgements are written as the batches settle; closing the clients comes after them.
+      await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      await closed;
+      await backends.close();
+    },
+  };
+}

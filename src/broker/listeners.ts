@@ -1,0 +1,127 @@
+import { readFile } from "node:fs/promises";
+import http from "node:http";
+import https from "node:https";
+import net, { type AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import type { Aedes } from "aedes";
+import type { Logger } from "pino";
+import { createWebSocketStream, WebSocketServer } from "ws";
+import type { Config } from "../config.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import { guardPacketSize } from "./packet-size-guard.ts";
+
+export type ListenerName = "tcp" | "ws" | "tls" | "wss";
+
+export interface Listeners {
+  /** Bound ports, by listener (TLS ones only when a certificate is configured). */
+  ports: Partial<Record<ListenerName, number>>;
+  /**
+   * Stops accepting connections at once; open ones stay until the broker closes them. Resolves
+   * when the last one is gone.
+   */
+  close(): Promise<void>;
+}
+
+const WEBSOCKET_PATHS = new Set(["/", "/mqtt"]);
+
+function listen(server: net.Server, name: string, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === "EADDRINUSE"
+          ? new Error(`${name} port ${port} is already in use (another MQTT broker?); set ${name} to a free port`)
+          : error,
+      );
+    });
+    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+const closeServer = (server: net.Server) =>
+  new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+
+/**
+ * The MQTT listeners: TCP and WebSockets (`/` and `/mqtt`, through ws 8's stream, not the
+ * `websocket-stream` package that pins a vulnerable ws 3), plus TLS and WSS when a certificate is
+ * configured. Every connection is counted against MQTT_MAX_CONNECTIONS and wrapped so a packet over
+ * MQTT_MAX_PACKET_BYTES drops it before the packet is buffered.
+ */
+export async function startListeners(
+  broker: Aedes,
+  config: Config,
+  telemetry: Telemetry,
+  logger: Logger,
+): Promise<Listeners> {
+  let open = 0;
+  const accept = (connection: Duplex, request?: http.IncomingMessage) => {
+    if (open >= config.MQTT_MAX_CONNECTIONS) {
+      telemetry.mqttDisconnects.inc({ reason: "max_connections" });
+      connection.destroy();
+      return;
+    }
+    open++;
+    telemetry.mqttConnections.set(open);
+    connection.once("close", () => telemetry.mqttConnections.set(--open));
+    connection.on("error", (error: Error) => logger.debug({ err: error }, "MQTT connection error"));
+    const guarded = guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
+      telemetry.mqttDisconnects.inc({ reason: "packet_too_large" });
+      logger.warn({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
+    });
+    broker.handle(guarded as net.Socket, request);
+  };
+
+  const servers: net.Server[] = [];
+  const webSockets: WebSocketServer[] = [];
+  const ports: Listeners["ports"] = {};
+
+  function withWebSockets(server: http.Server): http.Server {
+    const wss = new WebSocketServer({
+      noServer: true,
+      handleProtocols: (protocols) => protocols.values().next().value ?? false,
+    });
+    webSockets.push(wss);
+    server.on("upgrade", (request, socket, head) => {
+      const path = new URL(request.url ?? "/", "http://localhost").pathname;
+      if (!WEBSOCKET_PATHS.has(path)) {
+        socket.end("HTTP/1.1 404 Not Found\r\n\r\n");
+        return;
+      }
+      wss.handleUpgrade(request, socket, head, (ws) => accept(createWebSocketStream(ws), request));
+    });
+    return server;
+  }
+
+  const close = () => {
+    for (const wss of webSockets) wss.close();
+    return Promise.all(servers.map(closeServer)).then(() => undefined);
+  };
+  const upgradeRequired = (_request: http.IncomingMessage, response: http.ServerResponse) =>
+    response.writeHead(426).end();
+
+  try {
+    const tcp = net.createServer((socket) => accept(socket));
+    servers.push(tcp);
+    ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT);
+    const ws = withWebSockets(http.createServer(upgradeRequired));
+    servers.push(ws);
+    ports.ws = await listen(ws, "MQTT_WS_PORT", config.MQTT_HOST, config.MQTT_WS_PORT);
+
+    if (config.MQTT_TLS_CERT_FILE && config.MQTT_TLS_KEY_FILE) {
+      const credentials = {
+        cert: await readFile(config.MQTT_TLS_CERT_FILE),
+        key: await readFile(config.MQTT_TLS_KEY_FILE),
+      };
+      const secure = tls.createServer(credentials, (socket) => accept(socket));
+      servers.push(secure);
+      ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT);
+      const wss = withWebSockets(https.createServer(credentials, upgradeRequired));
+      servers.push(wss);
+      ports.wss = await listen(wss, "MQTT_WSS_PORT", config.MQTT_HOST, config.MQTT_WSS_PORT);
+    }
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return { ports, close };
+}

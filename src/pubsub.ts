@@ -1,0 +1,111 @@
+import { EventEmitter } from "node:events";
+import { Redis } from "ioredis";
+import type { Logger } from "pino";
+
+export type MessageListener = (message: string) => void;
+
+/** Messages on named channels between the processes of one deployment (or within one process). */
+export interface PubSub {
+  readonly backend: "in-process" | "redis";
+  publish(channel: string, message: string): Promise<void>;
+  /** Resolves once the subscription is live; the returned function ends it. */
+  subscribe(channel: string, listener: MessageListener): Promise<() => void>;
+  close(): Promise<void>;
+}
+
+/** Embedded mode: publishers and subscribers share this process. */
+export class LocalPubSub implements PubSub {
+  readonly backend: PubSub["backend"] = "in-process";
+  private readonly emitter = new EventEmitter().setMaxListeners(0);
+
+  async publish(channel: string, message: string): Promise<void> {
+    this.deliver(channel, message);
+  }
+
+  deliver(channel: string, message: string): void {
+    this.emitter.emit(channel, message);
+  }
+
+  async subscribe(channel: string, listener: MessageListener): Promise<() => void> {
+    this.emitter.on(channel, listener);
+    return () => this.emitter.off(channel, listener);
+  }
+
+  listenerCount(channel: string): number {
+    return this.emitter.listenerCount(channel);
+  }
+
+  async close(): Promise<void> {
+    this.emitter.removeAllListeners();
+  }
+}
+
+/**
+ * Distributed mode: Redis Pub/Sub under REDIS_PREFIX. A process subscribes to a channel while it
+ * has at least one local listener on it.
+ */
+export class RedisPubSub implements PubSub {
+  readonly backend: PubSub["backend"] = "redis";
+  private readonly local = new LocalPubSub();
+  private readonly publisher: Redis;
+  private readonly subscriber: Redis;
+  /** Channels this process listens on, each settled once Redis confirmed the SUBSCRIBE. */
+  private readonly subscriptions = new Map<string, Promise<void>>();
+
+  constructor(
+    redisUrl: string,
+    private readonly prefix: string,
+    logger: Logger,
+  ) {
+    this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    this.subscriber = new Redis(redisUrl);
+    // ioredis reconnects by itself; without a listener its errors would crash the process.
+    for (const connection of [this.publisher, this.subscriber]) {
+      connection.on("error", (error: Error) => logger.warn({ err: error }, "pub/sub Redis connection error"));
+    }
+    this.subscriber.on("message", (channel: string, message: string) => {
+      this.local.deliver(channel.slice(this.prefix.length + 1), message);
+    });
+  }
+
+  private redisChannel(channel: string): string {
+    return `${this.prefix}:${channel}`;
+  }
+
+  async publish(channel: string, message: string): Promise<void> {
+    await this.publisher.publish(this.redisChannel(channel), message);
+  }
+
+  async subscribe(channel: string, listener: MessageListener): Promise<() => void> {
+    const unsubscribe = await this.local.subscribe(channel, listener);
+    let subscribed = this.subscriptions.get(channel);
+    if (!subscribed) {
+      subscribed = this.subscriber.subscribe(this.redisChannel(channel)).then(() => undefined);
+      this.subscriptions.set(channel, subscribed);
+    }
+    try {
+      await subscribed;
+    } catch (error) {
+      unsubscribe();
+      this.subscriptions.delete(channel);
+      throw error;
+    }
+    return () => {
+      unsubscribe();
+      if (this.local.listenerCount(channel) === 0) {
+        this.subscriptions.delete(channel);
+        this.subscriber.unsubscribe(this.redisChannel(channel)).catch(() => undefined);
+      }
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.local.close();
+    this.publisher.disconnect();
+    this.subscriber.disconnect();
+  }
+}
+
+export function createPubSub(redisUrl: string | undefined, prefix: string, logger: Logger): PubSub {
+  return redisUrl ? new RedisPubSub(redisUrl, prefix, logger) : new LocalPubSub();
+}
