@@ -1,0 +1,355 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import type { MqttClient } from "mqtt";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
+import { bearer, createTenant, eventually, request, type TenantFixture } from "../helpers/http.ts";
+import { closed, connackOf, connect, inbox, sleep, subscribeGrants } from "../helpers/mqtt.ts";
+import { distributedUnavailable } from "../helpers/services.ts";
+
+const skipDistributed = Boolean(await distributedUnavailable());
+const run = promisify(execFile);
+const hasMosquittoClients = await run("mosquitto_pub", ["--help"]).then(
+  () => true,
+  (error: { code?: number | string }) => error.code !== "ENOENT",
+);
+if (!hasMosquittoClients && process.env.CI === "true") {
+  throw new Error("CI=true but mosquitto_pub is not installed (apt-get install mosquitto-clients)");
+}
+
+for (const { mode, skip } of [
+  { mode: "embedded" as Mode, skip: false },
+  { mode: "distributed" as Mode, skip: skipDistributed },
+]) {
+  describe.skipIf(skip)(`MQTT broker (${mode})`, () => {
+    let t: TestApp;
+    let a: TenantFixture;
+    let b: TenantFixture;
+    let tcp: string;
+    let ws: string;
+    const clients: MqttClient[] = [];
+
+    beforeAll(async () => {
+      t = await startTestApp(mode, {
+        MQTT_MAX_VIOLATIONS: "3",
+        MQTT_MAX_PAYLOAD_BYTES: "512",
+        MQTT_MAX_PACKET_BYTES: "4096",
+        MAX_BATCH_ITEMS: "3",
+      });
+      a = await createTenant(t.url, t.adminToken, "dev-a");
+      b = await createTenant(t.url, t.adminToken, "dev-b");
+      tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+      ws = `ws://127.0.0.1:${t.app.mqttPorts?.ws}/mqtt`;
+    });
+    afterEach(async () => {
+      await Promise.all(clients.splice(0).map((c) => c.endAsync(true).catch(() => undefined)));
+    });
+    afterAll(() => t?.cleanup());
+
+    const track = async (client: Promise<MqttClient>) => {
+      const connected = await client;
+      clients.push(connected);
+      return connected;
+    };
+    const asAgent = (fixture: TenantFixture, options = {}) =>
+      track(connect(tcp, { username: fixture.agent.username, password: fixture.agent.password, ...options }));
+    const asViewer = (fixture: TenantFixture, url = ws, options = {}) =>
+      track(connect(url, { username: "viewer", password: fixture.viewerToken, ...options }));
+    const topicOf = (fixture: TenantFixture, metric: string) =>
+      `metrics/${fixture.tenantId}/${fixture.agent.agentId}/${metric}`;
+    const feedbackOf = (fixture: TenantFixture) => `ingest/${fixture.tenantId}/${fixture.agent.agentId}/errors`;
+    /** The tenant's stored rows of one metric, once there are `count` of them. */
+    const rows = (fixture: TenantFixture, name: string, count: number) =>
+      eventually(async () => {
+        const { body } = await request(`${t.url}/api/v1/metrics?name=${name}`, { auth: bearer(fixture.viewerToken) });
+        return body.items.length === count ? body.items : undefined;
+      });
+    /** Waits long enough for a wrongly stored row to show, then returns the rows there are. */
+    const settledRows = async (fixture: TenantFixture, name: string) => {
+      await sleep(400);
+      const { body } = await request(`${t.url}/api/v1/metrics?name=${name}`, { auth: bearer(fixture.viewerToken) });
+      return body.items;
+    };
+
+    it.each([0, 1, 2] as const)("stores a QoS %i publish", async (qos) => {
+      const agent = await asAgent(a);
+      await agent.publishAsync(
+        topicOf(a, `qos${qos}`),
+        JSON.stringify({ value: qos + 0.5, tags: { q: String(qos) } }),
+        {
+          qos,
+        },
+      );
+      const [row] = await rows(a, `qos${qos}`, 1);
+      expect(row).toMatchObject({ agent_id: "dev-a", value: qos + 0.5, tags: { q: String(qos) } });
+    });
+
+    it("acknowledges a QoS 1 publish only once its row is durable", async () => {
+      const agent = await asAgent(a);
+      await agent.publishAsync(topicOf(a, "durable"), "7", { qos: 1 });
+      // In embedded mode the PUBACK follows the commit; in distributed mode, the Redis write.
+      const stored = mode === "embedded" ? await settledRows(a, "durable") : await rows(a, "durable", 1);
+      expect(stored.map((r: { value: number }) => r.value)).toEqual([7]);
+    });
+
+    it("stores a batch payload and names the refused items on the feedback topic", async () => {
+      const agent = await asAgent(a);
+      const feedback = inbox(agent);
+      await agent.subscribeAsync(feedbackOf(a));
+      await agent.publishAsync(topicOf(a, "batch"), JSON.stringify([1, { value: 2, timestamp: 1767225600 }, "x"]), {
+        qos: 1,
+      });
+      const stored = await rows(a, "batch", 2);
+      expect(stored.map((r: { value: number }) => r.value).sort()).toEqual([1, 2]);
+      const [message] = await feedback.waitFor(1);
+      expect(JSON.parse(message?.payload ?? "")).toEqual({
+        topic: topicOf(a, "batch"),
+        reason: "bad_value",
+        message: expect.any(String),
+        index: 2,
+      });
+    });
+
+    it("acknowledges and discards every kind of bad publish, reports each reason, and keeps the connection", async () => {
+      const agent = await asAgent(a);
+      const feedback = inbox(agent);
+      expect(await subscribeGrants(agent, [feedbackOf(a)])).toEqual([1]);
+      const viewer = await asViewer(a);
+      const seen = inbox(viewer);
+      await viewer.subscribeAsync(`metrics/${a.tenantId}/#`);
+
+      const bad: [string, string][] = [
+        [`metrics/${a.tenantId}/dev-a/bad name`, "1"],
+        [topicOf(a, "reject"), "{not json"],
+        [topicOf(a, "reject"), '{"value":"high"}'],
+        [topicOf(a, "reject"), '{"value":1,"timestamp":"yesterday"}'],
+        [topicOf(a, "reject"), '{"value":1,"dedupe_id":7}'],
+        [topicOf(a, "reject"), '{"value":1,"tags":["x"]}'],
+        [topicOf(a, "reject"), JSON.stringify({ value: 1, pad: "x".repeat(600) })],
+        [topicOf(a, "reject"), "[1,2,3,4]"],
+      ];
+      for (const [topic, payload] of bad) await agent.publishAsync(topic, payload, { qos: 1, retain: true });
+      const reports = await feedback.waitFor(bad.length);
+      expect(reports.map((m) => JSON.parse(m.payload).reason)).toEqual([
+        "bad_topic",
+        "bad_json",
+        "bad_value",
+        "bad_timestamp",
+        "bad_dedupe_id",
+        "bad_tags",
+        "too_large",
+        "too_many",
+      ]);
+
+      // Still connected, and a good publish right after goes through.
+      await agent.publishAsync(topicOf(a, "after_rejects"), "1", { qos: 1 });
+      await rows(a, "after_rejects", 1);
+      await seen.waitFor(1, topicOf(a, "after_rejects"));
+      expect(seen.messages.filter((m) => m.topic !== topicOf(a, "after_rejects"))).toEqual([]);
+      expect(await settledRows(a, "reject")).toEqual([]);
+
+      // Nothing bad was retained either.
+      const late = await asViewer(a);
+      const lateInbox = inbox(late);
+      await late.subscribeAsync(`metrics/${a.tenantId}/+/reject`);
+      await sleep(200);
+      expect(lateInbox.messages).toEqual([]);
+
+      const metrics = (await request<string>(`${t.url}/metrics`)).body;
+      for (const reason of [
+        "bad_topic",
+        "bad_json",
+        "bad_value",
+        "bad_timestamp",
+        "bad_dedupe_id",
+        "bad_tags",
+        "too_large",
+        "too_many",
+      ]) {
+        expect(metrics).toMatch(
+          new RegExp(`edge_ingest_metrics_rejected_total\\{source="mqtt",reason="${reason}"\\} [1-9]`),
+        );
+      }
+    });
+
+    it("disconnects a client that keeps publishing to another tenant, storing nothing there", async () => {
+      const attacker = await asAgent(a);
+      const watcher = await asViewer(b);
+      const seen = inbox(watcher);
+      await watcher.subscribeAsync(`metrics/${b.tenantId}/#`);
+      const gone = closed(attacker);
+      for (let i = 0; i < 3; i++) {
+        attacker.publish(`metrics/${b.tenantId}/dev-b/stolen`, "1", { qos: 0 });
+      }
+      await gone;
+      expect(await settledRows(b, "stolen")).toEqual([]);
+      expect(seen.messages).toEqual([]);
+      expect((await request<string>(`${t.url}/metrics`)).body).toMatch(
+        /edge_ingest_mqtt_forced_disconnects_total\{reason="violations"\} [1-9]/,
+      );
+    });
+
+    it("refuses subscriptions that reach outside the principal's lane", async () => {
+      const agent = await asAgent(a);
+      expect(
+        await subscribeGrants(agent, [
+          "#",
+          "metrics/#",
+          `metrics/${a.tenantId}/#`,
+          feedbackOf(b),
+          "$SYS/#",
+          feedbackOf(a),
+        ]),
+      ).toEqual([128, 128, 128, 128, 128, 1]);
+      const viewer = await asViewer(b, tcp);
+      expect(
+        await subscribeGrants(viewer, [
+          `metrics/${a.tenantId}/#`,
+          "metrics/+/#",
+          "#",
+          "$SYS/#",
+          `metrics/${b.tenantId}/#`,
+        ]),
+      ).toEqual([128, 128, 128, 128, 1]);
+    });
+
+    it("shows a viewer over WebSockets its own tenant's metrics and nothing else", async () => {
+      const viewerA = await asViewer(a);
+      const seenA = inbox(viewerA);
+      await viewerA.subscribeAsync(`metrics/${a.tenantId}/#`);
+      const agentA = await asAgent(a);
+      const agentB = await asAgent(b);
+      await agentB.publishAsync(topicOf(b, "ws_view"), "2", { qos: 1 });
+      await agentA.publishAsync(topicOf(a, "ws_view"), "1", { qos: 1 });
+      const [message] = await seenA.waitFor(1);
+      expect(message).toMatchObject({ topic: topicOf(a, "ws_view"), payload: "1" });
+      await sleep(200);
+      expect(seenA.messages).toHaveLength(1);
+    });
+
+    it("does not let a client id reused by another tenant take over a session", async () => {
+      const first = await asAgent(a, { clientId: "shared-id", clean: false });
+      const second = await asAgent(b, { clientId: "shared-id", clean: false });
+      await sleep(300);
+      expect(first.connected).toBe(true);
+      expect(second.connected).toBe(true);
+      // The same principal reusing its id does take over its own session, as MQTT says it must.
+      const gone = closed(first);
+      await asAgent(a, { clientId: "shared-id", clean: false });
+      await gone;
+    });
+
+    it("never delivers a retained message across tenants", async () => {
+      const agentA = await asAgent(a);
+      await agentA.publishAsync(topicOf(a, "retained"), "42", { qos: 1, retain: true });
+      await rows(a, "retained", 1);
+      const viewerB = await asViewer(b);
+      const seenB = inbox(viewerB);
+      expect(await subscribeGrants(viewerB, [`metrics/${a.tenantId}/#`, `metrics/${b.tenantId}/#`])).toEqual([128, 1]);
+      const viewerA = await asViewer(a);
+      const seenA = inbox(viewerA);
+      await viewerA.subscribeAsync(`metrics/${a.tenantId}/+/retained`);
+      const [retained] = await seenA.waitFor(1);
+      expect(retained).toMatchObject({ payload: "42", retain: true });
+      expect(seenB.messages).toEqual([]);
+    });
+
+    it("neither stores nor delivers a will aimed at another tenant, and stores a valid will once", async () => {
+      const viewerB = await asViewer(b);
+      const seenB = inbox(viewerB);
+      await viewerB.subscribeAsync(`metrics/${b.tenantId}/#`);
+      const evil = await asAgent(a, {
+        will: { topic: `metrics/${b.tenantId}/dev-b/will`, payload: Buffer.from("66"), qos: 1, retain: true },
+      });
+      const good = await asAgent(a, {
+        will: { topic: topicOf(a, "last_will"), payload: Buffer.from('{"value":0}'), qos: 1, retain: false },
+      });
+      // An abrupt end (no DISCONNECT) is what publishes a will.
+      (evil as unknown as { stream: { destroy(): void } }).stream.destroy();
+      (good as unknown as { stream: { destroy(): void } }).stream.destroy();
+      await rows(a, "last_will", 1);
+      expect(await settledRows(b, "will")).toEqual([]);
+      expect(seenB.messages).toEqual([]);
+    });
+
+    it("refuses bad credentials and anonymous clients at CONNACK", async () => {
+      expect(await connackOf(tcp, { username: a.agent.username, password: "wrong" })).toBe(4);
+      expect(await connackOf(tcp, { username: "ag_nobody", password: "x" })).toBe(4);
+      expect(await connackOf(tcp, {})).toBe(5);
+      expect(await connackOf(tcp, { username: "x", password: a.ingestToken })).toBe(5);
+      expect(await connackOf(ws, { username: "x", password: a.viewerToken })).toBe("connected");
+    });
+
+    it("disconnects a live client when its credential is revoked", async () => {
+      const c = await createTenant(t.url, t.adminToken, "doomed");
+      const agent = await asAgent(c);
+      const gone = closed(agent);
+      const revoked = await request(`${t.url}/api/v1/admin/credentials/${c.agent.username}`, {
+        method: "DELETE",
+        auth: bearer(t.adminToken),
+      });
+      expect(revoked.status).toBe(204);
+      await gone;
+      expect(await connackOf(tcp, { username: c.agent.username, password: c.agent.password })).toBe(4);
+    });
+
+    it("drops a connection that announces a packet over the size limit", async () => {
+      const agent = await asAgent(a);
+      const gone = closed(agent);
+      agent.publish(topicOf(a, "huge"), Buffer.alloc(8000, 0x31), { qos: 0 });
+      await gone;
+      expect(await settledRows(a, "huge")).toEqual([]);
+    });
+
+    it.skipIf(!hasMosquittoClients)("takes a publish from mosquitto_pub", async () => {
+      const port = String(t.app.mqttPorts?.tcp);
+      await run("mosquitto_pub", [
+        ...["-h", "127.0.0.1", "-p", port, "-q", "1"],
+        ...["-u", a.agent.username, "-P", a.agent.password],
+        ...["-t", topicOf(a, "from_mosquitto_pub"), "-m", '{"value": 3.5, "dedupe_id": "mp-1"}'],
+      ]);
+      const [row] = await rows(a, "from_mosquitto_pub", 1);
+      expect(row).toMatchObject({ value: 3.5, dedupe_id: "mp-1" });
+    });
+
+    it.skipIf(!hasMosquittoClients)("serves mosquitto_sub as a viewer", async () => {
+      const port = String(t.app.mqttPorts?.tcp);
+      const sub = run("mosquitto_sub", [
+        ...["-h", "127.0.0.1", "-p", port, "-u", "viewer", "-P", a.viewerToken],
+        ...["-t", `metrics/${a.tenantId}/+/from_sub`, "-C", "1", "-W", "10"],
+      ]);
+      await sleep(500);
+      const agent = await asAgent(a);
+      await agent.publishAsync(topicOf(a, "from_sub"), "9", { qos: 1 });
+      expect((await sub).stdout.trim()).toBe("9");
+    });
+  });
+}
+
+describe("MQTT broker with anonymous clients allowed", () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    t = await startTestApp("embedded", { MQTT_ALLOW_ANONYMOUS: "true" });
+  });
+  afterAll(() => t?.cleanup());
+
+  it("routes plain topics like any broker but keeps anonymous clients out of tenant data", async () => {
+    const tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+    const tenant = await createTenant(t.url, t.adminToken, "dev");
+    const anonymous = await connect(tcp);
+    const received = inbox(anonymous);
+    try {
+      expect(await subscribeGrants(anonymous, ["plain/#", "#", "metrics/#", `metrics/${tenant.tenantId}/#`])).toEqual([
+        1, 128, 128, 128,
+      ]);
+      await anonymous.publishAsync("plain/hello", "hi", { qos: 1 });
+      await received.waitFor(1, "plain/hello");
+      await anonymous.publishAsync(`metrics/${tenant.tenantId}/dev/x`, "1", { qos: 1 });
+      await sleep(300);
+      const { body } = await request(`${t.url}/api/v1/metrics`, { auth: bearer(tenant.viewerToken) });
+      expect(body.items).toEqual([]);
+    } finally {
+      await anonymous.endAsync();
+    }
+  });
+});
