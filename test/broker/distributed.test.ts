@@ -1,0 +1,148 @@
+import type { MqttClient } from "mqtt";
+import pino from "pino";
+import { afterEach, describe, expect, it } from "vitest";
+import { type RunningApp, startApp } from "../../src/app.ts";
+import { loadConfig } from "../../src/config.ts";
+import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
+import { connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { startOwnRedis } from "../helpers/redis-server.ts";
+import {
+  createTestDatabase,
+  deleteRedisPrefix,
+  distributedUnavailable,
+  REDIS_URL,
+  uniqueId,
+} from "../helpers/services.ts";
+
+const skip = Boolean(await distributedUnavailable());
+const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
+const cleanups: (() => Promise<unknown>)[] = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()?.();
+});
+
+async function startNode(env: Record<string, string>): Promise<RunningApp> {
+  const app = await startApp(
+    loadConfig({
+      HTTP_HOST: "127.0.0.1",
+      HTTP_PORT: "0",
+      MQTT_HOST: "127.0.0.1",
+      MQTT_PORT: "0",
+      MQTT_WS_PORT: "0",
+      ADMIN_TOKEN,
+      LOG_LEVEL: "silent",
+      ...env,
+    }),
+    pino({ level: "silent" }),
+  );
+  cleanups.push(() => app.close());
+  return app;
+}
+
+function track(client: MqttClient): MqttClient {
+  cleanups.push(() => client.endAsync(true));
+  return client;
+}
+
+describe.skipIf(skip)("distributed broker", () => {
+  it("withholds the PUBACK while the queue is down, and stores the resent message once when it is back", async () => {
+    const redis = await startOwnRedis();
+    cleanups.push(() => redis.stop());
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });
+    const tenant = await createTenant(app.httpUrl as string, ADMIN_TOKEN);
+    const agent = track(
+      await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+        reconnectPeriod: 100,
+      }),
+    );
+
+    await redis.stop();
+    let acknowledged = false;
+    const published = agent
+      .publishAsync(
+        `metrics/${tenant.tenantId}/${tenant.agent.agentId}/outage`,
+        JSON.stringify({ value: 1, dedupe_id: "resent-1" }),
+        { qos: 1 },
+      )
+      .then(() => (acknowledged = true));
+    await sleep(1000);
+    expect(acknowledged).toBe(false);
+
+    await redis.start();
+    await published;
+    const rows = await eventually(async () => {
+      const { body } = await request(`${app.httpUrl}/api/v1/metrics?name=outage`, { auth: bearer(tenant.viewerToken) });
+      return body.items.length > 0 ? body.items : undefined;
+    });
+    await sleep(500);
+    const { body } = await request(`${app.httpUrl}/api/v1/metrics?name=outage`, { auth: bearer(tenant.viewerToken) });
+    expect(rows).toHaveLength(1);
+    expect(body.items).toHaveLength(1);
+    expect(body.items[0]).toMatchObject({ value: 1, dedupe_id: "resent-1" });
+    const metrics = (await request<string>(`${app.httpUrl}/metrics`)).body;
+    expect(metrics).toMatch(/edge_ingest_mqtt_unacknowledged_total [1-9]/);
+  });
+
+  it("runs two brokers on one Redis: messages cross between them and a persistent session moves", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const prefix = `edge-ingest-test-${uniqueId()}`;
+    cleanups.push(() => deleteRedisPrefix(prefix));
+    const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+    const first = await startNode(shared);
+    const second = await startNode({ ...shared, ROLES: "broker" });
+    const tenant = await createTenant(first.httpUrl as string, ADMIN_TOKEN);
+    const url = (app: RunningApp) => `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
+    const topic = (metric: string) => `metrics/${tenant.tenantId}/${tenant.agent.agentId}/${metric}`;
+    const viewerOptions = { username: "viewer", password: tenant.viewerToken, clientId: "dashboard", clean: false };
+
+    // Live delivery: agent on the first broker, viewer on the second.
+    const viewer = track(await connect(url(second), viewerOptions));
+    const seen = inbox(viewer);
+    await viewer.subscribeAsync(`metrics/${tenant.tenantId}/#`, { qos: 1 });
+    const agent = track(
+      await connect(url(first), { username: tenant.agent.username, password: tenant.agent.password }),
+    );
+    await agent.publishAsync(topic("across"), "1", { qos: 1 });
+    await seen.waitFor(1, topic("across"));
+
+    // The viewer goes away; what it misses at QoS 1 waits in its session.
+    await viewer.endAsync();
+    await agent.publishAsync(topic("while_away"), "2", { qos: 1 });
+    await sleep(200);
+
+    // It comes back on the other broker and finds its session there.
+    const back = track(await connect(url(first), viewerOptions));
+    const missed = inbox(back);
+    const [message] = await missed.waitFor(1, topic("while_away"));
+    expect(message?.payload).toBe("2");
+    expect(back.connected).toBe(true);
+  });
+
+  it("disconnects a revoked agent on another broker", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const prefix = `edge-ingest-test-${uniqueId()}`;
+    cleanups.push(() => deleteRedisPrefix(prefix));
+    const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+    const api = await startNode(shared);
+    const broker = await startNode({ ...shared, ROLES: "broker" });
+    const tenant = await createTenant(api.httpUrl as string, ADMIN_TOKEN);
+    const agent = track(
+      await connect(`mqtt://127.0.0.1:${broker.mqttPorts?.tcp}`, {
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+      }),
+    );
+    const gone = new Promise<void>((resolve) => agent.once("close", () => resolve()));
+    await request(`${api.httpUrl}/api/v1/admin/credentials/${tenant.agent.username}`, {
+      method: "DELETE",
+      auth: bearer(ADMIN_TOKEN),
+    });
+    await gone;
+  });
+});
