@@ -17,7 +17,7 @@ describe("docker-compose.yml", () => {
       expect(environment.DATABASE_URL).toMatch(/^postgresql:\/\/.*@postgres:5432\//);
       expect(environment.REDIS_URL).toBe("redis://redis:6379");
     }
-    expect(compose.services["edge-ingest"]?.environment?.ROLES).toBe("api");
+    expect(compose.services["edge-ingest"]?.environment?.ROLES).toBe("api,broker");
     expect(compose.services.worker?.environment?.ROLES).toBe("worker");
     expect(compose.services.redis?.command).toContain("--appendonly");
   });

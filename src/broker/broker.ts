@@ -51,6 +51,9 @@ function brokerBackends(config: Config, logger: Logger) {
 
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const { config, logger, telemetry } = deps;
+  if (config.MQTT_ALLOW_ANONYMOUS) {
+    logger.warn("MQTT_ALLOW_ANONYMOUS=true: clients without credentials may use topics outside the tenant namespace");
+  }
   let draining = false;
   const batcher = new SubmissionBatcher(
     async (submission) => {
