@@ -93,7 +93,16 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
 
     let mqttPorts: RunningBroker["ports"] | undefined;
     if (config.ROLES.has("broker")) {
-      const broker = await startBroker({ config, logger, credentials, revocations, queue, telemetry, adminToken });
+      const broker = await startBroker({
+        config,
+        logger,
+        credentials,
+        revocations,
+        queue,
+        fanout,
+        telemetry,
+        adminToken,
+      });
       closers.push(() => broker.close());
       mqttPorts = broker.ports;
     }

@@ -1,6 +1,7 @@
 import { Aedes, type Client } from "aedes";
 import aedesPersistenceRedis from "aedes-persistence-redis";
 import { Redis } from "ioredis";
+import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -9,9 +10,12 @@ import type { CredentialStore } from "../credentials/store.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
 import type { SubmissionQueue } from "../ingest/queue.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
+import type { FanOut } from "../worker/fanout.ts";
 import { feedbackTopic } from "./access.ts";
+import { MetricsLocalEmitter } from "./emitter.ts";
 import { createHooks } from "./hooks.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
+import { attachViewerFeed } from "./viewer-feed.ts";
 
 export interface BrokerDeps {
   config: Config;
@@ -19,6 +23,7 @@ export interface BrokerDeps {
   credentials: CredentialStore;
   revocations: Revocations;
   queue: SubmissionQueue;
+  fanout: FanOut;
   telemetry: Telemetry;
   adminToken: string | undefined;
 }
@@ -39,10 +44,18 @@ function brokerBackends(config: Config, logger: Logger) {
   const persistenceConnection = new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` });
   persistenceConnection.on("error", (error: Error) => logger.warn({ err: error }, "broker persistence Redis error"));
   const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
-  const mq = mqemitterRedis({ connectionString: config.REDIS_URL });
-  mq.state.on("error", (error: Error) => logger.warn({ err: error }, "broker emitter Redis error"));
+  const pubConn = new Redis(config.REDIS_URL, { enableAutoPipelining: true });
+  const subConn = new Redis(config.REDIS_URL);
+  // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
+  const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
+  // It re-emits its connections' errors here; without a listener they would crash the process.
+  shared.state.on("error", (error: Error) => logger.warn({ err: error }, "broker emitter Redis error"));
+  const closeShared = () => {
+    pubConn.disconnect();
+    subConn.disconnect();
+  };
   return {
-    options: { persistence, mq },
+    options: { persistence, mq: new MetricsLocalEmitter(mqemitter(), shared, closeShared) },
     close: async () => {
       await persistence.destroy();
     },
@@ -83,7 +96,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
           cmd: "publish",
           topic: feedbackTopic(tenantId, agentId),
           payload: Buffer.from(JSON.stringify(feedback)),
-          qos: 0,
+          // QoS 1, so an agent with a persistent session gets what it missed while away.
+          qos: 1,
           retain: false,
           dup: false,
         },
@@ -109,6 +123,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     logger.debug({ clientId: client.id, err: error }, "MQTT client error"),
   );
 
+  const stopViewerFeed = attachViewerFeed(aedes, deps.fanout, (client) => hooks.sessionOf(client)?.principal, logger);
   const stopRevocations = await deps.revocations.onRevoked((username) => {
     for (const client of Object.values(aedes.clients)) {
       const principal = hooks.sessionOf(client)?.principal;
@@ -125,6 +140,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     listeners = await startListeners(aedes, config, telemetry, logger);
   } catch (error) {
     stopRevocations();
+    stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
     await backends.close();
     throw error;
@@ -137,6 +153,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       draining = true;
       await batcher.flushAll();
       stopRevocations();
+      stopViewerFeed();
       // Acknowledgements are written as the batches settle; closing the clients comes after them.
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await closed;

@@ -25,7 +25,11 @@ import {
   namespacedClientId,
 } from "./access.ts";
 
-/** Rejected publishes are acknowledged, then sent here, where no subscription can reach them. */
+/**
+ * Metric publishes are acknowledged, then sent here, where no subscription can reach them: a
+ * rejected one must never be routed, and an accepted one reaches viewers once stored, through the
+ * fan-out (src/broker/viewer-feed.ts), like the SSE stream.
+ */
 export const DISCARD_TOPIC = "$edge-ingest/discarded";
 
 // CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
@@ -173,6 +177,7 @@ export function createHooks(deps: HookDeps) {
     batcher.add(decision.tenantId, decision.agentId, points, receivedAt).then(
       () => {
         telemetry.accepted.inc({ source: "mqtt" }, points.length);
+        discard(packet);
         done(null);
       },
       (error: Error) => {

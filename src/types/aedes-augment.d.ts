@@ -11,7 +11,7 @@ declare module "aedes" {
 
 declare module "mqemitter-redis" {
   interface MQEmitterRedis {
-    /** Connection events, `error` included. */
+    /** Re-emits its connections' events, `error` included. */
     state: EventEmitter;
   }
 }

@@ -98,29 +98,32 @@ describe.skipIf(skip)("distributed broker", () => {
     const tenant = await createTenant(first.httpUrl as string, ADMIN_TOKEN);
     const url = (app: RunningApp) => `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
     const topic = (metric: string) => `metrics/${tenant.tenantId}/${tenant.agent.agentId}/${metric}`;
-    const viewerOptions = { username: "viewer", password: tenant.viewerToken, clientId: "dashboard", clean: false };
+    const feedback = `ingest/${tenant.tenantId}/${tenant.agent.agentId}/errors`;
+    const agentLogin = { username: tenant.agent.username, password: tenant.agent.password };
 
     // Live delivery: agent on the first broker, viewer on the second.
-    const viewer = track(await connect(url(second), viewerOptions));
+    const viewer = track(await connect(url(second), { username: "viewer", password: tenant.viewerToken }));
     const seen = inbox(viewer);
-    await viewer.subscribeAsync(`metrics/${tenant.tenantId}/#`, { qos: 1 });
-    const agent = track(
-      await connect(url(first), { username: tenant.agent.username, password: tenant.agent.password }),
-    );
+    await viewer.subscribeAsync(`metrics/${tenant.tenantId}/#`);
+    const agent = track(await connect(url(first), agentLogin));
     await agent.publishAsync(topic("across"), "1", { qos: 1 });
-    await seen.waitFor(1, topic("across"));
+    const [live] = await seen.waitFor(1, topic("across"));
+    expect(JSON.parse(live?.payload ?? "").value).toBe(1);
 
-    // The viewer goes away; what it misses at QoS 1 waits in its session.
-    await viewer.endAsync();
-    await agent.publishAsync(topic("while_away"), "2", { qos: 1 });
-    await sleep(200);
+    // A persistent session of the agent follows its feedback topic, then goes away.
+    const session = { ...agentLogin, clientId: "pump-console", clean: false };
+    const console1 = await connect(url(first), session);
+    await console1.subscribeAsync(feedback, { qos: 1 });
+    await console1.endAsync();
+    // What it misses at QoS 1 waits in its session, in Redis.
+    await agent.publishAsync(topic("broken"), "not json", { qos: 1 });
+    await sleep(300);
 
-    // It comes back on the other broker and finds its session there.
-    const back = track(await connect(url(first), viewerOptions));
-    const missed = inbox(back);
-    const [message] = await missed.waitFor(1, topic("while_away"));
-    expect(message?.payload).toBe("2");
-    expect(back.connected).toBe(true);
+    // It comes back on the other broker and finds its session, and the message, there.
+    const console2 = track(await connect(url(second), session));
+    const missed = inbox(console2);
+    const [message] = await missed.waitFor(1, feedback);
+    expect(JSON.parse(message?.payload ?? "")).toMatchObject({ topic: topic("broken"), reason: "bad_json" });
   });
 
   it("disconnects a revoked agent on another broker", async () => {
