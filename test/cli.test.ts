@@ -110,7 +110,7 @@ describe("edge-ingest CLI on its own", () => {
     const data = await tempDir();
     try {
       const first = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
-      expect(JSON.parse(first.stdout)).toEqual({ applied: ["20261126000000_init"] });
+      expect(JSON.parse(first.stdout)).toEqual({ applied: ["20261126000000_init", "20261126010000_metric_stored_at"] });
       const second = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
       expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
     } finally {

@@ -71,6 +71,7 @@ export const queryRoutes = fp(
           dedupe_id: row.dedupeId,
           tags: row.tags,
           received_at: row.receivedAt.toISOString(),
+          stored_at: row.storedAt.toISOString(),
         })),
         next_cursor:
           rows.length > limit && last ? encodeCursor({ ts: last.ts.toISOString(), id: last.id.toString() }) : null,
