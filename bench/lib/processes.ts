@@ -1,0 +1,121 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const CLOCK_TICKS = 100;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Managed {
+  name: string;
+  child: ChildProcess;
+  /** Lines the process printed on stdout. */
+  lines: string[];
+}
+
+/** Spawns a process and resolves once a line of its stdout includes `readyText`. */
+export function start(
+  name: string,
+  command: string,
+  args: string[],
+  options: { env?: Record<string, string>; readyText: string; timeoutMs?: number },
+): Promise<Managed> {
+  const child = spawn(command, args, {
+    cwd: ROOT,
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const lines: string[] = [];
+  const errors: string[] = [];
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`${name} did not become ready: ${errors.join("").slice(-2000)}`));
+    }, options.timeoutMs ?? 60_000);
+    const reader = (into: string[]) => {
+      let buffered = "";
+      return (chunk: string) => {
+        buffered += chunk;
+        const parts = buffered.split("\n");
+        buffered = parts.pop() ?? "";
+        for (const line of parts) {
+          into.push(line);
+          if (line.includes(options.readyText)) {
+            clearTimeout(timer);
+            resolve({ name, child, lines });
+          }
+        }
+      };
+    };
+    // Ready text may come on either stream (C programs buffer a piped stdout).
+    child.stdout?.setEncoding("utf8").on("data", reader(lines));
+    child.stderr?.setEncoding("utf8").on("data", reader(errors));
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before it was ready: ${errors.join("").slice(-2000)}`));
+    });
+  });
+}
+
+/** Runs a TypeScript entry under tsx. */
+export function startNode(
+  name: string,
+  script: string,
+  args: string[],
+  options: { env?: Record<string, string>; readyText: string; timeoutMs?: number },
+): Promise<Managed> {
+  return start(name, process.execPath, ["--import", "tsx", script, ...args], options);
+}
+
+export interface ProcessStats {
+  cpuSeconds: number;
+  peakRssMiB: number;
+}
+
+/** CPU time and peak RSS (VmHWM) of a live process, read from /proc. */
+export function statsOf(pid: number): ProcessStats {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+  return { cpuSeconds, peakRssMiB: Number(hwm ?? 0) / 1024 };
+}
+
+export function currentRssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Sends `signal` and waits for the process to exit; SIGKILL after `timeoutMs`. */
+export async function stop(
+  managed: Managed,
+  signal: NodeJS.Signals = "SIGTERM",
+  timeoutMs = 30_000,
+): Promise<number | null> {
+  const { child } = managed;
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill(signal);
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
+}
+
+export function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[index] ?? null;
+}

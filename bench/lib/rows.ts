@@ -1,0 +1,93 @@
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { PGlite } from "@electric-sql/pglite";
+import pg from "pg";
+
+export interface RowStats {
+  rows: number;
+  lastStoredAt: number | null;
+  publishToRowP50Ms: number | null;
+  publishToRowP99Ms: number | null;
+  /** Acknowledged readings (by dedupe id) with no row. */
+  acknowledgedNotStored: number;
+}
+
+type Query = (sql: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
+
+const STATS_SQL = `
+SELECT count(*)::int AS rows,
+       (extract(epoch FROM max(stored_at)) * 1000)::float8 AS last_stored_at,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - ts) * 1000)::float8 AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM stored_at - ts) * 1000)::float8 AS p99
+FROM metrics WHERE tenant_id = $1`;
+
+async function measure(query: Query, tenantId: string, ackedFile: string | undefined): Promise<RowStats> {
+  const [stats] = await query(STATS_SQL, [tenantId]);
+  let acknowledgedNotStored = 0;
+  if (ackedFile) {
+    const acked = readFileSync(ackedFile, "utf8").split("\n").filter(Boolean);
+    const stored = new Set(
+      (await query("SELECT dedupe_id FROM metrics WHERE tenant_id = $1", [tenantId])).map((r) => r.dedupe_id),
+    );
+    acknowledgedNotStored = acked.filter((id) => !stored.has(id)).length;
+  }
+  const number = (value: unknown) => (value === null || value === undefined ? null : Number(value));
+  return {
+    rows: Number(stats?.rows ?? 0),
+    lastStoredAt: number(stats?.last_stored_at),
+    publishToRowP50Ms: number(stats?.p50),
+    publishToRowP99Ms: number(stats?.p99),
+    acknowledgedNotStored,
+  };
+}
+
+/**
+ * Waits until the tenant has `expected` rows or the count stops moving for `quietMs`, then measures.
+ * The workers drain the queue after the publishers are done.
+ */
+export async function measurePostgres(
+  url: string,
+  tenantId: string,
+  expected: number,
+  ackedFile: string | undefined,
+  quietMs = 5000,
+): Promise<RowStats> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const query: Query = async (sql, params) => (await client.query(sql, params)).rows;
+    let last = -1;
+    let lastChange = Date.now();
+    for (;;) {
+      const [row] = await query("SELECT count(*)::int AS n FROM metrics WHERE tenant_id = $1", [tenantId]);
+      const count = Number(row?.n ?? 0);
+      if (count >= expected) break;
+      if (count !== last) {
+        last = count;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > quietMs) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    return await measure(query, tenantId, ackedFile);
+  } finally {
+    await client.end();
+  }
+}
+
+/** The embedded database, opened after its server stopped (PGlite has one user at a time). */
+export async function measurePglite(
+  dataDir: string,
+  tenantId: string,
+  ackedFile: string | undefined,
+): Promise<RowStats> {
+  const db = await PGlite.create(path.join(dataDir, "pglite"));
+  try {
+    return await measure(
+      async (sql, params) => (await db.query<Record<string, unknown>>(sql, params)).rows,
+      tenantId,
+      ackedFile,
+    );
+  } finally {
+    await db.close();
+  }
+}

@@ -1,0 +1,249 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { Redis } from "ioredis";
+import pg from "pg";
+import pino from "pino";
+import { migratePostgres } from "../../src/store/database.ts";
+import type { Publisher } from "../load-generator.ts";
+import { freePort, type Managed, start, startNode, stop } from "./processes.ts";
+import { measurePglite, measurePostgres, type RowStats } from "./rows.ts";
+
+export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+const ADMIN_TOKEN = randomBytes(24).toString("hex");
+
+/** A system under test, started on free ports, with the means to count what it stored. */
+export interface Target {
+  mqttUrl: string;
+  publishers: Publisher[];
+  /** Every process of the target, for CPU and memory figures. */
+  processes: Managed[];
+  /**
+   * Waits for the stored rows and counts them, calling `beforeStop` once the work is done and before
+   * any process of the target stops (embedded must stop to free its database). Undefined: stores nothing.
+   */
+  measure?: (expected: number, ackedFile: string | undefined, beforeStop: () => void) => Promise<RowStats>;
+  close(): Promise<void>;
+}
+
+export type TargetName = "aedes-bare" | "seed-architecture" | "edge-ingest-embedded" | "edge-ingest-distributed";
+
+const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
+  Array.from({ length: count }, (_, i) => ({
+    topic: `metrics/${tenantId}/agent-${i}/load`,
+    idPrefix: `p${i}`,
+  }));
+
+async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `edge_ingest_bench_${randomBytes(4).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_ADMIN_URL);
+  url.pathname = `/${name}`;
+  await migratePostgres(url.toString(), pino({ level: "silent" }));
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const client = new pg.Client({ connectionString: PG_ADMIN_URL });
+      await client.connect();
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await client.end();
+    },
+  };
+}
+
+async function deleteRedisPrefix(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  let cursor = "0";
+  do {
+    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== "0");
+  await redis.quit();
+}
+
+function postgresMeasure(url: string, tenantId: string): NonNullable<Target["measure"]> {
+  return async (expected, ackedFile, beforeStop) => {
+    const rows = await measurePostgres(url, tenantId, expected, ackedFile);
+    beforeStop();
+    return rows;
+  };
+}
+
+async function closeAll(processes: Managed[]): Promise<void> {
+  for (const managed of [...processes].reverse()) await stop(managed);
+}
+
+/** Environment of an edge-ingest process on free ports. */
+async function serviceEnv(extra: Record<string, string>): Promise<Record<string, string>> {
+  return {
+    HTTP_HOST: "127.0.0.1",
+    HTTP_PORT: String(await freePort()),
+    MQTT_HOST: "127.0.0.1",
+    MQTT_PORT: String(await freePort()),
+    MQTT_WS_PORT: "0",
+    MQTT_MAX_CONNECTIONS: "100000",
+    LOG_LEVEL: "info",
+    ...extra,
+  };
+}
+
+function startService(name: string, env: Record<string, string>): Promise<Managed> {
+  return startNode(name, "src/main.ts", ["serve"], { env, readyText: "edge-ingest started" });
+}
+
+/** A tenant with one agent per publisher, made through the admin API. */
+async function agentsFor(
+  httpUrl: string,
+  adminToken: string,
+  count: number,
+): Promise<{ tenantId: string; publishers: Publisher[] }> {
+  const call = async (route: string, body: unknown) => {
+    const response = await fetch(`${httpUrl}${route}`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    if (!response.ok) throw new Error(`${route}: ${response.status} ${await response.text()}`);
+    return (await response.json()) as Record<string, string>;
+  };
+  const tenant = await call("/api/v1/admin/tenants", { name: "bench" });
+  const tenantId = tenant.id as string;
+  const publishers: Publisher[] = [];
+  for (let i = 0; i < count; i++) {
+    const agent = await call(`/api/v1/admin/tenants/${tenantId}/agents`, { agent_id: `agent-${i}` });
+    publishers.push({
+      username: agent.username,
+      password: agent.password,
+      topic: `metrics/${tenantId}/agent-${i}/load`,
+      idPrefix: `p${i}`,
+    });
+  }
+  return { tenantId, publishers };
+}
+
+export async function startTarget(name: TargetName, publisherCount: number): Promise<Target> {
+  switch (name) {
+    case "aedes-bare": {
+      const broker = await startNode("aedes-bare", "bench/targets/aedes-bare.ts", [], { readyText: "READY" });
+      const port = broker.lines.find((l) => l.startsWith("READY"))?.split(" ")[1];
+      return {
+        mqttUrl: `mqtt://127.0.0.1:${port}`,
+        publishers: anonymousPublishers(publisherCount, randomUUID()),
+        processes: [broker],
+        close: () => closeAll([broker]),
+      };
+    }
+
+    case "seed-architecture": {
+      const db = await createDatabase();
+      const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+      const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-bench-"));
+      const port = await freePort();
+      const config = path.join(dir, "mosquitto.conf");
+      // The seed deployment: anonymous Mosquitto with a deep queue, no persistence.
+      await writeFile(
+        config,
+        [
+          `listener ${port} 127.0.0.1`,
+          "allow_anonymous true",
+          "persistence false",
+          "max_queued_messages 100000",
+          "log_dest stderr",
+          "log_type information",
+        ].join("\n"),
+      );
+      const processes: Managed[] = [];
+      const cleanup = async () => {
+        await closeAll(processes);
+        await db.drop();
+        await deleteRedisPrefix(prefix);
+        await rm(dir, { recursive: true, force: true });
+      };
+      try {
+        processes.push(await start("mosquitto", "mosquitto", ["-c", config], { readyText: "listen socket on port" }));
+        const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+        processes.push(
+          await startService("worker", await serviceEnv({ ...shared, ROLES: "worker", MIGRATE_ON_START: "false" })),
+        );
+        processes.push(
+          await startNode("bridge", "bench/targets/bridge.ts", [], {
+            env: { MQTT_URL: `mqtt://127.0.0.1:${port}`, REDIS_URL, REDIS_PREFIX: prefix },
+            readyText: "READY",
+          }),
+        );
+      } catch (error) {
+        await cleanup();
+        throw error;
+      }
+      const tenantId = randomUUID();
+      return {
+        mqttUrl: `mqtt://127.0.0.1:${port}`,
+        publishers: anonymousPublishers(publisherCount, tenantId),
+        processes,
+        measure: postgresMeasure(db.url, tenantId),
+        close: cleanup,
+      };
+    }
+
+    case "edge-ingest-distributed": {
+      const db = await createDatabase();
+      const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+      const processes: Managed[] = [];
+      const cleanup = async () => {
+        await closeAll(processes);
+        await db.drop();
+        await deleteRedisPrefix(prefix);
+      };
+      const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, MIGRATE_ON_START: "false" };
+      const brokerEnv = await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN });
+      try {
+        processes.push(await startService("broker", brokerEnv));
+        processes.push(await startService("worker", await serviceEnv({ ...shared, ROLES: "worker" })));
+      } catch (error) {
+        await cleanup();
+        throw error;
+      }
+      const { tenantId, publishers } = await agentsFor(
+        `http://127.0.0.1:${brokerEnv.HTTP_PORT}`,
+        ADMIN_TOKEN,
+        publisherCount,
+      );
+      return {
+        mqttUrl: `mqtt://127.0.0.1:${brokerEnv.MQTT_PORT}`,
+        publishers,
+        processes,
+        measure: postgresMeasure(db.url, tenantId),
+        close: cleanup,
+      };
+    }
+
+    case "edge-ingest-embedded": {
+      const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-bench-"));
+      const env = await serviceEnv({ DATA_DIR: dir });
+      const service = await startService("edge-ingest", env);
+      const adminToken = (await readFile(path.join(dir, "admin-token"), "utf8")).trim();
+      const { tenantId, publishers } = await agentsFor(`http://127.0.0.1:${env.HTTP_PORT}`, adminToken, publisherCount);
+      return {
+        mqttUrl: `mqtt://127.0.0.1:${env.MQTT_PORT}`,
+        publishers,
+        processes: [service],
+        // Acknowledged means committed here, so stopping first loses nothing and frees the database.
+        measure: async (_expected, ackedFile, beforeStop) => {
+          beforeStop();
+          await stop(service);
+          return measurePglite(dir, tenantId, ackedFile);
+        },
+        close: async () => {
+          await stop(service);
+          await rm(dir, { recursive: true, force: true });
+        },
+      };
+    }
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The MQTT load generator, run in a process of its own. Two modes:
+ * - `publish`: each publisher connects and sends `messages` readings (about 60 bytes) with up to
+ *   `inflight` unacknowledged at once; prints one JSON result line and writes the dedupe ids of the
+ *   acknowledged readings to `ackedFile`;
+ * - `idle`: opens `connections` authenticated connections, prints `ready`, holds them until killed.
+ */
+import { writeFileSync } from "node:fs";
+import { performance } from "node:perf_hooks";
+import mqtt, { type MqttClient } from "mqtt";
+import { percentile } from "./lib/processes.ts";
+
+export interface Publisher {
+  username?: string;
+  password?: string;
+  topic: string;
+  idPrefix: string;
+}
+
+export type LoadPlan =
+  | {
+      mode: "publish";
+      url: string;
+      publishers: Publisher[];
+      messages: number;
+      inflight: number;
+      qos: 0 | 1;
+      ackedFile: string;
+    }
+  | { mode: "idle"; url: string; connections: number; username?: string; password?: string };
+
+export interface LoadResult {
+  offered: number;
+  acknowledged: number;
+  startedAt: number;
+  durationMs: number;
+  pubackP50Ms: number | null;
+  pubackP99Ms: number | null;
+  cpuSeconds: number;
+  peakRssMiB: number;
+}
+
+const plan = JSON.parse(process.argv[2] ?? "{}") as LoadPlan;
+
+function connect(url: string, username?: string, password?: string): Promise<MqttClient> {
+  return mqtt.connectAsync(url, { username, password, reconnectPeriod: 0, connectTimeout: 30_000, keepalive: 300 });
+}
+
+async function publishAll(): Promise<void> {
+  if (plan.mode !== "publish") return;
+  const clients = await Promise.all(plan.publishers.map((p) => connect(plan.url, p.username, p.password)));
+  const latencies: number[] = [];
+  const acked: string[] = [];
+  let offered = 0;
+  const startedAt = Date.now();
+  const t0 = performance.now();
+  let lastAck = t0;
+
+  await Promise.all(
+    plan.publishers.map(async (publisher, p) => {
+      const client = clients[p] as MqttClient;
+      let next = 0;
+      let failed = false;
+      const lane = async () => {
+        while (!failed && next < plan.messages) {
+          const n = next++;
+          const dedupeId = `${publisher.idPrefix}-${n}`;
+          const payload = `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
+          offered++;
+          const sent = performance.now();
+          try {
+            await client.publishAsync(publisher.topic, payload, { qos: plan.qos });
+          } catch {
+            failed = true;
+            return;
+          }
+          lastAck = performance.now();
+          if (plan.qos === 1) latencies.push(lastAck - sent);
+          acked.push(dedupeId);
+        }
+      };
+      await Promise.all(Array.from({ length: plan.inflight }, lane));
+    }),
+  );
+  await Promise.all(clients.map((client) => client.endAsync()));
+  latencies.sort((x, y) => x - y);
+  writeFileSync(plan.ackedFile, acked.join("\n"));
+  const usage = process.resourceUsage();
+  const result: LoadResult = {
+    offered,
+    acknowledged: acked.length,
+    startedAt,
+    durationMs: lastAck - t0,
+    pubackP50Ms: percentile(latencies, 50),
+    pubackP99Ms: percentile(latencies, 99),
+    cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
+    peakRssMiB: usage.maxRSS / 1024,
+  };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
+
+async function holdIdle(): Promise<void> {
+  if (plan.mode !== "idle") return;
+  const clients: MqttClient[] = [];
+  // In waves, so the broker is not handed thousands of CONNECTs in one tick.
+  for (let i = 0; i < plan.connections; i += 200) {
+    const wave = Math.min(200, plan.connections - i);
+    clients.push(
+      ...(await Promise.all(Array.from({ length: wave }, () => connect(plan.url, plan.username, plan.password)))),
+    );
+  }
+  console.log(`READY ${clients.length}`);
+  await new Promise(() => undefined);
+}
+
+await (plan.mode === "publish" ? publishAll() : holdIdle());

@@ -1,0 +1,253 @@
+/**
+ * `npm run bench [-- --quick] [-- --only=scenario,...]`: edge-ingest against the architecture it
+ * replaces (Mosquitto + a bridge enqueuing one job per message) and against bare Aedes, at QoS 0 and
+ * 1, then the worker-insert micro-benchmark and the idle-connections scenario. Prints tables and
+ * writes bench/results/<date>[-quick].json. Everything runs on free ports, with its own database,
+ * Redis prefix and data directory, removed afterwards.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { runIdle } from "./idle.ts";
+import { runInsert } from "./insert.ts";
+import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
+import type { RowStats } from "./lib/rows.ts";
+import { startTarget, type TargetName } from "./lib/targets.ts";
+import type { LoadPlan, LoadResult } from "./load-generator.ts";
+
+const quick = process.argv.includes("--quick");
+const only = process.argv
+  .find((a) => a.startsWith("--only="))
+  ?.slice(7)
+  .split(",");
+const sizes = quick
+  ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000 }
+  : { publishers: 10, messages: 20_000, inflight: 100, idle: [2000, 10_000], insertRows: 100_000 };
+
+const TARGETS: TargetName[] = ["aedes-bare", "seed-architecture", "edge-ingest-embedded", "edge-ingest-distributed"];
+const wanted = (name: string) => !only || only.includes(name);
+
+interface ScenarioResult {
+  scenario: TargetName;
+  qos: 0 | 1;
+  offered: number;
+  acknowledged: number;
+  stored: number | null;
+  acknowledgedPerSecond: number;
+  storedPerSecond: number | null;
+  /** Acknowledged readings that are stored, per second until the last of them was acknowledged and stored. */
+  acknowledgedAndStoredPerSecond: number | null;
+  acknowledgedNotStored: number | null;
+  pubackP50Ms: number | null;
+  pubackP99Ms: number | null;
+  publishToRowP50Ms: number | null;
+  publishToRowP99Ms: number | null;
+  processes: Record<string, ProcessStats>;
+}
+
+async function runScenario(name: TargetName, qos: 0 | 1, scratch: string): Promise<ScenarioResult> {
+  const target = await startTarget(name, sizes.publishers);
+  try {
+    const ackedFile = path.join(scratch, `${name}-qos${qos}.acked`);
+    const plan: LoadPlan = {
+      mode: "publish",
+      url: target.mqttUrl,
+      publishers: target.publishers,
+      messages: sizes.messages,
+      inflight: sizes.inflight,
+      qos,
+      ackedFile,
+    };
+    const loadgen = await startNode("load-generator", "bench/load-generator.ts", [JSON.stringify(plan)], {
+      readyText: "RESULT ",
+      timeoutMs: 15 * 60_000,
+    });
+    const load = JSON.parse(loadgen.lines.find((l) => l.startsWith("RESULT "))?.slice(7) ?? "{}") as LoadResult;
+    const processes: Record<string, ProcessStats> = {
+      "load-generator": { cpuSeconds: load.cpuSeconds, peakRssMiB: load.peakRssMiB },
+    };
+    const snapshot = () => {
+      for (const managed of target.processes) processes[managed.name] = statsOf(managed.child.pid as number);
+    };
+    let rows: RowStats | undefined;
+    if (target.measure) {
+      // At QoS 0 nothing is acknowledged: every reading offered should be stored.
+      rows = await target.measure(
+        qos === 1 ? load.acknowledged : load.offered,
+        qos === 1 ? ackedFile : undefined,
+        snapshot,
+      );
+    } else {
+      snapshot();
+    }
+    const seconds = (ms: number) => Math.max(ms, 1) / 1000;
+    const lastAckAt = load.startedAt + load.durationMs;
+    const stored = rows?.rows ?? null;
+    const storedAcknowledged = rows ? load.acknowledged - rows.acknowledgedNotStored : null;
+    const lastStoredAt = rows?.lastStoredAt ?? null;
+    return {
+      scenario: name,
+      qos,
+      offered: load.offered,
+      acknowledged: load.acknowledged,
+      stored,
+      acknowledgedPerSecond: load.acknowledged / seconds(load.durationMs),
+      storedPerSecond: stored !== null && lastStoredAt ? stored / seconds(lastStoredAt - load.startedAt) : null,
+      acknowledgedAndStoredPerSecond:
+        qos === 1 && storedAcknowledged !== null && lastStoredAt
+          ? storedAcknowledged / seconds(Math.max(lastAckAt, lastStoredAt) - load.startedAt)
+          : null,
+      acknowledgedNotStored: qos === 1 && rows ? rows.acknowledgedNotStored : null,
+      pubackP50Ms: load.pubackP50Ms,
+      pubackP99Ms: load.pubackP99Ms,
+      publishToRowP50Ms: rows?.publishToRowP50Ms ?? null,
+      publishToRowP99Ms: rows?.publishToRowP99Ms ?? null,
+      processes,
+    };
+  } finally {
+    await target.close();
+  }
+}
+
+const fmt = (value: number | null | undefined, digits = 0) =>
+  value === null || value === undefined ? "—" : value.toLocaleString("en-US", { maximumFractionDigits: digits });
+
+function table(headers: string[], rows: (string | number)[][]): string {
+  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+  const line = (cells: (string | number)[]) =>
+    `| ${cells.map((c, i) => String(c).padEnd(widths[i] ?? 0)).join(" | ")} |`;
+  return [line(headers), line(widths.map((w) => "-".repeat(w))), ...rows.map(line)].join("\n");
+}
+
+async function main() {
+  const scratch = path.join(os.tmpdir(), `edge-ingest-bench-${process.pid}`);
+  mkdirSync(scratch, { recursive: true });
+  const started = Date.now();
+  const scenarios: ScenarioResult[] = [];
+  try {
+    for (const qos of [0, 1] as const) {
+      for (const name of TARGETS.filter(wanted)) {
+        process.stderr.write(`scenario ${name} QoS ${qos}…\n`);
+        scenarios.push(await runScenario(name, qos, scratch));
+      }
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+
+  const rate = (s: ScenarioResult) => s.acknowledgedAndStoredPerSecond ?? s.storedPerSecond ?? s.acknowledgedPerSecond;
+  const find = (name: TargetName, qos: number) => scenarios.find((s) => s.scenario === name && s.qos === qos);
+  const ratios = scenarios
+    .filter((s) => s.scenario.startsWith("edge-ingest"))
+    .map((s) => {
+      const seed = find("seed-architecture", s.qos);
+      const bare = find("aedes-bare", s.qos);
+      return {
+        scenario: s.scenario,
+        qos: s.qos,
+        vsSeedArchitecture: seed ? rate(s) / rate(seed) : null,
+        vsAedesBare: bare ? rate(s) / bare.acknowledgedPerSecond : null,
+      };
+    });
+
+  const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
+  const idle = wanted("idle") ? await runIdle(sizes.idle) : undefined;
+
+  const results = {
+    date: new Date().toISOString(),
+    command: `npm run bench${quick ? " -- --quick" : ""}${only ? ` -- --only=${only.join(",")}` : ""}`,
+    durationSeconds: Math.round((Date.now() - started) / 1000),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
+    sizes,
+    scenarios,
+    ratios,
+    insert,
+    idle,
+  };
+
+  console.log(
+    `\n${sizes.publishers} publishers × ${fmt(sizes.messages)} messages, ${sizes.inflight} in flight each, on ${results.machine.cpus} × ${results.machine.cpuModel}\n`,
+  );
+  console.log(
+    table(
+      [
+        "scenario",
+        "QoS",
+        "acked",
+        "stored",
+        "acked/s",
+        "stored/s",
+        "acked∧stored/s",
+        "acked, not stored",
+        "PUBACK p50/p99 ms",
+        "publish→row p50/p99 ms",
+      ],
+      scenarios.map((s) => [
+        s.scenario,
+        s.qos,
+        fmt(s.acknowledged),
+        fmt(s.stored),
+        fmt(s.acknowledgedPerSecond),
+        fmt(s.storedPerSecond),
+        fmt(s.acknowledgedAndStoredPerSecond),
+        fmt(s.acknowledgedNotStored),
+        `${fmt(s.pubackP50Ms, 1)} / ${fmt(s.pubackP99Ms, 1)}`,
+        `${fmt(s.publishToRowP50Ms, 0)} / ${fmt(s.publishToRowP99Ms, 0)}`,
+      ]),
+    ),
+  );
+  console.log(
+    `\n${table(
+      ["scenario", "QoS", "process", "CPU s", "peak RSS MiB"],
+      scenarios.flatMap((s) =>
+        Object.entries(s.processes).map(([name, p]) => [
+          s.scenario,
+          s.qos,
+          name,
+          fmt(p.cpuSeconds, 1),
+          fmt(p.peakRssMiB),
+        ]),
+      ),
+    )}`,
+  );
+  console.log(
+    `\n${table(
+      ["scenario", "QoS", "× seed-architecture", "× aedes-bare"],
+      ratios.map((r) => [r.scenario, r.qos, fmt(r.vsSeedArchitecture, 2), fmt(r.vsAedesBare, 2)]),
+    )}`,
+  );
+  if (insert) {
+    console.log(
+      `\n${table(
+        ["database", "rows", "production insert rows/s", "createMany rows/s", "×"],
+        insert.map((r) => [
+          r.database,
+          fmt(r.rows),
+          fmt(r.productionRowsPerSecond),
+          fmt(r.createManyRowsPerSecond),
+          fmt(r.ratio, 1),
+        ]),
+      )}`,
+    );
+  }
+  if (idle) {
+    console.log(
+      `\n${table(
+        ["idle connections", "broker RSS before MiB", "after MiB", "KiB per connection"],
+        idle.map((r) => [fmt(r.connections), fmt(r.rssBeforeMiB), fmt(r.rssAfterMiB), fmt(r.kibPerConnection, 1)]),
+      )}`,
+    );
+  }
+  const dir = path.join(ROOT, "bench", "results");
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `${results.date.slice(0, 10)}${quick ? "-quick" : ""}.json`);
+  writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+  console.log(`\nresults: ${path.relative(ROOT, file)} (${results.durationSeconds} s)`);
+}
+
+await main();
