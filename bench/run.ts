@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [-- --only=scenario,...]`: edge-ingest against the architecture it
+ * `npm run bench [-- --quick] [--only=scenario,...,insert,idle] [--qos=0|1] [--profile]`: edge-ingest against the architecture it
  * replaces (Mosquitto + a bridge enqueuing one job per message) and against bare Aedes, at QoS 0 and
  * 1, then the worker-insert micro-benchmark and the idle-connections scenario. Prints tables and
  * writes bench/results/<date>[-quick].json. Everything runs on free ports, with its own database,
@@ -20,6 +20,14 @@ const only = process.argv
   .find((a) => a.startsWith("--only="))
   ?.slice(7)
   .split(",");
+const qosLevels = ([0, 1] as const).filter((q) => {
+  const chosen = process.argv.find((a) => a.startsWith("--qos="))?.slice(6);
+  return chosen === undefined || Number(chosen) === q;
+});
+if (process.argv.includes("--profile")) {
+  // Read by bench/lib/targets.ts: edge-ingest processes write V8 CPU profiles there.
+  process.env.BENCH_PROFILE_DIR = path.join(ROOT, "bench", "profiles");
+}
 const sizes = quick
   ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000 }
   : { publishers: 10, messages: 20_000, inflight: 100, idle: [2000, 10_000], insertRows: 100_000 };
@@ -125,7 +133,7 @@ async function main() {
   const started = Date.now();
   const scenarios: ScenarioResult[] = [];
   try {
-    for (const qos of [0, 1] as const) {
+    for (const qos of qosLevels) {
       for (const name of TARGETS.filter(wanted)) {
         process.stderr.write(`scenario ${name} QoS ${qos}…\n`);
         scenarios.push(await runScenario(name, qos, scratch));
@@ -155,7 +163,7 @@ async function main() {
 
   const results = {
     date: new Date().toISOString(),
-    command: `npm run bench${quick ? " -- --quick" : ""}${only ? ` -- --only=${only.join(",")}` : ""}`,
+    command: `npm run bench -- ${process.argv.slice(2).join(" ")}`.trim().replace(/ --$/, ""),
     durationSeconds: Math.round((Date.now() - started) / 1000),
     machine: {
       cpus: os.cpus().length,

@@ -4,10 +4,17 @@ import type { Logger } from "pino";
 
 export type MessageListener = (message: string) => void;
 
+/** How long a Redis answer to "does anyone listen here?" is reused, at most. */
+export const SUBSCRIBER_CHECK_MS = 1000;
+/** Where a process says it started listening on a channel, so cached "nobody listens" answers go. */
+const JOINED_CHANNEL = "pubsub-joined";
+
 /** Messages on named channels between the processes of one deployment (or within one process). */
 export interface PubSub {
   readonly backend: "in-process" | "redis";
   publish(channel: string, message: string): Promise<void>;
+  /** Whether any process listens on the channel. */
+  hasSubscribers(channel: string): Promise<boolean>;
   /** Resolves once the subscription is live; the returned function ends it. */
   subscribe(channel: string, listener: MessageListener): Promise<() => void>;
   close(): Promise<void>;
@@ -20,6 +27,10 @@ export class LocalPubSub implements PubSub {
 
   async publish(channel: string, message: string): Promise<void> {
     this.deliver(channel, message);
+  }
+
+  async hasSubscribers(channel: string): Promise<boolean> {
+    return this.listenerCount(channel) > 0;
   }
 
   deliver(channel: string, message: string): void {
@@ -51,6 +62,7 @@ export class RedisPubSub implements PubSub {
   private readonly subscriber: Redis;
   /** Channels this process listens on, each settled once Redis confirmed the SUBSCRIBE. */
   private readonly subscriptions = new Map<string, Promise<void>>();
+  private readonly subscriberCounts = new Map<string, { listening: Promise<boolean>; until: number }>();
 
   constructor(
     redisUrl: string,
@@ -63,9 +75,14 @@ export class RedisPubSub implements PubSub {
     for (const connection of [this.publisher, this.subscriber]) {
       connection.on("error", (error: Error) => logger.warn({ err: error }, "pub/sub Redis connection error"));
     }
+    const joined = this.redisChannel(JOINED_CHANNEL);
     this.subscriber.on("message", (channel: string, message: string) => {
-      this.local.deliver(channel.slice(this.prefix.length + 1), message);
+      if (channel === joined) this.subscriberCounts.delete(message);
+      else this.local.deliver(channel.slice(this.prefix.length + 1), message);
     });
+    this.subscriber
+      .subscribe(joined)
+      .catch((error: Error) => logger.warn({ err: error }, "cannot follow pub/sub joins"));
   }
 
   private redisChannel(channel: string): string {
@@ -76,11 +93,28 @@ export class RedisPubSub implements PubSub {
     await this.publisher.publish(this.redisChannel(channel), message);
   }
 
+  hasSubscribers(channel: string): Promise<boolean> {
+    const now = Date.now();
+    const cached = this.subscriberCounts.get(channel);
+    if (cached && cached.until > now) return cached.listening;
+    // On error, assume someone listens: storing is unaffected, only the read-back is spent.
+    const listening = (this.publisher.pubsub("NUMSUB", this.redisChannel(channel)) as Promise<[string, number]>).then(
+      ([, count]) => Number(count) > 0,
+      () => true,
+    );
+    this.subscriberCounts.set(channel, { listening, until: now + SUBSCRIBER_CHECK_MS });
+    return listening;
+  }
+
   async subscribe(channel: string, listener: MessageListener): Promise<() => void> {
     const unsubscribe = await this.local.subscribe(channel, listener);
     let subscribed = this.subscriptions.get(channel);
     if (!subscribed) {
-      subscribed = this.subscriber.subscribe(this.redisChannel(channel)).then(() => undefined);
+      // Announced once live, so publishers that cached "nobody listens" ask again before their next publish.
+      subscribed = this.subscriber
+        .subscribe(this.redisChannel(channel))
+        .then(() => this.publisher.publish(this.redisChannel(JOINED_CHANNEL), channel))
+        .then(() => undefined);
       this.subscriptions.set(channel, subscribed);
     }
     try {

@@ -68,14 +68,14 @@ export function start(
   });
 }
 
-/** Runs a TypeScript entry under tsx. */
+/** Runs a TypeScript entry under tsx; `nodeArgs` go to node itself (e.g. --cpu-prof). */
 export function startNode(
   name: string,
   script: string,
   args: string[],
-  options: { env?: Record<string, string>; readyText: string; timeoutMs?: number },
+  options: { env?: Record<string, string>; readyText: string; timeoutMs?: number; nodeArgs?: string[] },
 ): Promise<Managed> {
-  return start(name, process.execPath, ["--import", "tsx", script, ...args], options);
+  return start(name, process.execPath, [...(options.nodeArgs ?? []), "--import", "tsx", script, ...args], options);
 }
 
 export interface ProcessStats {

@@ -94,7 +94,9 @@ async function serviceEnv(extra: Record<string, string>): Promise<Record<string,
 }
 
 function startService(name: string, env: Record<string, string>): Promise<Managed> {
-  return startNode(name, "src/main.ts", ["serve"], { env, readyText: "edge-ingest started" });
+  const profileDir = process.env.BENCH_PROFILE_DIR;
+  const nodeArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
+  return startNode(name, "src/main.ts", ["serve"], { env, nodeArgs, readyText: "edge-ingest started" });
 }
 
 /** A tenant with one agent per publisher, made through the admin API. */

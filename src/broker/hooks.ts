@@ -31,6 +31,8 @@ import {
  * fan-out (src/broker/viewer-feed.ts), like the SSE stream.
  */
 export const DISCARD_TOPIC = "$edge-ingest/discarded";
+/** Topics Aedes routes within this process only (src/broker/emitter.ts). */
+export const LOCAL_TOPIC_PREFIXES = ["metrics/", "$edge-ingest/"];
 
 // CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
 const SERVER_UNAVAILABLE = 3;

@@ -10,6 +10,7 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
+import { coalesceWrites } from "./write-coalescing.ts";
 
 export type ListenerName = "tcp" | "ws" | "tls" | "wss";
 
@@ -64,7 +65,7 @@ export async function startListeners(
     telemetry.mqttConnections.set(open);
     connection.once("close", () => telemetry.mqttConnections.set(--open));
     connection.on("error", (error: Error) => logger.debug({ err: error }, "MQTT connection error"));
-    const guarded = guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
+    const guarded = guardPacketSize(coalesceWrites(connection), config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.mqttDisconnects.inc({ reason: "packet_too_large" });
       logger.warn({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
@@ -100,7 +101,9 @@ export async function startListeners(
     response.writeHead(426).end();
 
   try {
-    const tcp = net.createServer((socket) => accept(socket));
+    // No Nagle: acknowledgements are small writes made after the batch is durable, and delaying them
+    // behind the client's delayed ACK costs ~40 ms a round trip.
+    const tcp = net.createServer({ noDelay: true }, (socket) => accept(socket));
     servers.push(tcp);
     ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT);
     const ws = withWebSockets(http.createServer(upgradeRequired));
@@ -112,7 +115,7 @@ export async function startListeners(
         cert: await readFile(config.MQTT_TLS_CERT_FILE),
         key: await readFile(config.MQTT_TLS_KEY_FILE),
       };
-      const secure = tls.createServer(credentials, (socket) => accept(socket));
+      const secure = tls.createServer({ ...credentials, noDelay: true }, (socket) => accept(socket));
       servers.push(secure);
       ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT);
       const wss = withWebSockets(https.createServer(credentials, upgradeRequired));

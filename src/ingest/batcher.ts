@@ -20,9 +20,10 @@ interface Batch {
 }
 
 /**
- * Coalesces the readings of many MQTT publishes into one submission per agent every few
- * milliseconds (or every `maxBatch` readings), so one queue write carries many messages. Each
- * `add` resolves when its batch is durable and rejects when the batch could not be submitted.
+ * Coalesces the readings of many MQTT publishes into one submission per tenant every few
+ * milliseconds (or every `maxBatch` readings), so one queue write and one database statement carry
+ * many messages. Readings of an agent other than the batch's first name their agent. Each `add`
+ * resolves when its batch is durable and rejects when the batch could not be submitted.
  */
 export class SubmissionBatcher {
   private readonly batches = new Map<string, Batch>();
@@ -46,7 +47,7 @@ export class SubmissionBatcher {
       await new Promise<void>((resolve) => this.capacityWaiters.push(resolve));
     }
     this.pendingReadings += points.length;
-    const key = `${tenantId}/${agentId}`;
+    const key = tenantId;
     let batch = this.batches.get(key);
     if (!batch) {
       batch = {
@@ -59,6 +60,7 @@ export class SubmissionBatcher {
       };
       this.batches.set(key, batch);
     }
+    if (agentId !== batch.agentId) for (const point of points) point.agentId = agentId;
     batch.points.push(...points);
     const durable = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
     if (batch.points.length >= this.options.maxBatch) this.flush(key);

@@ -1,5 +1,7 @@
 /** One stored reading. Times are epoch milliseconds so a job stays small and JSON-safe. */
 export interface MetricPoint {
+  /** The reading's agent, when it is not the submission's (an MQTT batch spans a tenant's agents). */
+  agentId?: string;
   name: string;
   value: number;
   ts: number;
@@ -12,6 +14,7 @@ export interface MetricSubmission {
   /** Unique per submission: a retried job is applied at most once (src/worker/store-metrics.ts). */
   id: string;
   tenantId: string;
+  /** The agent of every reading that does not name its own. */
   agentId: string;
   source: "mqtt" | "http";
   receivedAt: number;

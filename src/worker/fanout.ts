@@ -20,6 +20,11 @@ export class FanOut {
     await this.pubsub.publish(channel(tenantId), JSON.stringify(metrics));
   }
 
+  /** Whether anyone, in any process, follows the tenant's live metrics (Redis: cached briefly). */
+  hasSubscribers(tenantId: string): Promise<boolean> {
+    return this.pubsub.hasSubscribers(channel(tenantId));
+  }
+
   subscribe(tenantId: string, listener: MetricListener): Promise<() => void> {
     return this.pubsub.subscribe(channel(tenantId), (message) => listener(JSON.parse(message) as StoredMetric[]));
   }

@@ -3,10 +3,11 @@ import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import type { FanOut } from "./fanout.ts";
-import { storeSubmission } from "./store-metrics.ts";
+import { type StoredMetric, storeSubmission, storeSubmissionQuietly } from "./store-metrics.ts";
 
 /**
- * Stores one submission, then hands the stored rows to live subscribers. A fan-out failure is
+ * Stores one submission, then hands the stored rows to live subscribers, reading them back only
+ * when the tenant has any (most of the time nobody watches). A fan-out failure is
  * counted and logged but does not fail the job: the rows are committed, and a retry would only
  * find its submission already applied.
  */
@@ -19,9 +20,10 @@ export function createProcessor(deps: {
   const { prisma, fanout, telemetry, logger } = deps;
   return async (submission) => {
     const stopTimer = telemetry.batchDuration.startTimer();
-    let stored: Awaited<ReturnType<typeof storeSubmission>>;
+    let stored: StoredMetric[] = [];
     try {
-      stored = await storeSubmission(prisma, submission);
+      if (await fanout.hasSubscribers(submission.tenantId)) stored = await storeSubmission(prisma, submission);
+      else await storeSubmissionQuietly(prisma, submission);
     } catch (error) {
       telemetry.jobsFailed.inc();
       throw error;

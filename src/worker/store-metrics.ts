@@ -15,7 +15,8 @@ export interface StoredMetric {
 // One statement, so one transaction: the submission id is claimed and every row inserted, or
 // nothing is. A retried job whose claim already exists inserts nothing; a repeated dedupe_id is
 // skipped. Arrays go in as parameters (unnest), so the statement text never changes.
-const INSERT_SUBMISSION = `
+function insertStatement(returning: boolean): string {
+  return `
 WITH claim AS (
   INSERT INTO ingest_submissions (id, tenant_id, received_at)
   VALUES ($1::uuid, $2::uuid, to_timestamp($3::float8 / 1000))
@@ -23,45 +24,59 @@ WITH claim AS (
   RETURNING id
 )
 INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
-SELECT $2::uuid, $4::text, m.name, m.value, to_timestamp(m.ts / 1000), m.dedupe_id, m.tags::jsonb,
-       to_timestamp($3::float8 / 1000)
-FROM unnest($5::text[], $6::float8[], $7::float8[], $8::text[], $9::text[]) AS m(name, value, ts, dedupe_id, tags)
+SELECT $2::uuid, coalesce(m.agent_id, $4::text), m.name, m.value, to_timestamp(m.ts / 1000), m.dedupe_id,
+       m.tags::jsonb, to_timestamp($3::float8 / 1000)
+FROM unnest($5::text[], $6::text[], $7::float8[], $8::float8[], $9::text[], $10::text[])
+  AS m(agent_id, name, value, ts, dedupe_id, tags)
 WHERE EXISTS (SELECT 1 FROM claim)
 ON CONFLICT DO NOTHING
-RETURNING id::text AS id, name, value, to_json(ts)#>>'{}' AS ts, tags`;
+${returning ? "RETURNING id::text AS id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags" : ""}`;
+}
+const INSERT_RETURNING = insertStatement(true);
+const INSERT_ONLY = insertStatement(false);
 
 interface InsertedRow {
   id: string;
+  agent_id: string;
   name: string;
   value: number;
   ts: string;
   tags: Record<string, string> | null;
 }
 
-/** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
-export async function storeSubmission(prisma: PrismaClient, submission: MetricSubmission): Promise<StoredMetric[]> {
+function parameters(submission: MetricSubmission): unknown[] {
   const { metrics } = submission;
-  const rows = await prisma.$queryRawUnsafe<InsertedRow[]>(
-    INSERT_SUBMISSION,
+  return [
     submission.id,
     submission.tenantId,
     submission.receivedAt,
     submission.agentId,
+    metrics.map((m) => m.agentId ?? null),
     metrics.map((m) => m.name),
     metrics.map((m) => m.value),
     metrics.map((m) => m.ts),
     metrics.map((m) => m.dedupeId ?? null),
     metrics.map((m) => (m.tags ? JSON.stringify(m.tags) : null)),
-  );
+  ];
+}
+
+/** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
+export async function storeSubmission(prisma: PrismaClient, submission: MetricSubmission): Promise<StoredMetric[]> {
+  const rows = await prisma.$queryRawUnsafe<InsertedRow[]>(INSERT_RETURNING, ...parameters(submission));
   return rows.map((row) => ({
     id: row.id,
     tenantId: submission.tenantId,
-    agentId: submission.agentId,
+    agentId: row.agent_id,
     name: row.name,
     value: row.value,
     ts: new Date(row.ts).toISOString(),
     tags: row.tags,
   }));
+}
+
+/** Stores a submission once, as `storeSubmission`, without reading the rows back. */
+export async function storeSubmissionQuietly(prisma: PrismaClient, submission: MetricSubmission): Promise<void> {
+  await prisma.$executeRawUnsafe(INSERT_ONLY, ...parameters(submission));
 }
 
 /** Forgets submission ids older than the retention, long after any retry of them could run. */

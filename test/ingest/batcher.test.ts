@@ -34,7 +34,7 @@ describe("SubmissionBatcher", () => {
     expect(batcher.pending).toBe(0);
   });
 
-  it("keeps tenants and agents in separate submissions", async () => {
+  it("keeps tenants in separate submissions and names the agent of each other reading", async () => {
     const queue = recorder();
     const batcher = new SubmissionBatcher(queue.submit, { maxBatch: 100, lingerMs: 5, maxPending: 1000 });
     await Promise.all([
@@ -42,11 +42,11 @@ describe("SubmissionBatcher", () => {
       batcher.add("t2", "a1", [point(2)], 0),
       batcher.add("t1", "a2", [point(3)], 0),
     ]);
-    expect(queue.submitted.map((s) => `${s.tenantId}/${s.agentId}:${s.metrics[0]?.value}`).sort()).toEqual([
-      "t1/a1:1",
-      "t1/a2:3",
-      "t2/a1:2",
-    ]);
+    const byTenant = Object.fromEntries(queue.submitted.map((s) => [s.tenantId, s]));
+    expect(queue.submitted).toHaveLength(2);
+    expect(byTenant.t1).toMatchObject({ agentId: "a1", metrics: [{ value: 1 }, { value: 3, agentId: "a2" }] });
+    expect(byTenant.t1?.metrics[0]?.agentId).toBeUndefined();
+    expect(byTenant.t2).toMatchObject({ agentId: "a1", metrics: [{ value: 2 }] });
   });
 
   it("flushes at maxBatch without waiting for the linger time", async () => {

@@ -15,7 +15,7 @@ import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
 import { FanOut } from "../../src/worker/fanout.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
-import { storeSubmission } from "../../src/worker/store-metrics.ts";
+import { storeSubmission, storeSubmissionQuietly } from "../../src/worker/store-metrics.ts";
 import { createTenant, eventually, request } from "../helpers/http.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
 import {
@@ -92,6 +92,30 @@ for (const backend of backends) {
       ]);
       await expect(storeSubmission(db.prisma, job)).rejects.toThrow(/metrics_name_check/);
       expect(await countRows(db, tenantId)).toEqual(before);
+    });
+
+    it("stores each reading under its own agent when it names one", async () => {
+      const job = submission(tenantId, [
+        { name: "mixed_agents", value: 1, ts: Date.now() },
+        { name: "mixed_agents", value: 2, ts: Date.now(), agentId: "dev-2" },
+      ]);
+      const stored = await storeSubmission(db.prisma, job);
+      expect(stored.map((m) => [m.agentId, m.value])).toEqual([
+        ["dev-1", 1],
+        ["dev-2", 2],
+      ]);
+      const rows = await db.prisma.metric.findMany({
+        where: { tenantId, name: "mixed_agents" },
+        orderBy: { value: "asc" },
+      });
+      expect(rows.map((r) => r.agentId)).toEqual(["dev-1", "dev-2"]);
+    });
+
+    it("stores quietly exactly what it stores with read-back", async () => {
+      const job = submission(tenantId, [{ name: "quiet", value: 1, ts: Date.now() }]);
+      await storeSubmissionQuietly(db.prisma, job);
+      await storeSubmissionQuietly(db.prisma, job);
+      expect(await db.prisma.metric.count({ where: { tenantId, name: "quiet" } })).toBe(1);
     });
 
     it("skips a dedupe_id seen before, within one submission and across submissions", async () => {
