@@ -1,4 +1,4 @@
-import { Aedes, type Client } from "aedes";
+import { Aedes, type Client, type PublishPacket } from "aedes";
 import aedesPersistenceRedis from "aedes-persistence-redis";
 import { Redis } from "ioredis";
 import mqemitter from "mqemitter";
@@ -13,7 +13,7 @@ import type { Telemetry } from "../telemetry/metrics.ts";
 import type { FanOut } from "../worker/fanout.ts";
 import { feedbackTopic } from "./access.ts";
 import { MetricsLocalEmitter } from "./emitter.ts";
-import { createHooks } from "./hooks.ts";
+import { createHooks, DISCARD_TOPIC } from "./hooks.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { attachViewerFeed } from "./viewer-feed.ts";
 
@@ -62,6 +62,22 @@ function brokerBackends(config: Config, logger: Logger) {
   };
 }
 
+/**
+ * After acknowledging a publish Aedes routes it; a discarded one has nowhere to go, so it skips
+ * the routing work (packet copy, emitter, offline-session lookup) on the hot path.
+ */
+function skipDiscardedPublishes(broker: Aedes): void {
+  // At run time Aedes calls publish(packet, client, done) as well as the typed publish(packet, done).
+  type Publish = (packet: PublishPacket, client: unknown, done?: (error?: Error) => void) => void;
+  const publish = (broker.publish as unknown as Publish).bind(broker);
+  const skipping: Publish = (packet, client, done) => {
+    if (packet.topic !== DISCARD_TOPIC) return publish(packet, client, done);
+    const callback = typeof client === "function" ? (client as (error?: Error) => void) : done;
+    callback?.();
+  };
+  broker.publish = skipping as unknown as Aedes["publish"];
+}
+
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const { config, logger, telemetry } = deps;
   if (config.MQTT_ALLOW_ANONYMOUS) {
@@ -72,6 +88,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     async (submission) => {
       await deps.queue.submit(submission);
       telemetry.jobsEnqueued.inc();
+      telemetry.accepted.inc({ source: "mqtt" }, submission.metrics.length);
     },
     {
       maxBatch: config.MQTT_BATCH_MAX_MESSAGES,
@@ -119,6 +136,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     drainTimeout: config.MQTT_DRAIN_TIMEOUT_MS,
   });
   const aedes = broker;
+  skipDiscardedPublishes(aedes);
   aedes.on("clientError", (client: Client, error: Error) =>
     logger.debug({ clientId: client.id, err: error }, "MQTT client error"),
   );

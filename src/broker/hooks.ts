@@ -178,7 +178,6 @@ export function createHooks(deps: HookDeps) {
     }
     batcher.add(decision.tenantId, decision.agentId, points, receivedAt).then(
       () => {
-        telemetry.accepted.inc({ source: "mqtt" }, points.length);
         discard(packet);
         done(null);
       },

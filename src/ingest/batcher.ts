@@ -15,7 +15,9 @@ interface Batch {
   agentId: string;
   receivedAt: number;
   points: MetricPoint[];
-  waiters: { resolve: () => void; reject: (error: Error) => void }[];
+  /** One promise for every reading of the batch: settled when the submission is. */
+  durable: Promise<void>;
+  settle: { resolve: () => void; reject: (error: Error) => void };
   timer: NodeJS.Timeout;
 }
 
@@ -41,29 +43,35 @@ export class SubmissionBatcher {
     return this.pendingReadings;
   }
 
-  async add(tenantId: string, agentId: string, points: MetricPoint[], receivedAt: number): Promise<void> {
+  add(tenantId: string, agentId: string, points: MetricPoint[], receivedAt: number): Promise<void> {
     // The caller's publish is not acknowledged while it waits here, so its socket is not read further.
-    while (this.pendingReadings >= this.options.maxPending) {
-      await new Promise<void>((resolve) => this.capacityWaiters.push(resolve));
+    if (this.pendingReadings >= this.options.maxPending) {
+      return new Promise<void>((resolve) => this.capacityWaiters.push(resolve)).then(() =>
+        this.add(tenantId, agentId, points, receivedAt),
+      );
     }
     this.pendingReadings += points.length;
-    const key = tenantId;
-    let batch = this.batches.get(key);
+    let batch = this.batches.get(tenantId);
     if (!batch) {
+      let settle!: Batch["settle"];
+      const durable = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+      // A batch nobody awaits any more must not turn its failure into an unhandled rejection.
+      durable.catch(() => undefined);
       batch = {
         tenantId,
         agentId,
         receivedAt,
         points: [],
-        waiters: [],
-        timer: setTimeout(() => this.flush(key), this.options.lingerMs),
+        durable,
+        settle,
+        timer: setTimeout(() => this.flush(tenantId), this.options.lingerMs),
       };
-      this.batches.set(key, batch);
+      this.batches.set(tenantId, batch);
     }
     if (agentId !== batch.agentId) for (const point of points) point.agentId = agentId;
-    batch.points.push(...points);
-    const durable = new Promise<void>((resolve, reject) => batch.waiters.push({ resolve, reject }));
-    if (batch.points.length >= this.options.maxBatch) this.flush(key);
+    for (const point of points) batch.points.push(point);
+    const { durable } = batch;
+    if (batch.points.length >= this.options.maxBatch) this.flush(tenantId);
     return durable;
   }
 
@@ -80,19 +88,13 @@ export class SubmissionBatcher {
       receivedAt: batch.receivedAt,
       metrics: batch.points,
     };
-    const settled = this.submit(submission).then(
-      () => {
-        for (const waiter of batch.waiters) waiter.resolve();
-      },
-      (error: Error) => {
-        for (const waiter of batch.waiters) waiter.reject(error);
-      },
-    );
-    const tracked = settled.finally(() => {
-      this.inFlight.delete(tracked);
-      this.pendingReadings -= batch.points.length;
-      for (const wake of this.capacityWaiters.splice(0)) wake();
-    });
+    const tracked = this.submit(submission)
+      .then(batch.settle.resolve, batch.settle.reject)
+      .finally(() => {
+        this.inFlight.delete(tracked);
+        this.pendingReadings -= batch.points.length;
+        for (const wake of this.capacityWaiters.splice(0)) wake();
+      });
     this.inFlight.add(tracked);
   }
 

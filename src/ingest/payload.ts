@@ -111,6 +111,10 @@ export function parseItems(items: unknown[], parseItem: (item: unknown) => Metri
   return batch;
 }
 
+function refuse(rejection: Rejected): ParsedBatch {
+  return { points: [], rejected: [{ reason: rejection.reason, message: rejection.message }] };
+}
+
 /**
  * An MQTT payload for the metric named by its topic: one reading, or a JSON array of readings.
  * Each reading of an array is judged on its own.
@@ -121,10 +125,6 @@ export function parseMqttPayload(
   receivedAt: number,
   limits: PayloadLimits & { maxPayloadBytes: number },
 ): ParsedBatch {
-  const refuse = (rejection: Rejected): ParsedBatch => ({
-    points: [],
-    rejected: [{ reason: rejection.reason, message: rejection.message }],
-  });
   if (payload.length > limits.maxPayloadBytes) {
     return refuse(reject("too_large", `the payload is over ${limits.maxPayloadBytes} bytes`));
   }

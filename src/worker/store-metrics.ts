@@ -14,7 +14,8 @@ export interface StoredMetric {
 
 // One statement, so one transaction: the submission id is claimed and every row inserted, or
 // nothing is. A retried job whose claim already exists inserts nothing; a repeated dedupe_id is
-// skipped. Arrays go in as parameters (unnest), so the statement text never changes.
+// skipped. The readings go in as one JSON parameter, unpacked by PostgreSQL (cheaper in Node than
+// one array literal per column), so the statement text never changes.
 function insertStatement(returning: boolean): string {
   return `
 WITH claim AS (
@@ -24,10 +25,10 @@ WITH claim AS (
   RETURNING id
 )
 INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
-SELECT $2::uuid, coalesce(m.agent_id, $4::text), m.name, m.value, to_timestamp(m.ts / 1000), m.dedupe_id,
-       m.tags::jsonb, to_timestamp($3::float8 / 1000)
-FROM unnest($5::text[], $6::text[], $7::float8[], $8::float8[], $9::text[], $10::text[])
-  AS m(agent_id, name, value, ts, dedupe_id, tags)
+SELECT $2::uuid, coalesce(m."agentId", $4::text), m.name, m.value, to_timestamp(m.ts / 1000), m."dedupeId",
+       m.tags, to_timestamp($3::float8 / 1000)
+FROM jsonb_to_recordset($5::jsonb)
+  AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
 WHERE EXISTS (SELECT 1 FROM claim)
 ON CONFLICT DO NOTHING
 ${returning ? "RETURNING id::text AS id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags" : ""}`;
@@ -45,18 +46,13 @@ interface InsertedRow {
 }
 
 function parameters(submission: MetricSubmission): unknown[] {
-  const { metrics } = submission;
+  // The readings' JSON field names are the record's column names above.
   return [
     submission.id,
     submission.tenantId,
     submission.receivedAt,
     submission.agentId,
-    metrics.map((m) => m.agentId ?? null),
-    metrics.map((m) => m.name),
-    metrics.map((m) => m.value),
-    metrics.map((m) => m.ts),
-    metrics.map((m) => m.dedupeId ?? null),
-    metrics.map((m) => (m.tags ? JSON.stringify(m.tags) : null)),
+    JSON.stringify(submission.metrics),
   ];
 }
 
