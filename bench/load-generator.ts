@@ -26,6 +26,8 @@ export type LoadPlan =
       inflight: number;
       qos: 0 | 1;
       ackedFile: string;
+      /** Total messages per second to offer, spread evenly; absent: as fast as acknowledgements allow. */
+      ratePerSecond?: number;
     }
   | { mode: "idle"; url: string; connections: number; username?: string; password?: string };
 
@@ -61,9 +63,13 @@ async function publishAll(): Promise<void> {
       const client = clients[p] as MqttClient;
       let next = 0;
       let failed = false;
+      // Message n of a publisher is due at n / (rate per publisher) seconds after the start.
+      const interval = plan.ratePerSecond ? (1000 * plan.publishers.length) / plan.ratePerSecond : 0;
       const lane = async () => {
         while (!failed && next < plan.messages) {
           const n = next++;
+          const wait = t0 + n * interval - performance.now();
+          if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
           const dedupeId = `${publisher.idPrefix}-${n}`;
           const payload = `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
           offered++;

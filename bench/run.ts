@@ -38,6 +38,8 @@ const wanted = (name: string) => !only || only.includes(name);
 interface ScenarioResult {
   scenario: TargetName;
   qos: 0 | 1;
+  /** Offered rate when the run was paced (half the rate measured unpaced); absent: flat out. */
+  pacedAt?: number;
   offered: number;
   acknowledged: number;
   stored: number | null;
@@ -53,10 +55,10 @@ interface ScenarioResult {
   processes: Record<string, ProcessStats>;
 }
 
-async function runScenario(name: TargetName, qos: 0 | 1, scratch: string): Promise<ScenarioResult> {
+async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedAt?: number): Promise<ScenarioResult> {
   const target = await startTarget(name, sizes.publishers);
   try {
-    const ackedFile = path.join(scratch, `${name}-qos${qos}.acked`);
+    const ackedFile = path.join(scratch, `${name}-qos${qos}${pacedAt ? "-paced" : ""}.acked`);
     const plan: LoadPlan = {
       mode: "publish",
       url: target.mqttUrl,
@@ -65,6 +67,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string): Promi
       inflight: sizes.inflight,
       qos,
       ackedFile,
+      ratePerSecond: pacedAt,
     };
     const loadgen = await startNode("load-generator", "bench/load-generator.ts", [JSON.stringify(plan)], {
       readyText: "RESULT ",
@@ -96,6 +99,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string): Promi
     return {
       scenario: name,
       qos,
+      ...(pacedAt && { pacedAt }),
       offered: load.offered,
       acknowledged: load.acknowledged,
       stored,
@@ -139,6 +143,12 @@ async function main() {
         scenarios.push(await runScenario(name, qos, scratch));
       }
     }
+    // PUBACK latency at half the maximum rate: edge-ingest at QoS 1, paced.
+    for (const flatOut of scenarios.filter((s) => s.qos === 1 && s.scenario.startsWith("edge-ingest"))) {
+      const pacedAt = Math.round(flatOut.acknowledgedPerSecond / 2);
+      process.stderr.write(`scenario ${flatOut.scenario} QoS 1 paced at ${pacedAt} msg/s…\n`);
+      scenarios.push(await runScenario(flatOut.scenario, 1, scratch, pacedAt));
+    }
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }
@@ -146,7 +156,7 @@ async function main() {
   const rate = (s: ScenarioResult) => s.acknowledgedAndStoredPerSecond ?? s.storedPerSecond ?? s.acknowledgedPerSecond;
   const find = (name: TargetName, qos: number) => scenarios.find((s) => s.scenario === name && s.qos === qos);
   const ratios = scenarios
-    .filter((s) => s.scenario.startsWith("edge-ingest"))
+    .filter((s) => s.scenario.startsWith("edge-ingest") && !s.pacedAt)
     .map((s) => {
       const seed = find("seed-architecture", s.qos);
       const bare = find("aedes-bare", s.qos);
@@ -198,6 +208,7 @@ async function main() {
       scenarios.map((s) => [
         s.scenario,
         s.qos,
+        fmt(s.pacedAt),
         fmt(s.acknowledged),
         fmt(s.stored),
         fmt(s.acknowledgedPerSecond),

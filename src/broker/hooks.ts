@@ -20,6 +20,7 @@ import {
   agentOfClientId,
   decidePublish,
   type MqttPrincipal,
+  type PublishDecision,
   mayReceive,
   maySubscribe,
   namespacedClientId,
@@ -42,6 +43,21 @@ const NOT_AUTHORIZED = 5;
 export interface Session {
   principal: MqttPrincipal;
   violations: number;
+  /** The decisions for this connection's recent topics: a device publishes to a few, over and over. */
+  decisions: Map<string, PublishDecision>;
+}
+
+const DECISIONS_PER_SESSION = 64;
+
+function decideCached(session: Session | undefined, principal: MqttPrincipal, topic: string): PublishDecision {
+  const cached = session?.decisions.get(topic);
+  if (cached) return cached;
+  const decision = decidePublish(principal, topic);
+  if (session) {
+    if (session.decisions.size >= DECISIONS_PER_SESSION) session.decisions.clear();
+    session.decisions.set(topic, decision);
+  }
+  return decision;
 }
 
 export interface HookDeps {
@@ -107,7 +123,7 @@ export function createHooks(deps: HookDeps) {
     identify(username, password).then(
       (principal) => {
         client.id = namespacedClientId(principal, client.id);
-        sessions.set(client, { principal, violations: 0 });
+        sessions.set(client, { principal, violations: 0, decisions: new Map() });
         done(null, true);
       },
       (error: AuthenticateError) => {
@@ -154,7 +170,7 @@ export function createHooks(deps: HookDeps) {
     if (!principal) return done(new Error("publish from an unauthenticated connection"));
     if (deps.isDraining()) return done(new Error("the broker is shutting down"));
 
-    const decision = decidePublish(principal, packet.topic);
+    const decision = decideCached(session, principal, packet.topic);
     if (decision.kind === "plain") return done(null);
     if (decision.kind === "rejected") {
       report(principal, packet.topic, [decision], client?.id);
