@@ -1,11 +1,18 @@
 /**
- * Idle connections: the broker's resident memory per authenticated, idle MQTT connection, with
- * the connections held by a load-generator process of their own.
+ * Idle connections: the resident memory a broker process (distributed mode, roles api + broker)
+ * spends per authenticated, idle MQTT connection, the connections held by a process of their own.
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
-import os from "node:os";
-import path from "node:path";
-import { currentRssMiB, freePort, startNode, stop } from "./lib/processes.ts";
+import { randomBytes } from "node:crypto";
+import { currentRssMiB, startNode, stop } from "./lib/processes.ts";
+import {
+  ADMIN_TOKEN,
+  agentsFor,
+  createDatabase,
+  deleteRedisPrefix,
+  REDIS_URL,
+  serviceEnv,
+  startService,
+} from "./lib/targets.ts";
 import type { LoadPlan } from "./load-generator.ts";
 
 export interface IdleResult {
@@ -15,46 +22,32 @@ export interface IdleResult {
   kibPerConnection: number;
 }
 
-const settle = () => new Promise((resolve) => setTimeout(resolve, 3000));
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5000));
 
 async function measure(connections: number): Promise<IdleResult> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-bench-"));
-  const httpPort = await freePort();
-  const mqttPort = await freePort();
-  const service = await startNode("edge-ingest", "src/main.ts", ["serve"], {
-    env: {
-      DATA_DIR: dir,
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: String(httpPort),
-      MQTT_HOST: "127.0.0.1",
-      MQTT_PORT: String(mqttPort),
-      MQTT_WS_PORT: "0",
-      MQTT_MAX_CONNECTIONS: String(connections * 2),
-      LOG_LEVEL: "info",
-    },
-    readyText: "edge-ingest started",
+  const db = await createDatabase();
+  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+  const env = await serviceEnv({
+    DATABASE_URL: db.url,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    ADMIN_TOKEN,
+    ROLES: "api,broker",
+    MIGRATE_ON_START: "false",
   });
+  const broker = await startService("broker", env);
   try {
-    const adminToken = (await readFile(path.join(dir, "admin-token"), "utf8")).trim();
-    const post = async (route: string, body: unknown) =>
-      (await (
-        await fetch(`http://127.0.0.1:${httpPort}${route}`, {
-          method: "POST",
-          headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
-          body: JSON.stringify(body),
-        })
-      ).json()) as Record<string, string>;
-    const tenant = await post("/api/v1/admin/tenants", { name: "idle" });
-    const agent = await post(`/api/v1/admin/tenants/${tenant.id}/agents`, { agent_id: "idle" });
+    const { publishers } = await agentsFor(`http://127.0.0.1:${env.HTTP_PORT}`, ADMIN_TOKEN, 1);
+    const [agent] = publishers;
     await settle();
-    const pid = service.child.pid as number;
+    const pid = broker.child.pid as number;
     const rssBeforeMiB = currentRssMiB(pid);
     const plan: LoadPlan = {
       mode: "idle",
-      url: `mqtt://127.0.0.1:${mqttPort}`,
+      url: `mqtt://127.0.0.1:${env.MQTT_PORT}`,
       connections,
-      username: agent.username,
-      password: agent.password,
+      username: agent?.username,
+      password: agent?.password,
     };
     const holder = await startNode("idle-clients", "bench/load-generator.ts", [JSON.stringify(plan)], {
       readyText: "READY",
@@ -70,8 +63,9 @@ async function measure(connections: number): Promise<IdleResult> {
       kibPerConnection: ((rssAfterMiB - rssBeforeMiB) * 1024) / connections,
     };
   } finally {
-    await stop(service);
-    await rm(dir, { recursive: true, force: true });
+    await stop(broker);
+    await db.drop();
+    await deleteRedisPrefix(prefix);
   }
 }
 

@@ -53,6 +53,25 @@ interface ScenarioResult {
   publishToRowP50Ms: number | null;
   publishToRowP99Ms: number | null;
   processes: Record<string, ProcessStats>;
+  /** edge-ingest's own counters at the end of the run: drops and refusals it reported. */
+  counters?: Record<string, number>;
+}
+
+const COUNTERS = [
+  "edge_ingest_mqtt_qos0_dropped_total",
+  "edge_ingest_mqtt_unacknowledged_total",
+  "edge_ingest_metrics_accepted_total",
+  "edge_ingest_jobs_enqueued_total",
+];
+
+async function readCounters(url: string): Promise<Record<string, number>> {
+  const text = await (await fetch(url)).text();
+  const counters: Record<string, number> = {};
+  for (const line of text.split("\n")) {
+    const name = COUNTERS.find((c) => line.startsWith(c));
+    if (name) counters[name] = (counters[name] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return counters;
 }
 
 async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedAt?: number): Promise<ScenarioResult> {
@@ -77,8 +96,10 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
     const processes: Record<string, ProcessStats> = {
       "load-generator": { cpuSeconds: load.cpuSeconds, peakRssMiB: load.peakRssMiB },
     };
-    const snapshot = () => {
+    let counters: Record<string, number> | undefined;
+    const snapshot = async () => {
       for (const managed of target.processes) processes[managed.name] = statsOf(managed.child.pid as number);
+      if (target.metricsUrl) counters = await readCounters(target.metricsUrl);
     };
     let rows: RowStats | undefined;
     if (target.measure) {
@@ -89,7 +110,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
         snapshot,
       );
     } else {
-      snapshot();
+      await snapshot();
     }
     const seconds = (ms: number) => Math.max(ms, 1) / 1000;
     const lastAckAt = load.startedAt + load.durationMs;
@@ -115,6 +136,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
       publishToRowP50Ms: rows?.publishToRowP50Ms ?? null,
       publishToRowP99Ms: rows?.publishToRowP99Ms ?? null,
       processes,
+      counters,
     };
   } finally {
     await target.close();
@@ -196,12 +218,14 @@ async function main() {
       [
         "scenario",
         "QoS",
+        "paced at msg/s",
         "acked",
         "stored",
         "acked/s",
         "stored/s",
         "acked∧stored/s",
         "acked, not stored",
+        "dropped (counted)",
         "PUBACK p50/p99 ms",
         "publish→row p50/p99 ms",
       ],
@@ -215,6 +239,7 @@ async function main() {
         fmt(s.storedPerSecond),
         fmt(s.acknowledgedAndStoredPerSecond),
         fmt(s.acknowledgedNotStored),
+        fmt(s.counters?.edge_ingest_mqtt_qos0_dropped_total),
         `${fmt(s.pubackP50Ms, 1)} / ${fmt(s.pubackP99Ms, 1)}`,
         `${fmt(s.publishToRowP50Ms, 0)} / ${fmt(s.publishToRowP99Ms, 0)}`,
       ]),
@@ -222,11 +247,12 @@ async function main() {
   );
   console.log(
     `\n${table(
-      ["scenario", "QoS", "process", "CPU s", "peak RSS MiB"],
+      ["scenario", "QoS", "paced", "process", "CPU s", "peak RSS MiB"],
       scenarios.flatMap((s) =>
         Object.entries(s.processes).map(([name, p]) => [
           s.scenario,
           s.qos,
+          s.pacedAt ? "yes" : "",
           name,
           fmt(p.cpuSeconds, 1),
           fmt(p.peakRssMiB),

@@ -12,7 +12,7 @@ import { measurePglite, measurePostgres, type RowStats } from "./rows.ts";
 
 export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
 export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
-const ADMIN_TOKEN = randomBytes(24).toString("hex");
+export const ADMIN_TOKEN = randomBytes(24).toString("hex");
 
 /** A system under test, started on free ports, with the means to count what it stored. */
 export interface Target {
@@ -20,11 +20,13 @@ export interface Target {
   publishers: Publisher[];
   /** Every process of the target, for CPU and memory figures. */
   processes: Managed[];
+  /** The Prometheus endpoint of an edge-ingest target, read before it stops. */
+  metricsUrl?: string;
   /**
    * Waits for the stored rows and counts them, calling `beforeStop` once the work is done and before
    * any process of the target stops (embedded must stop to free its database). Undefined: stores nothing.
    */
-  measure?: (expected: number, ackedFile: string | undefined, beforeStop: () => void) => Promise<RowStats>;
+  measure?: (expected: number, ackedFile: string | undefined, beforeStop: () => Promise<void>) => Promise<RowStats>;
   close(): Promise<void>;
 }
 
@@ -36,7 +38,7 @@ const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
     idPrefix: `p${i}`,
   }));
 
-async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+export async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
   const name = `edge_ingest_bench_${randomBytes(4).toString("hex")}`;
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
@@ -56,7 +58,7 @@ async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }>
   };
 }
 
-async function deleteRedisPrefix(prefix: string): Promise<void> {
+export async function deleteRedisPrefix(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   let cursor = "0";
   do {
@@ -70,7 +72,7 @@ async function deleteRedisPrefix(prefix: string): Promise<void> {
 function postgresMeasure(url: string, tenantId: string): NonNullable<Target["measure"]> {
   return async (expected, ackedFile, beforeStop) => {
     const rows = await measurePostgres(url, tenantId, expected, ackedFile);
-    beforeStop();
+    await beforeStop();
     return rows;
   };
 }
@@ -80,7 +82,7 @@ async function closeAll(processes: Managed[]): Promise<void> {
 }
 
 /** Environment of an edge-ingest process on free ports. */
-async function serviceEnv(extra: Record<string, string>): Promise<Record<string, string>> {
+export async function serviceEnv(extra: Record<string, string>): Promise<Record<string, string>> {
   return {
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: String(await freePort()),
@@ -93,14 +95,14 @@ async function serviceEnv(extra: Record<string, string>): Promise<Record<string,
   };
 }
 
-function startService(name: string, env: Record<string, string>): Promise<Managed> {
+export function startService(name: string, env: Record<string, string>): Promise<Managed> {
   const profileDir = process.env.BENCH_PROFILE_DIR;
   const nodeArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
   return startNode(name, "src/main.ts", ["serve"], { env, nodeArgs, readyText: "edge-ingest started" });
 }
 
 /** A tenant with one agent per publisher, made through the admin API. */
-async function agentsFor(
+export async function agentsFor(
   httpUrl: string,
   adminToken: string,
   count: number,
@@ -218,6 +220,7 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
       );
       return {
         mqttUrl: `mqtt://127.0.0.1:${brokerEnv.MQTT_PORT}`,
+        metricsUrl: `http://127.0.0.1:${brokerEnv.HTTP_PORT}/metrics`,
         publishers,
         processes,
         measure: postgresMeasure(db.url, tenantId),
@@ -233,11 +236,12 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
       const { tenantId, publishers } = await agentsFor(`http://127.0.0.1:${env.HTTP_PORT}`, adminToken, publisherCount);
       return {
         mqttUrl: `mqtt://127.0.0.1:${env.MQTT_PORT}`,
+        metricsUrl: `http://127.0.0.1:${env.HTTP_PORT}/metrics`,
         publishers,
         processes: [service],
         // Acknowledged means committed here, so stopping first loses nothing and frees the database.
         measure: async (_expected, ackedFile, beforeStop) => {
-          beforeStop();
+          await beforeStop();
           await stop(service);
           return measurePglite(dir, tenantId, ackedFile);
         },

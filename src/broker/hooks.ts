@@ -20,10 +20,10 @@ import {
   agentOfClientId,
   decidePublish,
   type MqttPrincipal,
-  type PublishDecision,
   mayReceive,
   maySubscribe,
   namespacedClientId,
+  type PublishDecision,
 } from "./access.ts";
 
 /**

@@ -69,7 +69,11 @@ export function guardPacketSize(connection: Duplex, maxPacketBytes: number, onTo
     },
   });
   connection.pipe(inspected);
-  connection.once("close", () => inspected.destroy());
+  // After a clean end the pipe ends `inspected` once the broker has read what is buffered in it
+  // (QoS 0 publishes sent just before a DISCONNECT); only an aborted connection drops the rest.
+  connection.once("close", () => {
+    if (!connection.readableEnded) inspected.destroy();
+  });
   const guarded = Duplex.from({ readable: inspected, writable: connection });
   guarded.once("close", () => connection.destroy());
   return guarded;

@@ -354,3 +354,47 @@ describe("MQTT broker with anonymous clients allowed", () => {
     }
   });
 });
+
+describe("MQTT broker behind on a client that disconnects", () => {
+  let t: TestApp;
+  beforeAll(async () => {
+    // Slow batches and a small pending cap keep most of the burst unread when the client leaves.
+    t = await startTestApp("embedded", { MQTT_BATCH_LINGER_MS: "20", MQTT_MAX_PENDING_MESSAGES: "200" });
+  });
+  afterAll(() => t?.cleanup());
+
+  it("stores every QoS 0 publish sent just before a clean disconnect, however far behind the broker is", async () => {
+    const a = await createTenant(t.url, t.adminToken, "bursty");
+    const agent = await connect(`mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`, {
+      username: a.agent.username,
+      password: a.agent.password,
+    });
+    await Promise.all(
+      Array.from({ length: 20_000 }, (_, n) =>
+        agent.publishAsync(
+          `metrics/${a.tenantId}/${a.agent.agentId}/burst`,
+          JSON.stringify({ value: n, dedupe_id: `burst-${n}` }),
+          { qos: 0 },
+        ),
+      ),
+    );
+    await agent.endAsync();
+    /** Every stored row of the metric, page by page. */
+    const countRows = async () => {
+      let count = 0;
+      let cursor = "";
+      do {
+        const { body } = await request(
+          `${t.url}/api/v1/metrics?name=burst&limit=1000${cursor && `&cursor=${cursor}`}`,
+          {
+            auth: bearer(a.viewerToken),
+          },
+        );
+        count += body.items.length;
+        cursor = body.next_cursor ?? "";
+      } while (cursor);
+      return count;
+    };
+    await eventually(async () => ((await countRows()) === 20_000 ? true : undefined));
+  });
+});
