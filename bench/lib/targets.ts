@@ -2,16 +2,14 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { Redis } from "ioredis";
-import pg from "pg";
 import pino from "pino";
 import { migratePostgres } from "../../src/store/database.ts";
+import { createTestDatabase, deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL } from "../../test/helpers/services.ts";
 import type { Publisher } from "../load-generator.ts";
 import { freePort, type Managed, start, startNode, stop } from "./processes.ts";
 import { measurePglite, measurePostgres, type RowStats } from "./rows.ts";
 
-export const PG_ADMIN_URL = process.env.BENCH_PG_ADMIN_URL ?? "postgresql://postgres@127.0.0.1:5432/postgres";
-export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+export { deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL };
 export const ADMIN_TOKEN = randomBytes(24).toString("hex");
 
 /** A system under test, started on free ports, with the means to count what it stored. */
@@ -38,35 +36,11 @@ const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
     idPrefix: `p${i}`,
   }));
 
+/** A database of the benchmark's own, migrated. */
 export async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `edge_ingest_bench_${randomBytes(4).toString("hex")}`;
-  const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(PG_ADMIN_URL);
-  url.pathname = `/${name}`;
-  await migratePostgres(url.toString(), pino({ level: "silent" }));
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const client = new pg.Client({ connectionString: PG_ADMIN_URL });
-      await client.connect();
-      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await client.end();
-    },
-  };
-}
-
-export async function deleteRedisPrefix(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL);
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${prefix}:*`, "COUNT", 1000);
-    if (keys.length > 0) await redis.del(...keys);
-    cursor = next;
-  } while (cursor !== "0");
-  await redis.quit();
+  const db = await createTestDatabase();
+  await migratePostgres(db.url, pino({ level: "silent" }));
+  return db;
 }
 
 function postgresMeasure(url: string, tenantId: string): NonNullable<Target["measure"]> {

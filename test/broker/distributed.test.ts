@@ -39,6 +39,16 @@ async function startNode(env: Record<string, string>): Promise<RunningApp> {
   return app;
 }
 
+/** Two nodes on one database and one Redis prefix: every role, and a second broker. */
+async function startPair(): Promise<[RunningApp, RunningApp]> {
+  const db = await createTestDatabase();
+  cleanups.push(db.drop);
+  const prefix = `edge-ingest-test-${uniqueId()}`;
+  cleanups.push(() => deleteRedisPrefix(prefix));
+  const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+  return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
+}
+
 function track(client: MqttClient): MqttClient {
   cleanups.push(() => client.endAsync(true));
   return client;
@@ -88,13 +98,7 @@ describe.skipIf(skip)("distributed broker", () => {
   });
 
   it("runs two brokers on one Redis: messages cross between them and a persistent session moves", async () => {
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    cleanups.push(() => deleteRedisPrefix(prefix));
-    const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
-    const first = await startNode(shared);
-    const second = await startNode({ ...shared, ROLES: "broker" });
+    const [first, second] = await startPair();
     const tenant = await createTenant(first.httpUrl as string, ADMIN_TOKEN);
     const url = (app: RunningApp) => `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
     const topic = (metric: string) => `metrics/${tenant.tenantId}/${tenant.agent.agentId}/${metric}`;
@@ -127,13 +131,7 @@ describe.skipIf(skip)("distributed broker", () => {
   });
 
   it("disconnects a revoked agent on another broker", async () => {
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    cleanups.push(() => deleteRedisPrefix(prefix));
-    const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
-    const api = await startNode(shared);
-    const broker = await startNode({ ...shared, ROLES: "broker" });
+    const [api, broker] = await startPair();
     const tenant = await createTenant(api.httpUrl as string, ADMIN_TOKEN);
     const agent = track(
       await connect(`mqtt://127.0.0.1:${broker.mqttPorts?.tcp}`, {
