@@ -58,35 +58,51 @@ async function publishAll(): Promise<void> {
   const t0 = performance.now();
   let lastAck = t0;
 
+  // Message n of a publisher is due n / (rate per publisher) after the start; unpaced, at once.
+  const interval = plan.ratePerSecond ? (1000 * plan.publishers.length) / plan.ratePerSecond : 0;
   await Promise.all(
-    plan.publishers.map(async (publisher, p) => {
-      const client = clients[p] as MqttClient;
-      let next = 0;
-      let failed = false;
-      // Message n of a publisher is due at n / (rate per publisher) seconds after the start.
-      const interval = plan.ratePerSecond ? (1000 * plan.publishers.length) / plan.ratePerSecond : 0;
-      const lane = async () => {
-        while (!failed && next < plan.messages) {
-          const n = next++;
-          const wait = t0 + n * interval - performance.now();
-          if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
-          const dedupeId = `${publisher.idPrefix}-${n}`;
-          const payload = `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
-          offered++;
-          const sent = performance.now();
-          try {
-            await client.publishAsync(publisher.topic, payload, { qos: plan.qos });
-          } catch {
-            failed = true;
-            return;
-          }
-          lastAck = performance.now();
-          if (plan.qos === 1) latencies.push(lastAck - sent);
-          acked.push(dedupeId);
-        }
-      };
-      await Promise.all(Array.from({ length: plan.inflight }, lane));
-    }),
+    plan.publishers.map(
+      (publisher, p) =>
+        new Promise<void>((resolve) => {
+          const client = clients[p] as MqttClient;
+          let next = 0;
+          let inflight = 0;
+          let failed = false;
+          // One pump per publisher starts whatever is due while fewer than `inflight` await their
+          // acknowledgement: no timer per message, so pacing does not skew the latencies measured.
+          const pump = () => {
+            const due = interval ? Math.floor((performance.now() - t0) / interval) + 1 : plan.messages;
+            while (!failed && inflight < plan.inflight && next < Math.min(due, plan.messages)) send(next++);
+            if ((failed || next >= plan.messages) && inflight === 0) {
+              clearInterval(pacer);
+              resolve();
+            }
+          };
+          const send = (n: number) => {
+            const dedupeId = `${publisher.idPrefix}-${n}`;
+            const payload = `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
+            offered++;
+            inflight++;
+            const sent = performance.now();
+            client.publishAsync(publisher.topic, payload, { qos: plan.qos }).then(
+              () => {
+                lastAck = performance.now();
+                if (plan.qos === 1) latencies.push(lastAck - sent);
+                acked.push(dedupeId);
+                inflight--;
+                pump();
+              },
+              () => {
+                failed = true;
+                inflight--;
+                pump();
+              },
+            );
+          };
+          const pacer = setInterval(pump, interval ? Math.max(1, Math.min(interval, 5)) : 1000);
+          pump();
+        }),
+    ),
   );
   await Promise.all(clients.map((client) => client.endAsync()));
   latencies.sort((x, y) => x - y);

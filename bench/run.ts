@@ -290,7 +290,9 @@ async function main() {
   }
   const dir = path.join(ROOT, "bench", "results");
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${results.date.slice(0, 10)}${quick ? "-quick" : ""}.json`);
+  // A narrowed run (--only, --qos) never overwrites the results of a whole one.
+  const partial = only || qosLevels.length < 2 ? "-partial" : "";
+  const file = path.join(dir, `${results.date.slice(0, 10)}${quick ? "-quick" : ""}${partial}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nresults: ${path.relative(ROOT, file)} (${results.durationSeconds} s)`);
 }
