@@ -198,6 +198,14 @@ for (const { mode, skip } of modes) {
       expect((await request(`${t.url}/api/v1/stream?token=${c.viewerToken}`)).status).toBe(401);
     });
 
+    it("ends a live stream when its token is revoked", async () => {
+      const c = await createTenant(t.url, t.adminToken, "streamer");
+      const stream = await openStream(`${t.url}/api/v1/stream?token=${encodeURIComponent(c.viewerToken)}`);
+      const username = c.viewerToken.split(".")[0];
+      await request(`${t.url}/api/v1/admin/credentials/${username}`, { method: "DELETE", auth: bearer(t.adminToken) });
+      await stream.ended;
+    });
+
     it("pages through results with a cursor", async () => {
       const metrics = [1, 2, 3, 4, 5].map((v) => ({ name: "paged", value: v, timestamp: 1767225600 + v }));
       await post(a.agent.auth, { metrics });

@@ -53,6 +53,7 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(queryRoutes, { prisma: deps.prisma, maxLimit: config.QUERY_MAX_LIMIT });
   await app.register(streamRoutes, {
     fanout: deps.fanout,
+    revocations: deps.revocations,
     heartbeatMs: config.SSE_HEARTBEAT_MS,
     maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
   });

@@ -10,7 +10,6 @@ export const REJECTION_REASONS = [
   "bad_agent_id",
   "too_large",
   "too_many",
-  "unknown_tenant",
   "forbidden",
 ] as const;
 

@@ -3,6 +3,8 @@ export interface EventStream {
   events: { event: string; data: any }[];
   /** Waits until `count` metric events have arrived. */
   waitFor(count: number, timeoutMs?: number): Promise<{ event: string; data: any }[]>;
+  /** Settles when the server ends the stream. */
+  ended: Promise<void>;
   close(): void;
 }
 
@@ -19,7 +21,7 @@ export async function openStream(url: string, headers: Record<string, string> = 
   const ready = new Promise<void>((resolve) => (connected = resolve));
   const decoder = new TextDecoder();
   let buffer = "";
-  (async () => {
+  const ended = (async () => {
     const reader = body.getReader();
     for (;;) {
       const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
@@ -41,6 +43,7 @@ export async function openStream(url: string, headers: Record<string, string> = 
   await ready;
   return {
     events,
+    ended,
     waitFor: (count, timeoutMs = 10_000) =>
       new Promise((resolve, reject) => {
         const check = () => {

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
+import type { Revocations } from "../../credentials/revocations.ts";
 import type { FanOut } from "../../worker/fanout.ts";
 import type { StoredMetric } from "../../worker/store-metrics.ts";
 import { readScope } from "../access.ts";
@@ -19,11 +20,19 @@ function toEvent(metric: StoredMetric): string {
 /**
  * GET /api/v1/stream: Server-Sent Events of newly stored metrics of the caller's tenant.
  * A client that cannot keep up (more than `maxBufferBytes` unsent) is disconnected, so a slow
- * dashboard never grows this process's memory; EventSource reconnects by itself.
+ * dashboard never grows this process's memory; EventSource reconnects by itself. A stream ends when
+ * its credential is revoked, wherever the revocation was made.
  */
 export const streamRoutes = fp(
-  async (app: FastifyInstance, options: { fanout: FanOut; heartbeatMs: number; maxBufferBytes: number }) => {
-    const open = new Set<() => void>();
+  async (
+    app: FastifyInstance,
+    options: { fanout: FanOut; revocations: Revocations; heartbeatMs: number; maxBufferBytes: number },
+  ) => {
+    /** Each open stream's end, with the username of the credential it was opened with. */
+    const open = new Map<() => void, string | undefined>();
+    const stopRevocations = await options.revocations.onRevoked((username) => {
+      for (const [end, owner] of open) if (owner === username) end();
+    });
 
     app.get("/api/v1/stream", { preHandler: app.authenticate }, async (request, reply) => {
       const q = request.query as Record<string, string | undefined>;
@@ -57,12 +66,13 @@ export const streamRoutes = fp(
         unsubscribe();
         res.end();
       };
-      open.add(end);
+      open.set(end, "username" in request.principal ? request.principal.username : undefined);
       request.raw.on("close", end);
     });
 
     app.addHook("preClose", async () => {
-      for (const end of [...open]) end();
+      stopRevocations();
+      for (const end of [...open.keys()]) end();
     });
   },
   { name: "stream-routes", dependencies: ["auth"] },
