@@ -62,13 +62,16 @@ const COUNTERS = [
   "edge_ingest_mqtt_unacknowledged_total",
   "edge_ingest_metrics_accepted_total",
   "edge_ingest_jobs_enqueued_total",
+  "nodejs_eventloop_lag_max_seconds",
+  "nodejs_eventloop_lag_p99_seconds",
+  "nodejs_gc_duration_seconds_sum",
 ];
 
 async function readCounters(url: string): Promise<Record<string, number>> {
   const text = await (await fetch(url)).text();
   const counters: Record<string, number> = {};
   for (const line of text.split("\n")) {
-    const name = COUNTERS.find((c) => line.startsWith(c));
+    const name = COUNTERS.find((c) => line.startsWith(`${c} `) || line.startsWith(`${c}{`));
     if (name) counters[name] = (counters[name] ?? 0) + Number(line.slice(line.lastIndexOf(" ") + 1));
   }
   return counters;
