@@ -83,6 +83,7 @@ const envSchema = z.object({
   JOB_ATTEMPTS: int(1, 100).default(8),
   JOB_BACKOFF_MS: int(1, 3_600_000).default(500),
   EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000).default(256),
+  QUEUE_MAX_DEPTH: int(1, 100_000_000).default(20_000),
   SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),
 });
 

@@ -8,6 +8,7 @@ import type { Config } from "../config.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
+import { DepthGate } from "../ingest/depth-gate.ts";
 import type { SubmissionQueue } from "../ingest/queue.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import type { FanOut } from "../worker/fanout.ts";
@@ -16,6 +17,9 @@ import { MetricsLocalEmitter } from "./emitter.ts";
 import { createHooks, DISCARD_TOPIC } from "./hooks.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { attachViewerFeed } from "./viewer-feed.ts";
+
+/** How often a broker samples the shared queue's depth. */
+const DEPTH_SAMPLE_MS = 250;
 
 export interface BrokerDeps {
   config: Config;
@@ -84,8 +88,19 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     logger.warn("MQTT_ALLOW_ANONYMOUS=true: clients without credentials may use topics outside the tenant namespace");
   }
   let draining = false;
+  // In-process queues are bounded by themselves; a shared one is bounded by its depth.
+  const depthGate =
+    deps.queue.backend === "bullmq"
+      ? new DepthGate(
+          () => deps.queue.depth(),
+          config.QUEUE_MAX_DEPTH,
+          DEPTH_SAMPLE_MS,
+          (error) => logger.warn({ err: error }, "cannot read the queue depth"),
+        )
+      : undefined;
   const batcher = new SubmissionBatcher(
     async (submission) => {
+      await depthGate?.admit();
       await deps.queue.submit(submission);
       telemetry.jobsEnqueued.inc();
       telemetry.accepted.inc({ source: "mqtt" }, submission.metrics.length);
@@ -157,6 +172,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   try {
     listeners = await startListeners(aedes, config, telemetry, logger);
   } catch (error) {
+    depthGate?.close();
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -169,6 +185,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     close: async () => {
       const closed = listeners.close();
       draining = true;
+      depthGate?.close();
       await batcher.flushAll();
       stopRevocations();
       stopViewerFeed();

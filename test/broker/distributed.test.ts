@@ -39,13 +39,18 @@ async function startNode(env: Record<string, string>): Promise<RunningApp> {
   return app;
 }
 
-/** Two nodes on one database and one Redis prefix: every role, and a second broker. */
-async function startPair(): Promise<[RunningApp, RunningApp]> {
+/** The environment of nodes sharing one database and one Redis prefix, both of the test's own. */
+async function sharedBackends(): Promise<Record<string, string>> {
   const db = await createTestDatabase();
   cleanups.push(db.drop);
   const prefix = `edge-ingest-test-${uniqueId()}`;
   cleanups.push(() => deleteRedisPrefix(prefix));
-  const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+  return { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+}
+
+/** Two nodes on shared backends: every role, and a second broker. */
+async function startPair(): Promise<[RunningApp, RunningApp]> {
+  const shared = await sharedBackends();
   return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
 }
 
@@ -95,6 +100,38 @@ describe.skipIf(skip)("distributed broker", () => {
     expect(body.items[0]).toMatchObject({ value: 1, dedupe_id: "resent-1" });
     const metrics = (await request<string>(`${app.httpUrl}/metrics`)).body;
     expect(metrics).toMatch(/edge_ingest_mqtt_unacknowledged_total [1-9]/);
+  });
+
+  it("stops acknowledging while the queue is deeper than QUEUE_MAX_DEPTH, and resumes as workers drain it", async () => {
+    const shared = await sharedBackends();
+    // No worker yet: every submission stays queued.
+    const broker = await startNode({ ...shared, ROLES: "api,broker", QUEUE_MAX_DEPTH: "2", MQTT_BATCH_LINGER_MS: "0" });
+    const tenant = await createTenant(broker.httpUrl as string, ADMIN_TOKEN);
+    const agent = track(
+      await connect(`mqtt://127.0.0.1:${broker.mqttPorts?.tcp}`, {
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+      }),
+    );
+    const publish = (n: number) =>
+      agent.publishAsync(`metrics/${tenant.tenantId}/${tenant.agent.agentId}/deep`, String(n), { qos: 1 });
+    await publish(1);
+    await publish(2);
+    await sleep(600);
+    let acknowledged = false;
+    const third = publish(3).then(() => (acknowledged = true));
+    await sleep(1500);
+    expect(acknowledged).toBe(false);
+
+    await startNode({ ...shared, ROLES: "worker" });
+    await third;
+    const stored = await eventually(async () => {
+      const { body } = await request(`${broker.httpUrl}/api/v1/metrics?name=deep`, {
+        auth: bearer(tenant.viewerToken),
+      });
+      return body.items.length === 3 ? body.items : undefined;
+    });
+    expect(stored.map((r: { value: number }) => r.value).sort()).toEqual([1, 2, 3]);
   });
 
   it("runs two brokers on one Redis: messages cross between them and a persistent session moves", async () => {
