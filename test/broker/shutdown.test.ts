@@ -29,14 +29,19 @@ function serve(env: Record<string, string>): Promise<ChildProcess> {
 
 describe("SIGTERM under MQTT load", () => {
   let removeDir: () => Promise<void>;
-  afterAll(() => removeDir?.());
+  let child: ChildProcess | undefined;
+  afterAll(async () => {
+    // Only a failed run leaves it running.
+    if (child?.exitCode === null) child.kill("SIGKILL");
+    await removeDir?.();
+  });
 
   it("stores every acknowledged message and exits 0", { timeout: 60_000 }, async () => {
     const data = await tempDir();
     removeDir = data.remove;
     const httpPort = await freePort();
     const mqttPort = await freePort();
-    const child = await serve({
+    child = await serve({
       DATA_DIR: data.dir,
       HTTP_HOST: "127.0.0.1",
       HTTP_PORT: String(httpPort),
@@ -73,8 +78,9 @@ describe("SIGTERM under MQTT load", () => {
     // Several messages in flight per client, so the shutdown lands in the middle of batches.
     for (const [i, client] of clients.entries()) for (const j of [0, 1, 2, 3, 4]) publisher(client, i * 10 + j);
     await new Promise((resolve) => setTimeout(resolve, 1500));
-    const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
-    child.kill("SIGTERM");
+    const server = child;
+    const exited = new Promise<number | null>((resolve) => server.once("exit", resolve));
+    server.kill("SIGTERM");
     expect(await exited).toBe(0);
     running = false;
     // Publishes still waiting now were never acknowledged; mqtt.js would keep them for a reconnect.
