@@ -1,4 +1,6 @@
 import { execFile } from "node:child_process";
+import { once } from "node:events";
+import net from "node:net";
 import { promisify } from "node:util";
 import type { MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -347,46 +349,63 @@ describe("MQTT broker with anonymous clients allowed", () => {
   });
 });
 
-describe("MQTT broker behind on a client that disconnects", () => {
+describe("MQTT broker limits", () => {
   let t: TestApp;
+  let tenant: TenantFixture;
+  let tcp: string;
   beforeAll(async () => {
-    // Slow batches and a small pending cap keep most of the burst unread when the client leaves.
-    t = await startTestApp("embedded", { MQTT_BATCH_LINGER_MS: "20", MQTT_MAX_PENDING_MESSAGES: "200" });
+    t = await startTestApp("embedded", {
+      MQTT_MAX_CONNECTIONS: "2",
+      MQTT_MAX_TOPIC_LEVELS: "4",
+      MQTT_CONNECT_TIMEOUT_MS: "300",
+    });
+    tenant = await createTenant(t.url, t.adminToken, "limited");
+    tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
   });
   afterAll(() => t?.cleanup());
 
-  it("stores every QoS 0 publish sent just before a clean disconnect, however far behind the broker is", async () => {
-    const a = await createTenant(t.url, t.adminToken, "bursty");
-    const agent = await connect(`mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`, {
-      username: a.agent.username,
-      password: a.agent.password,
+  const login = () => ({ username: tenant.agent.username, password: tenant.agent.password });
+
+  /** Opens a raw TCP connection to the broker; resolves when the broker closes it, with how long that took. */
+  const rawConnectionLifetime = async () => {
+    const socket = net.connect(Number(t.app.mqttPorts?.tcp), "127.0.0.1");
+    socket.on("error", () => undefined);
+    const started = Date.now();
+    await once(socket, "close");
+    return Date.now() - started;
+  };
+
+  it("closes connections past MQTT_MAX_CONNECTIONS at once and counts them", async () => {
+    const first = await connect(tcp, login());
+    const second = await connect(tcp, login());
+    try {
+      // Well under the connect timeout: closed for the limit, not for silence.
+      expect(await rawConnectionLifetime()).toBeLessThan(250);
+      expect(first.connected && second.connected).toBe(true);
+      expect((await request<string>(`${t.url}/metrics`)).body).toMatch(
+        /edge_ingest_mqtt_forced_disconnects_total\{reason="max_connections"\} [1-9]/,
+      );
+    } finally {
+      await Promise.all([first.endAsync(), second.endAsync()]);
+    }
+    // A slot freed is a slot to take.
+    await eventually(async () => {
+      const again = await connect(tcp, login()).catch(() => undefined);
+      await again?.endAsync();
+      return again ? true : undefined;
     });
-    await Promise.all(
-      Array.from({ length: 20_000 }, (_, n) =>
-        agent.publishAsync(
-          `metrics/${a.tenantId}/${a.agent.agentId}/burst`,
-          JSON.stringify({ value: n, dedupe_id: `burst-${n}` }),
-          { qos: 0 },
-        ),
-      ),
-    );
-    await agent.endAsync();
-    /** Every stored row of the metric, page by page. */
-    const countRows = async () => {
-      let count = 0;
-      let cursor = "";
-      do {
-        const { body } = await request(
-          `${t.url}/api/v1/metrics?name=burst&limit=1000${cursor && `&cursor=${cursor}`}`,
-          {
-            auth: bearer(a.viewerToken),
-          },
-        );
-        count += body.items.length;
-        cursor = body.next_cursor ?? "";
-      } while (cursor);
-      return count;
-    };
-    await eventually(async () => ((await countRows()) === 20_000 ? true : undefined));
+  });
+
+  it("drops a connection that publishes past MQTT_MAX_TOPIC_LEVELS", async () => {
+    const agent = await connect(tcp, login());
+    const gone = closed(agent);
+    agent.publish(`metrics/${tenant.tenantId}/limited/a/b/c`, "1", { qos: 0 });
+    await gone;
+  });
+
+  it("drops a connection that sends no CONNECT within MQTT_CONNECT_TIMEOUT_MS", async () => {
+    const lifetime = await rawConnectionLifetime();
+    expect(lifetime).toBeGreaterThanOrEqual(250);
+    expect(lifetime).toBeLessThan(5000);
   });
 });

@@ -15,7 +15,7 @@ import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
 import { FanOut } from "../../src/worker/fanout.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
-import { storeSubmission, storeSubmissionQuietly } from "../../src/worker/store-metrics.ts";
+import { pruneSubmissions, storeSubmission, storeSubmissionQuietly } from "../../src/worker/store-metrics.ts";
 import { createTenant, eventually, request } from "../helpers/http.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
 import {
@@ -116,6 +116,19 @@ for (const backend of backends) {
       await storeSubmissionQuietly(db.prisma, job);
       await storeSubmissionQuietly(db.prisma, job);
       expect(await db.prisma.metric.count({ where: { tenantId, name: "quiet" } })).toBe(1);
+    });
+
+    it("forgets submission ids older than the retention, and only those", async () => {
+      const old = submission(tenantId, [{ name: "retention", value: 1, ts: Date.now() }]);
+      old.receivedAt = Date.now() - 10 * 3600_000;
+      const recent = submission(tenantId, [{ name: "retention", value: 2, ts: Date.now() }]);
+      await storeSubmission(db.prisma, old);
+      await storeSubmission(db.prisma, recent);
+      await pruneSubmissions(db.prisma, new Date(Date.now() - 3600_000));
+      const kept = await db.prisma.ingestSubmission.findMany({ where: { id: { in: [old.id, recent.id] } } });
+      expect(kept.map((k) => k.id)).toEqual([recent.id]);
+      // The rows themselves stay: only the replay guard is pruned.
+      expect(await db.prisma.metric.count({ where: { tenantId, name: "retention" } })).toBe(2);
     });
 
     it("skips a dedupe_id seen before, within one submission and across submissions", async () => {
