@@ -12,7 +12,7 @@ import pg from "pg";
 import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";
-import { storeSubmission } from "../src/worker/store-metrics.ts";
+import { storeSubmission } from "../src/store/metrics.ts";
 import { PG_ADMIN_URL } from "./lib/targets.ts";
 
 const BATCH = 1000;

@@ -5,18 +5,21 @@ import { embeddedAdminToken } from "./admin-token.ts";
 import { buildApiServer } from "./api/server.ts";
 import { type RunningBroker, startBroker } from "./broker/broker.ts";
 import type { Config } from "./config.ts";
+import { Identifier } from "./credentials/identify.ts";
 import { Revocations } from "./credentials/revocations.ts";
 import { CredentialStore } from "./credentials/store.ts";
 import { BullmqSubmissionQueue } from "./ingest/bullmq-queue.ts";
+import { DepthGate } from "./ingest/depth-gate.ts";
 import { InProcessQueue } from "./ingest/in-process-queue.ts";
+import { Intake } from "./ingest/intake.ts";
 import type { SubmissionQueue } from "./ingest/queue.ts";
+import { FanOut } from "./live/fanout.ts";
 import { createPubSub } from "./pubsub.ts";
 import { openDatabase } from "./store/database.ts";
+import { pruneSubmissions } from "./store/metrics.ts";
 import { createTelemetry } from "./telemetry/metrics.ts";
 import { startBullmqWorker } from "./worker/bullmq-worker.ts";
-import { FanOut } from "./worker/fanout.ts";
 import { createProcessor } from "./worker/processor.ts";
-import { pruneSubmissions } from "./worker/store-metrics.ts";
 
 export interface RunningApp {
   /** Base URL of the HTTP API, when this process runs the `api` role. */
@@ -28,6 +31,8 @@ export interface RunningApp {
 }
 
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+/** How often the shared queue's depth is sampled for the depth gate. */
+const DEPTH_SAMPLE_MS = 250;
 
 /** Assembles the process: backends for the mode, then the roles asked for, in dependency order. */
 export async function startApp(config: Config, logger: Logger): Promise<RunningApp> {
@@ -69,6 +74,18 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     }
     closers.push(() => queue.close());
     telemetry.setQueueDepthSource(() => queue.depth());
+    // In-process queues are bounded by themselves; a shared one is bounded by its depth.
+    const depthGate =
+      queue.backend === "bullmq" && (config.ROLES.has("broker") || config.ROLES.has("api"))
+        ? new DepthGate(
+            () => queue.depth(),
+            config.QUEUE_MAX_DEPTH,
+            DEPTH_SAMPLE_MS,
+            (error) => logger.warn({ err: error }, "cannot read the queue depth"),
+          )
+        : undefined;
+    const intake = new Intake(queue, telemetry, depthGate);
+    closers.push(async () => intake.close());
 
     if (config.ROLES.has("worker")) {
       if (config.REDIS_URL) {
@@ -90,19 +107,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     }
 
     const adminToken = distributed ? config.ADMIN_TOKEN : await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN);
+    const identifier = new Identifier(credentials, adminToken);
 
     let mqttPorts: RunningBroker["ports"] | undefined;
     if (config.ROLES.has("broker")) {
-      const broker = await startBroker({
-        config,
-        logger,
-        credentials,
-        revocations,
-        queue,
-        fanout,
-        telemetry,
-        adminToken,
-      });
+      const broker = await startBroker({ config, logger, identifier, revocations, intake, fanout, telemetry });
       closers.push(() => broker.close());
       mqttPorts = broker.ports;
     }
@@ -114,11 +123,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         logger,
         prisma: db.prisma,
         credentials,
+        identifier,
         revocations,
-        queue,
+        intake,
         fanout,
         telemetry,
-        adminToken: adminToken as string,
         checks: {
           database: async () => {
             await db.prisma.$queryRawUnsafe("SELECT 1");

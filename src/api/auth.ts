@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
-import { parseToken, secretMatcher } from "../credentials/secrets.ts";
-import type { CredentialStore, Principal } from "../credentials/store.ts";
+import type { Identifier } from "../credentials/identify.ts";
+import type { Principal } from "../credentials/store.ts";
 import { ApiError } from "./errors.ts";
 
 declare module "fastify" {
@@ -24,8 +24,8 @@ function unauthorized(message: string): ApiError {
  * which cannot set headers.
  */
 export const authPlugin = fp(
-  async (app: FastifyInstance, options: { credentials: CredentialStore; adminToken: string }) => {
-    const isAdmin = secretMatcher(options.adminToken);
+  async (app: FastifyInstance, options: { identifier: Identifier }) => {
+    const { identifier } = options;
 
     async function resolve(request: FastifyRequest): Promise<Principal> {
       const header = request.headers.authorization;
@@ -34,7 +34,7 @@ export const authPlugin = fp(
         const decoded = Buffer.from(header.slice(6), "base64").toString("utf8");
         const colon = decoded.indexOf(":");
         if (colon <= 0) throw unauthorized("malformed Basic credentials");
-        const principal = await options.credentials.verify(decoded.slice(0, colon), decoded.slice(colon + 1));
+        const principal = await identifier.basic(decoded.slice(0, colon), decoded.slice(colon + 1));
         if (!principal) throw unauthorized("unknown or revoked credential");
         return principal;
       }
@@ -44,9 +44,7 @@ export const authPlugin = fp(
           ? queryToken
           : undefined;
       if (token === undefined) throw unauthorized("credentials required: Basic, Bearer or ?token=");
-      if (isAdmin(token)) return { kind: "admin" };
-      const parsed = parseToken(token);
-      const principal = parsed && (await options.credentials.verify(parsed.username, parsed.secret));
+      const principal = await identifier.bearer(token);
       if (!principal) throw unauthorized("unknown or revoked credential");
       return principal;
     }

@@ -1,12 +1,13 @@
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import type { SubmissionQueue } from "../ingest/queue.ts";
+import type { Intake } from "../ingest/intake.ts";
+import type { FanOut } from "../live/fanout.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
-import type { FanOut } from "../worker/fanout.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin } from "./errors.ts";
 import { adminRoutes } from "./routes/admin.ts";
@@ -20,11 +21,11 @@ export interface ApiDeps {
   logger: Logger;
   prisma: PrismaClient;
   credentials: CredentialStore;
+  identifier: Identifier;
   revocations: Revocations;
-  queue: SubmissionQueue;
+  intake: Intake;
   fanout: FanOut;
   telemetry: Telemetry;
-  adminToken: string;
   checks: Record<string, ReadinessCheck>;
 }
 
@@ -47,9 +48,9 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       }
     },
   });
-  await app.register(authPlugin, { credentials: deps.credentials, adminToken: deps.adminToken });
+  await app.register(authPlugin, { identifier: deps.identifier });
   await app.register(healthRoutes, { checks: deps.checks, registry: telemetry.registry });
-  await app.register(ingestRoutes, { queue: deps.queue, telemetry, limits: config.payloadLimits });
+  await app.register(ingestRoutes, { intake: deps.intake, telemetry, limits: config.payloadLimits });
   await app.register(queryRoutes, { prisma: deps.prisma, maxLimit: config.QUERY_MAX_LIMIT });
   await app.register(streamRoutes, {
     fanout: deps.fanout,

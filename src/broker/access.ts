@@ -1,23 +1,10 @@
 import type { Principal } from "../credentials/store.ts";
 import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { type Rejected, reject } from "../ingest/rejection.ts";
+import { feedbackTopic, isTenantNamespace, METRICS_ROOT } from "./topics.ts";
 
 /** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */
 export type MqttPrincipal = Principal | { kind: "anonymous" };
-
-export const METRICS_ROOT = "metrics";
-export const FEEDBACK_ROOT = "ingest";
-
-/** Where an agent learns why its publishes were refused. */
-export function feedbackTopic(tenantId: string, agentId: string): string {
-  return `${FEEDBACK_ROOT}/${tenantId}/${agentId}/errors`;
-}
-
-/** The levels of the namespace that belongs to tenants; nobody outside a tenant touches them. */
-function isTenantNamespace(topic: string): boolean {
-  const first = topic.split("/", 1)[0];
-  return first === METRICS_ROOT || first === FEEDBACK_ROOT || topic.startsWith("$");
-}
 
 export type PublishDecision =
   | { kind: "metric"; tenantId: string; agentId: string; name: string }

@@ -1,35 +1,33 @@
-import { Aedes, type Client, type PublishPacket } from "aedes";
+import { Aedes } from "aedes";
 import aedesPersistenceRedis from "aedes-persistence-redis";
 import { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
-import type { CredentialStore } from "../credentials/store.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
-import { DepthGate } from "../ingest/depth-gate.ts";
-import type { SubmissionQueue } from "../ingest/queue.ts";
+import type { Intake } from "../ingest/intake.ts";
+import type { FanOut } from "../live/fanout.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
-import type { FanOut } from "../worker/fanout.ts";
-import { feedbackTopic } from "./access.ts";
+import { createAuthenticate } from "./authenticate.ts";
 import { MetricsLocalEmitter } from "./emitter.ts";
-import { createHooks, DISCARD_TOPIC } from "./hooks.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
+import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
+import { Sessions } from "./sessions.ts";
+import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
+import { feedbackTopic } from "./topics.ts";
 import { attachViewerFeed } from "./viewer-feed.ts";
-
-/** How often a broker samples the shared queue's depth. */
-const DEPTH_SAMPLE_MS = 250;
 
 export interface BrokerDeps {
   config: Config;
   logger: Logger;
-  credentials: CredentialStore;
+  identifier: Identifier;
   revocations: Revocations;
-  queue: SubmissionQueue;
+  intake: Intake;
   fanout: FanOut;
   telemetry: Telemetry;
-  adminToken: string | undefined;
 }
 
 export interface RunningBroker {
@@ -66,56 +64,21 @@ function brokerBackends(config: Config, logger: Logger) {
   };
 }
 
-/**
- * After acknowledging a publish Aedes routes it; a discarded one has nowhere to go, so it skips
- * the routing work (packet copy, emitter, offline-session lookup) on the hot path.
- */
-function skipDiscardedPublishes(broker: Aedes): void {
-  // At run time Aedes calls publish(packet, client, done) as well as the typed publish(packet, done).
-  type Publish = (packet: PublishPacket, client: unknown, done?: (error?: Error) => void) => void;
-  const publish = (broker.publish as unknown as Publish).bind(broker);
-  const skipping: Publish = (packet, client, done) => {
-    if (packet.topic !== DISCARD_TOPIC) return publish(packet, client, done);
-    const callback = typeof client === "function" ? (client as (error?: Error) => void) : done;
-    callback?.();
-  };
-  broker.publish = skipping as unknown as Aedes["publish"];
-}
-
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const { config, logger, telemetry } = deps;
   if (config.MQTT_ALLOW_ANONYMOUS) {
     logger.warn("MQTT_ALLOW_ANONYMOUS=true: clients without credentials may use topics outside the tenant namespace");
   }
   let draining = false;
-  // In-process queues are bounded by themselves; a shared one is bounded by its depth.
-  const depthGate =
-    deps.queue.backend === "bullmq"
-      ? new DepthGate(
-          () => deps.queue.depth(),
-          config.QUEUE_MAX_DEPTH,
-          DEPTH_SAMPLE_MS,
-          (error) => logger.warn({ err: error }, "cannot read the queue depth"),
-        )
-      : undefined;
-  const batcher = new SubmissionBatcher(
-    async (submission) => {
-      await depthGate?.admit();
-      await deps.queue.submit(submission);
-      telemetry.jobsEnqueued.inc();
-      telemetry.accepted.inc({ source: "mqtt" }, submission.metrics.length);
-    },
-    {
-      maxBatch: config.MQTT_BATCH_MAX_MESSAGES,
-      lingerMs: config.MQTT_BATCH_LINGER_MS,
-      maxPending: config.MQTT_MAX_PENDING_MESSAGES,
-    },
-  );
+  const batcher = new SubmissionBatcher((submission) => deps.intake.submit(submission), {
+    maxBatch: config.MQTT_BATCH_MAX_MESSAGES,
+    lingerMs: config.MQTT_BATCH_LINGER_MS,
+    maxPending: config.MQTT_MAX_PENDING_MESSAGES,
+  });
+  const sessions = new Sessions();
   let broker: Aedes | undefined;
-  const hooks = createHooks({
-    credentials: deps.credentials,
-    adminToken: deps.adminToken,
-    allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+  const authorizePublish = createAuthorizePublish({
+    sessions,
     batcher,
     limits: { ...config.payloadLimits, maxPayloadBytes: config.MQTT_MAX_PAYLOAD_BYTES },
     maxViolations: config.MQTT_MAX_VIOLATIONS,
@@ -141,10 +104,15 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const backends = brokerBackends(config, logger);
   broker = await Aedes.createBroker({
     ...backends.options,
-    authenticate: hooks.authenticate,
-    authorizePublish: hooks.authorizePublish,
-    authorizeSubscribe: hooks.authorizeSubscribe,
-    authorizeForward: hooks.authorizeForward,
+    authenticate: createAuthenticate({
+      identifier: deps.identifier,
+      sessions,
+      allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+      logger,
+    }),
+    authorizePublish,
+    authorizeSubscribe: createAuthorizeSubscribe(sessions, telemetry),
+    authorizeForward: createAuthorizeForward(sessions),
     maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
     keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
     connectTimeout: config.MQTT_CONNECT_TIMEOUT_MS,
@@ -152,14 +120,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   const aedes = broker;
   skipDiscardedPublishes(aedes);
-  aedes.on("clientError", (client: Client, error: Error) =>
-    logger.debug({ clientId: client.id, err: error }, "MQTT client error"),
-  );
+  aedes.on("clientError", (client, error) => logger.debug({ clientId: client.id, err: error }, "MQTT client error"));
 
-  const stopViewerFeed = attachViewerFeed(aedes, deps.fanout, (client) => hooks.sessionOf(client)?.principal, logger);
+  const stopViewerFeed = attachViewerFeed(aedes, deps.fanout, (client) => sessions.of(client)?.principal, logger);
   const stopRevocations = await deps.revocations.onRevoked((username) => {
     for (const client of Object.values(aedes.clients)) {
-      const principal = hooks.sessionOf(client)?.principal;
+      const principal = sessions.of(client)?.principal;
       if (principal && "username" in principal && principal.username === username) {
         telemetry.mqttDisconnects.inc({ reason: "revoked" });
         logger.info({ clientId: client.id }, "disconnecting: credential revoked");
@@ -172,7 +138,6 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   try {
     listeners = await startListeners(aedes, config, telemetry, logger);
   } catch (error) {
-    depthGate?.close();
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -185,7 +150,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     close: async () => {
       const closed = listeners.close();
       draining = true;
-      depthGate?.close();
+      deps.intake.close();
       await batcher.flushAll();
       stopRevocations();
       stopViewerFeed();

@@ -1,18 +1,16 @@
 import type mqemitter from "mqemitter";
-import { LOCAL_TOPIC_PREFIXES } from "./hooks.ts";
+import { LOCAL_TOPIC_PREFIX } from "./topics.ts";
 
 type MQEmitter = mqemitter.MQEmitter;
 type Packet = Parameters<MQEmitter["emit"]>[0];
 type Listener = Parameters<MQEmitter["on"]>[1];
 type Done = () => void;
 
-const isLocalTopic = (topic: string) => LOCAL_TOPIC_PREFIXES.some((prefix) => topic.startsWith(prefix));
-
 /**
  * The emitter Aedes routes with in distributed mode. Messages under `metrics/` stay in this
  * process: every broker gets the stored metrics once per batch through the fan-out and hands them
  * to its own viewers, so routing each publish through Redis as well would cost a Redis round trip
- * per message and deliver it twice; discarded publishes go nowhere at all. Everything else (feedback, `$SYS`, plain topics) goes through
+ * per message and deliver it twice. Everything else (feedback, `$SYS`, plain topics) goes through
  * the shared emitter to every broker. Subscriptions listen on both.
  */
 export class MetricsLocalEmitter {
@@ -33,7 +31,7 @@ export class MetricsLocalEmitter {
   }
 
   emit(packet: Packet, done?: (error?: Error) => void): void {
-    (isLocalTopic(packet.topic) ? this.local : this.shared).emit(packet, done);
+    (packet.topic.startsWith(LOCAL_TOPIC_PREFIX) ? this.local : this.shared).emit(packet, done);
   }
 
   close(done: () => void): void {

@@ -1,8 +1,8 @@
 import type { Aedes, Client } from "aedes";
 import type { Logger } from "pino";
-import type { FanOut } from "../worker/fanout.ts";
-import type { StoredMetric } from "../worker/store-metrics.ts";
-import { METRICS_ROOT, type MqttPrincipal } from "./access.ts";
+import type { FanOut, StoredMetric } from "../live/fanout.ts";
+import type { MqttPrincipal } from "./access.ts";
+import { metricTopic } from "./topics.ts";
 
 /**
  * Hands newly stored metrics to the MQTT viewers on this broker: while a tenant has at least one
@@ -24,7 +24,7 @@ export function attachViewerFeed(
       broker.publish(
         {
           cmd: "publish",
-          topic: `${METRICS_ROOT}/${metric.tenantId}/${metric.agentId}/${metric.name}`,
+          topic: metricTopic(metric.tenantId, metric.agentId, metric.name),
           payload: Buffer.from(JSON.stringify(reading)),
           qos: 0,
           retain: false,

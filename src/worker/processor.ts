@@ -1,9 +1,9 @@
 import type { Logger } from "pino";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
+import type { FanOut, StoredMetric } from "../live/fanout.ts";
+import { storeSubmission, storeSubmissionQuietly } from "../store/metrics.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
-import type { FanOut } from "./fanout.ts";
-import { type StoredMetric, storeSubmission, storeSubmissionQuietly } from "./store-metrics.ts";
 
 /**
  * Stores one submission, then hands the stored rows to live subscribers, reading them back only

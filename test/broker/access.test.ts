@@ -2,12 +2,12 @@ import { describe, expect, it } from "vitest";
 import {
   agentOfClientId,
   decidePublish,
-  feedbackTopic,
   type MqttPrincipal,
   mayReceive,
   maySubscribe,
   namespacedClientId,
 } from "../../src/broker/access.ts";
+import { feedbackTopic } from "../../src/broker/topics.ts";
 
 const A = "11111111-1111-4111-8111-111111111111";
 const B = "22222222-2222-4222-8222-222222222222";

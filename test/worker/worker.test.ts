@@ -9,13 +9,13 @@ import { BullmqSubmissionQueue, INGEST_QUEUE_NAME } from "../../src/ingest/bullm
 import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
 import { QueueUnavailableError } from "../../src/ingest/queue.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
+import { FanOut } from "../../src/live/fanout.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
+import { pruneSubmissions, storeSubmission, storeSubmissionQuietly } from "../../src/store/metrics.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
-import { FanOut } from "../../src/worker/fanout.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
-import { pruneSubmissions, storeSubmission, storeSubmissionQuietly } from "../../src/worker/store-metrics.ts";
 import { createTenant, eventually, request } from "../helpers/http.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
 import {

@@ -2,16 +2,17 @@ import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { PayloadLimits } from "../../config.ts";
+import type { Intake } from "../../ingest/intake.ts";
 import { parseItems, parseNamedReading } from "../../ingest/payload.ts";
-import type { SubmissionQueue } from "../../ingest/queue.ts";
+import { QueueUnavailableError } from "../../ingest/queue.ts";
 import type { Telemetry } from "../../telemetry/metrics.ts";
 import { ingestTarget } from "../access.ts";
 import { ApiError } from "../errors.ts";
 
 /** POST /api/v1/metrics: validates each item, submits the valid ones, answers once durable. */
 export const ingestRoutes = fp(
-  async (app: FastifyInstance, options: { queue: SubmissionQueue; telemetry: Telemetry; limits: PayloadLimits }) => {
-    const { queue, telemetry, limits } = options;
+  async (app: FastifyInstance, options: { intake: Intake; telemetry: Telemetry; limits: PayloadLimits }) => {
+    const { intake, telemetry, limits } = options;
 
     app.post("/api/v1/metrics", { preHandler: app.authenticate }, async (request, reply) => {
       const receivedAt = Date.now();
@@ -37,9 +38,9 @@ export const ingestRoutes = fp(
         throw new ApiError(400, first.reason, `no metric was valid; first: ${first.message}`, { rejected });
       }
 
-      await queue.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });
-      telemetry.jobsEnqueued.inc();
-      telemetry.accepted.inc({ source: "http" }, points.length);
+      // Over QUEUE_MAX_DEPTH an HTTP client is told to come back, as a broker stops acknowledging.
+      if (!intake.open) throw new QueueUnavailableError("the queue is over QUEUE_MAX_DEPTH (workers are behind)");
+      await intake.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });
       return reply.status(202).send({ accepted: points.length, rejected });
     });
   },

@@ -1,8 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { Revocations } from "../../credentials/revocations.ts";
-import type { FanOut } from "../../worker/fanout.ts";
-import type { StoredMetric } from "../../worker/store-metrics.ts";
+import type { FanOut, StoredMetric } from "../../live/fanout.ts";
 import { readScope } from "../access.ts";
 
 function toEvent(metric: StoredMetric): string {

@@ -1,5 +1,15 @@
 import type { PubSub } from "../pubsub.ts";
-import type { StoredMetric } from "./store-metrics.ts";
+
+/** A metric as stored, in the shape live subscribers (SSE streams, MQTT viewers) receive. */
+export interface StoredMetric {
+  id: string;
+  tenantId: string;
+  agentId: string;
+  name: string;
+  value: number;
+  ts: string;
+  tags: Record<string, string> | null;
+}
 
 export type MetricListener = (metrics: StoredMetric[]) => void;
 

@@ -1,16 +1,6 @@
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
-
-/** A metric as stored, in the shape live subscribers receive. */
-export interface StoredMetric {
-  id: string;
-  tenantId: string;
-  agentId: string;
-  name: string;
-  value: number;
-  ts: string;
-  tags: Record<string, string> | null;
-}
+import type { StoredMetric } from "../live/fanout.ts";
 
 // One statement, so one transaction: the submission id is claimed and every row inserted, or
 // nothing is. A retried job whose claim already exists inserts nothing; a repeated dedupe_id is

@@ -1,0 +1,139 @@
+import type { Aedes, AuthorizePublishHandler, PublishPacket } from "aedes";
+import type { Logger } from "pino";
+import type { PayloadLimits } from "../config.ts";
+import type { SubmissionBatcher } from "../ingest/batcher.ts";
+import { type ParsedBatch, parseMqttPayload } from "../ingest/payload.ts";
+import type { Rejected } from "../ingest/rejection.ts";
+import { rateLimitedLog } from "../logger.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import { agentOfClientId, type MqttPrincipal } from "./access.ts";
+import { decideCached, type Sessions } from "./sessions.ts";
+import { DISCARD_TOPIC } from "./topics.ts";
+
+export interface PublishDeps {
+  sessions: Sessions;
+  batcher: SubmissionBatcher;
+  limits: PayloadLimits & { maxPayloadBytes: number };
+  maxViolations: number;
+  telemetry: Telemetry;
+  logger: Logger;
+  /** Sends `{topic, reason, message}` to the agent's feedback topic. */
+  sendFeedback(tenantId: string, agentId: string, feedback: Record<string, unknown>): void;
+  /** True once shutdown began: new publishes are refused unacknowledged, so the client resends elsewhere. */
+  isDraining(): boolean;
+}
+
+/** Acknowledged, never routed: see DISCARD_TOPIC. */
+function discard(packet: PublishPacket): void {
+  packet.topic = DISCARD_TOPIC;
+  packet.retain = false;
+}
+
+/**
+ * After acknowledging a publish Aedes routes it; a discarded one has nowhere to go, so it skips
+ * the routing work (packet copy, emitter, offline-session lookup) on the hot path.
+ */
+export function skipDiscardedPublishes(broker: Aedes): void {
+  // At run time Aedes calls publish(packet, client, done) as well as the typed publish(packet, done).
+  type Publish = (packet: PublishPacket, client: unknown, done?: (error?: Error) => void) => void;
+  const publish = (broker.publish as unknown as Publish).bind(broker);
+  const skipping: Publish = (packet, client, done) => {
+    if (packet.topic !== DISCARD_TOPIC) return publish(packet, client, done);
+    const callback = typeof client === "function" ? (client as (error?: Error) => void) : done;
+    callback?.();
+  };
+  broker.publish = skipping as unknown as Aedes["publish"];
+}
+
+/**
+ * PUBLISH: decided against the principal's rights; a metric publish is parsed and batched here,
+ * because Aedes waits for this hook before it sends the PUBACK / PUBREC: so the acknowledgement
+ * leaves only once the submission is durable. Rejections are acknowledged and discarded.
+ */
+export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandler {
+  const { sessions, batcher, telemetry, logger, limits } = deps;
+  const logRejection = rateLimitedLog(logger, 20);
+  const logDrop = rateLimitedLog(logger, 20);
+
+  function report(
+    principal: MqttPrincipal,
+    topic: string,
+    rejected: ParsedBatch["rejected"] | Rejected[],
+    clientId: string | undefined,
+  ): void {
+    telemetry.countRejections(
+      "mqtt",
+      rejected.map((r) => r.reason),
+    );
+    const first = rejected[0];
+    if (first) logRejection({ clientId, topic, reason: first.reason, count: rejected.length }, "publish rejected");
+    if (principal.kind !== "agent") return;
+    for (const rejection of rejected) {
+      const index = "index" in rejection ? rejection.index : undefined;
+      deps.sendFeedback(principal.tenantId, principal.agentId, {
+        topic,
+        reason: rejection.reason,
+        message: rejection.message,
+        ...(index !== undefined && { index }),
+      });
+    }
+  }
+
+  return (client, packet, done) => {
+    const receivedAt = Date.now();
+    const session = sessions.of(client);
+    // A will left by a client whose broker died is published with no live client behind it.
+    const willAgent = session ? undefined : agentOfClientId((packet as { clientId?: string }).clientId ?? "");
+    const principal: MqttPrincipal | undefined =
+      session?.principal ?? (willAgent && { kind: "agent", username: "", ...willAgent });
+    if (!principal) return done(new Error("publish from an unauthenticated connection"));
+    if (deps.isDraining()) return done(new Error("the broker is shutting down"));
+
+    const decision = decideCached(session, principal, packet.topic);
+    if (decision.kind === "plain") return done(null);
+    if (decision.kind === "rejected") {
+      report(principal, packet.topic, [decision], client?.id);
+      if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
+        telemetry.mqttDisconnects.inc({ reason: "violations" });
+        logger.warn(
+          { clientId: client?.id, violations: session.violations },
+          "disconnecting: too many forbidden publishes",
+        );
+        return done(new Error("too many forbidden publishes"));
+      }
+      discard(packet);
+      return done(null);
+    }
+
+    const { points, rejected } = parseMqttPayload(packet.payload as Buffer, decision.name, receivedAt, limits);
+    if (rejected.length > 0) report(principal, packet.topic, rejected, client?.id);
+    if (points.length === 0) {
+      discard(packet);
+      return done(null);
+    }
+    batcher.add(decision.tenantId, decision.agentId, points, receivedAt).then(
+      () => {
+        discard(packet);
+        done(null);
+      },
+      (error: Error) => {
+        if (packet.qos === 0) {
+          telemetry.mqttQos0Dropped.inc(points.length);
+          logDrop(
+            { clientId: client?.id, topic: packet.topic, err: error },
+            "QoS 0 publish dropped: the queue could not take it",
+          );
+          discard(packet);
+          return done(null);
+        }
+        // No acknowledgement: closing the connection makes the client resend after it reconnects.
+        telemetry.mqttUnacknowledged.inc();
+        logDrop(
+          { clientId: client?.id, topic: packet.topic, err: error },
+          "publish not acknowledged: the queue could not take it",
+        );
+        done(error);
+      },
+    );
+  };
+}

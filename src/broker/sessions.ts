@@ -1,0 +1,39 @@
+import type { Client } from "aedes";
+import { decidePublish, type MqttPrincipal, type PublishDecision } from "./access.ts";
+
+/** What the broker knows of an authenticated connection. */
+export interface Session {
+  principal: MqttPrincipal;
+  violations: number;
+  /** The decisions for this connection's recent topics: a device publishes to a few, over and over. */
+  decisions: Map<string, PublishDecision>;
+}
+
+const DECISIONS_PER_SESSION = 64;
+
+/** The sessions of this broker's authenticated connections, by Aedes client. */
+export class Sessions {
+  private readonly byClient = new WeakMap<Client, Session>();
+
+  open(client: Client, principal: MqttPrincipal): Session {
+    const session: Session = { principal, violations: 0, decisions: new Map() };
+    this.byClient.set(client, session);
+    return session;
+  }
+
+  of(client: Client | null | undefined): Session | undefined {
+    return client ? this.byClient.get(client) : undefined;
+  }
+}
+
+/** `decidePublish`, remembered per session. */
+export function decideCached(session: Session | undefined, principal: MqttPrincipal, topic: string): PublishDecision {
+  const cached = session?.decisions.get(topic);
+  if (cached) return cached;
+  const decision = decidePublish(principal, topic);
+  if (session) {
+    if (session.decisions.size >= DECISIONS_PER_SESSION) session.decisions.clear();
+    session.decisions.set(topic, decision);
+  }
+  return decision;
+}
