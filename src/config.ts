@@ -62,8 +62,10 @@ const envSchema = z.object({
   MQTT_MAX_TOPIC_LEVELS: int(4, 100).default(16),
   MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0),
   MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
-  MQTT_DRAIN_TIMEOUT_MS: int(0, 600_000).default(60_000),
+  MQTT_MAX_OUTGOING_BYTES: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
+  MQTT_MAX_OUTGOING_MESSAGES: int(1, 10_000_000).default(1000),
   MQTT_MAX_VIOLATIONS: int(1, 1_000_000).default(10),
+  MQTT_FEEDBACK_INTERVAL_MS: int(10, 3_600_000).default(1000),
   MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500),
   MQTT_BATCH_LINGER_MS: int(0, 10_000).default(5),
   MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
@@ -130,6 +132,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const missing = rest.MQTT_TLS_CERT_FILE ? "MQTT_TLS_KEY_FILE" : "MQTT_TLS_CERT_FILE";
     throw new ConfigError(
       `invalid configuration:\n  ${missing}: TLS needs both MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE`,
+    );
+  }
+  if (rest.MQTT_MAX_OUTGOING_BYTES < rest.MQTT_MAX_PACKET_BYTES) {
+    throw new ConfigError(
+      `invalid configuration:\n  MQTT_MAX_OUTGOING_BYTES: must be at least MQTT_MAX_PACKET_BYTES (${rest.MQTT_MAX_PACKET_BYTES}), or the largest message could never be sent`,
     );
   }
   const mode = rest.DATABASE_URL ? "distributed" : "embedded";

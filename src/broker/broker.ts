@@ -13,8 +13,10 @@ import type { FanOut } from "../live/fanout.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { createAuthenticate } from "./authenticate.ts";
 import { MetricsLocalEmitter } from "./emitter.ts";
+import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
+import { deliverRetainedOnSubscribe } from "./retained.ts";
 import { Sessions } from "./sessions.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
 import { feedbackTopic } from "./topics.ts";
@@ -77,6 +79,20 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   const sessions = new Sessions();
   let broker: Aedes | undefined;
+  const feedback = new FeedbackCoalescer(config.MQTT_FEEDBACK_INTERVAL_MS, (tenantId, agentId, message) => {
+    broker?.publish(
+      {
+        cmd: "publish",
+        topic: feedbackTopic(tenantId, agentId),
+        payload: Buffer.from(JSON.stringify(message)),
+        // QoS 1, so an agent with a persistent session gets what it missed while away.
+        qos: 1,
+        retain: false,
+        dup: false,
+      },
+      () => undefined,
+    );
+  });
   const authorizePublish = createAuthorizePublish({
     sessions,
     batcher,
@@ -85,20 +101,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     telemetry,
     logger,
     isDraining: () => draining,
-    sendFeedback: (tenantId, agentId, feedback) => {
-      broker?.publish(
-        {
-          cmd: "publish",
-          topic: feedbackTopic(tenantId, agentId),
-          payload: Buffer.from(JSON.stringify(feedback)),
-          // QoS 1, so an agent with a persistent session gets what it missed while away.
-          qos: 1,
-          retain: false,
-          dup: false,
-        },
-        () => undefined,
-      );
-    },
+    feedback,
   });
 
   const backends = brokerBackends(config, logger);
@@ -116,10 +119,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
     keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
     connectTimeout: config.MQTT_CONNECT_TIMEOUT_MS,
-    drainTimeout: config.MQTT_DRAIN_TIMEOUT_MS,
+    // Writes never wait for a drain (src/broker/outgoing.ts): a slow subscriber is bounded there.
+    drainTimeout: 0,
   });
   const aedes = broker;
   skipDiscardedPublishes(aedes);
+  deliverRetainedOnSubscribe(aedes, logger);
   aedes.on("clientError", (client, error) => logger.debug({ clientId: client.id, err: error }, "MQTT client error"));
 
   const stopViewerFeed = attachViewerFeed(aedes, deps.fanout, (client) => sessions.of(client)?.principal, logger);
@@ -138,6 +143,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   try {
     listeners = await startListeners(aedes, config, telemetry, logger);
   } catch (error) {
+    feedback.close();
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -152,6 +158,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       draining = true;
       deps.intake.close();
       await batcher.flushAll();
+      feedback.close();
       stopRevocations();
       stopViewerFeed();
       // Acknowledgements are written as the batches settle; closing the clients comes after them.

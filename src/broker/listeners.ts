@@ -8,9 +8,10 @@ import type { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
+import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
+import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
-import { coalesceWrites } from "./write-coalescing.ts";
 
 export type ListenerName = "tcp" | "ws" | "tls" | "wss";
 
@@ -45,8 +46,9 @@ const closeServer = (server: net.Server) =>
 /**
  * The MQTT listeners: TCP and WebSockets (`/` and `/mqtt`, through ws 8's stream, not the
  * `websocket-stream` package that pins a vulnerable ws 3), plus TLS and WSS when a certificate is
- * configured. Every connection is counted against MQTT_MAX_CONNECTIONS and wrapped so a packet over
- * MQTT_MAX_PACKET_BYTES drops it before the packet is buffered.
+ * configured. Every connection is counted against MQTT_MAX_CONNECTIONS, dropped when it announces a
+ * packet over MQTT_MAX_PACKET_BYTES (before the packet is buffered), and cut when more than
+ * MQTT_MAX_OUTGOING_BYTES or MQTT_MAX_OUTGOING_MESSAGES wait to be written to it.
  */
 export async function startListeners(
   broker: Aedes,
@@ -55,6 +57,8 @@ export async function startListeners(
   logger: Logger,
 ): Promise<Listeners> {
   let open = 0;
+  const logTooLarge = rateLimitedLog(logger, 20);
+  const logSlowConsumer = rateLimitedLog(logger, 20);
   const accept = (connection: Duplex, request?: http.IncomingMessage) => {
     if (open >= config.MQTT_MAX_CONNECTIONS) {
       telemetry.mqttDisconnects.inc({ reason: "max_connections" });
@@ -65,11 +69,16 @@ export async function startListeners(
     telemetry.mqttConnections.set(open);
     connection.once("close", () => telemetry.mqttConnections.set(--open));
     connection.on("error", (error: Error) => logger.debug({ err: error }, "MQTT connection error"));
-    const guarded = guardPacketSize(coalesceWrites(connection), config.MQTT_MAX_PACKET_BYTES, () => {
+    guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.mqttDisconnects.inc({ reason: "packet_too_large" });
-      logger.warn({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
+      logTooLarge({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
-    broker.handle(guarded as net.Socket, request);
+    const limits = { maxBytes: config.MQTT_MAX_OUTGOING_BYTES, maxMessages: config.MQTT_MAX_OUTGOING_MESSAGES };
+    Outgoing.attach(connection, limits, (waiting) => {
+      telemetry.mqttDisconnects.inc({ reason: "slow_consumer" });
+      logSlowConsumer({ ...waiting, limits }, "disconnecting: the client does not read what it subscribed to");
+    });
+    broker.handle(connection, request);
   };
 
   const servers: net.Server[] = [];

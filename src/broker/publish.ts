@@ -7,6 +7,7 @@ import type { Rejected } from "../ingest/rejection.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { agentOfClientId, type MqttPrincipal } from "./access.ts";
+import type { FeedbackCoalescer } from "./feedback.ts";
 import { decideCached, type Sessions } from "./sessions.ts";
 import { DISCARD_TOPIC } from "./topics.ts";
 
@@ -17,8 +18,7 @@ export interface PublishDeps {
   maxViolations: number;
   telemetry: Telemetry;
   logger: Logger;
-  /** Sends `{topic, reason, message}` to the agent's feedback topic. */
-  sendFeedback(tenantId: string, agentId: string, feedback: Record<string, unknown>): void;
+  feedback: FeedbackCoalescer;
   /** True once shutdown began: new publishes are refused unacknowledged, so the client resends elsewhere. */
   isDraining(): boolean;
 }
@@ -70,7 +70,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     if (principal.kind !== "agent") return;
     for (const rejection of rejected) {
       const index = "index" in rejection ? rejection.index : undefined;
-      deps.sendFeedback(principal.tenantId, principal.agentId, {
+      deps.feedback.report(principal.tenantId, principal.agentId, {
         topic,
         reason: rejection.reason,
         message: rejection.message,

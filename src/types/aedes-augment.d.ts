@@ -1,11 +1,21 @@
 // Public runtime properties that the shipped typings leave out.
 import type { EventEmitter } from "node:events";
-import type { Client } from "aedes";
+import type { Readable } from "node:stream";
+import type { Client, PublishPacket } from "aedes";
 
 declare module "aedes" {
   interface Aedes {
     /** Connected clients of this broker, by client id. */
     clients: Record<string, Client>;
+    /** The session store Aedes was given (or its in-memory default), set up by `listen`. */
+    persistence: {
+      /** Retained messages whose topics match any of the filters. */
+      createRetainedStreamCombi(filters: string[]): Readable;
+    };
+  }
+  interface Client {
+    /** What Aedes itself calls to send a retained message to a new subscription (no outgoing-queue record). */
+    deliverQoS(packet: PublishPacket, done: () => void): void;
   }
 }
 

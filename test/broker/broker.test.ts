@@ -109,6 +109,7 @@ for (const { mode, skip } of [
         reason: "bad_value",
         message: expect.any(String),
         index: 2,
+        count: 1,
       });
     });
 
@@ -142,7 +143,8 @@ for (const { mode, skip } of [
         "too_large",
         "too_many",
       ];
-      expect(reports.map((m) => JSON.parse(m.payload).reason)).toEqual(reasons);
+      // One message per reason; a reason this agent was refused for a moment ago waits for the next tick.
+      expect(reports.map((m) => JSON.parse(m.payload).reason).sort()).toEqual([...reasons].sort());
 
       // Still connected, and a good publish right after goes through.
       await agent.publishAsync(topicOf(a, "after_rejects"), "1", { qos: 1 });

@@ -72,3 +72,15 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
+
+/** The sum of a Prometheus metric's samples whose labels include `labels`, read from `/metrics`. */
+export async function metricValue(baseUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = (await request<string>(`${baseUrl}/metrics`)).body;
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name} `) && !line.startsWith(`${name}{`)) continue;
+    const matches = Object.entries(labels).every(([key, value]) => line.includes(`${key}="${value}"`));
+    if (matches) sum += Number(line.slice(line.lastIndexOf(" ") + 1));
+  }
+  return sum;
+}

@@ -1,0 +1,77 @@
+import { once } from "node:events";
+import net from "node:net";
+import mqttPacket, { type Packet } from "mqtt-packet";
+
+/**
+ * An MQTT 3.1.1 client on a bare socket, for what a library client will not do: stop reading its
+ * socket on purpose, or write thousands of packets in one go.
+ */
+export interface RawMqttClient {
+  socket: net.Socket;
+  /** Every packet received, in order (only while reading). */
+  received: Packet[];
+  /** Writes packets without waiting for anything. */
+  send(...packets: Parameters<typeof mqttPacket.generate>[0][]): void;
+  /** Stops reading the socket: what the broker writes piles up in the kernel, then in the broker. */
+  stopReading(): void;
+  startReading(): void;
+  /** Resolves once the broker has closed the connection. */
+  closed: Promise<void>;
+}
+
+export async function rawConnect(
+  port: number,
+  options: { clientId?: string; username?: string; password?: string; clean?: boolean } = {},
+): Promise<RawMqttClient> {
+  const socket = net.connect(port, "127.0.0.1");
+  socket.on("error", () => undefined);
+  const parser = mqttPacket.parser();
+  const received: Packet[] = [];
+  parser.on("packet", (packet) => received.push(packet));
+  socket.on("data", (chunk) => parser.parse(chunk));
+  const closed = once(socket, "close").then(() => undefined);
+  await once(socket, "connect");
+  const send: RawMqttClient["send"] = (...packets) => {
+    socket.write(Buffer.concat(packets.map((packet) => mqttPacket.generate(packet))));
+  };
+  send({
+    cmd: "connect",
+    protocolId: "MQTT",
+    protocolVersion: 4,
+    clean: options.clean ?? true,
+    clientId: options.clientId ?? `raw-${Math.random().toString(16).slice(2)}`,
+    keepalive: 0,
+    username: options.username,
+    password: options.password === undefined ? undefined : Buffer.from(options.password),
+  });
+  const connack = await waitFor(received, (p) => p.cmd === "connack");
+  if (connack.cmd === "connack" && connack.returnCode !== 0) {
+    socket.destroy();
+    throw Object.assign(new Error(`CONNACK ${connack.returnCode}`), { code: connack.returnCode });
+  }
+  return {
+    socket,
+    received,
+    send,
+    stopReading: () => socket.pause(),
+    startReading: () => socket.resume(),
+    closed,
+  };
+}
+
+/** Waits for a received packet that matches, polling the list the client fills. */
+export async function waitFor(received: Packet[], match: (packet: Packet) => boolean, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const found = received.find(match);
+    if (found) return found;
+    if (Date.now() > deadline) throw new Error(`no matching packet within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** `count` QoS 0 publishes of `payload` to `topic`, as one buffer. */
+export function publishes(topic: string, payload: string | Buffer, count: number, retain = false): Buffer {
+  const one = mqttPacket.generate({ cmd: "publish", topic, payload, qos: 0, retain, dup: false });
+  return Buffer.concat(Array.from({ length: count }, () => one));
+}
