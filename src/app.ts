@@ -1,9 +1,11 @@
 import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import { buildApiServer } from "./api/server.ts";
 import { type RunningBroker, startBroker } from "./broker/broker.ts";
+import { LocalRetainedLedger, RedisRetainedLedger } from "./broker/retained-quota.ts";
 import type { Config } from "./config.ts";
 import { Identifier } from "./credentials/identify.ts";
 import { Revocations } from "./credentials/revocations.ts";
@@ -13,7 +15,12 @@ import { DepthGate } from "./ingest/depth-gate.ts";
 import { InProcessQueue } from "./ingest/in-process-queue.ts";
 import { Intake } from "./ingest/intake.ts";
 import type { SubmissionQueue } from "./ingest/queue.ts";
+import { TenantLimitsStore } from "./limits/limits-store.ts";
+import { RateLimiter } from "./limits/rate-limiter.ts";
+import { LocalTenantTokens, RedisTenantTokens } from "./limits/tenant-tokens.ts";
 import { FanOut } from "./live/fanout.ts";
+import { rateLimitedLog } from "./logger.ts";
+import { LocalPresence, RedisPresence } from "./presence/presence.ts";
 import { createPubSub } from "./pubsub.ts";
 import { openDatabase } from "./store/database.ts";
 import { pruneSubmissions } from "./store/metrics.ts";
@@ -58,6 +65,37 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const revocations = new Revocations(pubsub);
     const credentials = new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS);
     await revocations.onRevoked((username) => credentials.forget(username));
+
+    // Budgets shared by every process of a distributed deployment (tenant rates, connections, retained messages).
+    let coordination: Redis | undefined;
+    if (config.REDIS_URL) {
+      const redis = new Redis(config.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+      const logRedisError = rateLimitedLog(logger, 5, 60_000);
+      redis.on("error", (error: Error) => logRedisError({ err: error }, "coordination Redis connection error"));
+      closers.push(async () => redis.disconnect());
+      coordination = redis;
+    }
+    const tenantLimits = await TenantLimitsStore.open(
+      db.prisma,
+      config.tenantLimits,
+      config.TENANT_LIMITS_CACHE_TTL_MS,
+      pubsub,
+    );
+    const logLeaseError = rateLimitedLog(logger, 5, 60_000);
+    const limiter = new RateLimiter(
+      tenantLimits,
+      coordination ? new RedisTenantTokens(coordination, config.REDIS_PREFIX) : new LocalTenantTokens(),
+      (error) =>
+        logLeaseError({ err: error }, "cannot lease a tenant's rate budget; its tenant limit is lifted meanwhile"),
+    );
+    closers.push(async () => limiter.close());
+    const logPresenceError = rateLimitedLog(logger, 5, 60_000);
+    const presence = coordination
+      ? new RedisPresence(coordination, config.REDIS_PREFIX, (error) =>
+          logPresenceError({ err: error }, "cannot renew this broker's connections in Redis"),
+        )
+      : new LocalPresence();
+    closers.push(async () => presence.close());
     const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
 
     let queue: SubmissionQueue;
@@ -110,8 +148,28 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const identifier = new Identifier(credentials, adminToken);
 
     let mqttPorts: RunningBroker["ports"] | undefined;
+    const retainedLimits = {
+      maxMessages: config.MQTT_MAX_RETAINED_MESSAGES,
+      maxBytes: config.MQTT_MAX_RETAINED_BYTES,
+      maxMessagesPerPrincipal: config.MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL,
+      maxBytesPerPrincipal: config.MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL,
+    };
     if (config.ROLES.has("broker")) {
-      const broker = await startBroker({ config, logger, identifier, revocations, intake, fanout, telemetry });
+      const broker = await startBroker({
+        config,
+        logger,
+        identifier,
+        revocations,
+        intake,
+        fanout,
+        telemetry,
+        limiter,
+        tenantLimits,
+        presence,
+        retained: coordination
+          ? new RedisRetainedLedger(coordination, config.REDIS_PREFIX, retainedLimits)
+          : new LocalRetainedLedger(retainedLimits),
+      });
       closers.push(() => broker.close());
       mqttPorts = broker.ports;
     }
@@ -128,6 +186,8 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         intake,
         fanout,
         telemetry,
+        limiter,
+        tenantLimits,
         checks: {
           database: async () => {
             await db.prisma.$queryRawUnsafe("SELECT 1");

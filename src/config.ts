@@ -1,5 +1,6 @@
 import path from "node:path";
 import { z } from "zod";
+import { LIMITS, type TenantLimits } from "./limits/tenant-limits.ts";
 
 export const ROLES = ["api", "worker", "broker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -16,6 +17,8 @@ const int = (min: number, max: number) =>
     .max(max, { error: `must be at most ${max}` });
 
 const port = int(0, 65535);
+/** Limits are stored per tenant in INTEGER columns. */
+const MAX_INT32 = 2_147_483_647;
 const bool = z.enum(["true", "false"], { error: 'must be "true" or "false"' }).transform((v) => v === "true");
 const url = (protocols: string[]) =>
   z.string().refine((v) => URL.canParse(v) && protocols.includes(new URL(v).protocol), {
@@ -66,6 +69,20 @@ const envSchema = z.object({
   MQTT_MAX_OUTGOING_MESSAGES: int(1, 10_000_000).default(1000),
   MQTT_MAX_VIOLATIONS: int(1, 1_000_000).default(10),
   MQTT_FEEDBACK_INTERVAL_MS: int(10, 3_600_000).default(1000),
+  MQTT_MAX_CONNECTION_RATE: int(1, 1_000_000).default(500),
+  MQTT_CONNECTION_RATE_BURST: int(1, 1_000_000).default(1000),
+  MQTT_MAX_RETAINED_MESSAGES: int(0, 100_000_000).default(10_000),
+  MQTT_MAX_RETAINED_BYTES: int(0, 64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+  MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: int(0, 100_000_000).default(1000),
+  MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL: int(0, 64 * 1024 * 1024 * 1024).default(8 * 1024 * 1024),
+  AGENT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32).default(1000),
+  AGENT_READINGS_BURST: int(1, MAX_INT32).default(5000),
+  AGENT_MAX_BYTES_PER_SECOND: int(1, MAX_INT32).default(1024 * 1024),
+  AGENT_BYTES_BURST: int(1, MAX_INT32).default(4 * 1024 * 1024),
+  TENANT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32).default(20_000),
+  TENANT_READINGS_BURST: int(1, MAX_INT32).default(40_000),
+  TENANT_MAX_CONNECTIONS: int(1, MAX_INT32).default(1000),
+  TENANT_LIMITS_CACHE_TTL_MS: int(0, 3_600_000).default(5000),
   MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500),
   MQTT_BATCH_LINGER_MS: int(0, 10_000).default(5),
   MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
@@ -106,6 +123,8 @@ export type Config = Omit<
 > & {
   mode: "embedded" | "distributed";
   payloadLimits: PayloadLimits;
+  /** Every tenant's limits unless overridden for it (src/limits/tenant-limits.ts). */
+  tenantLimits: TenantLimits;
 };
 
 /** Reads the environment into a typed config; throws a ConfigError naming every bad variable. */
@@ -150,8 +169,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       "invalid configuration:\n  ROLES: embedded mode runs every role in one process; set DATABASE_URL and REDIS_URL to split roles",
     );
   }
+  const values = rest as unknown as Record<string, number>;
+  const tenantLimits = Object.fromEntries(LIMITS.map(({ key, env }) => [key, values[env]])) as unknown as TenantLimits;
   return {
     ...rest,
+    tenantLimits,
     DATA_DIR: path.resolve(rest.DATA_DIR),
     mode,
     payloadLimits: {

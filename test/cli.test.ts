@@ -1,7 +1,9 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readdir } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MIGRATIONS_DIR } from "../src/store/migrate.ts";
 import { basic, request } from "./helpers/http.ts";
 import { freePort } from "./helpers/redis-server.ts";
 import { tempDir } from "./helpers/services.ts";
@@ -54,6 +56,58 @@ describe("edge-ingest CLI against a running embedded server", () => {
   afterAll(async () => {
     if (server?.child.exitCode === null) server.child.kill("SIGKILL");
     await removeDir?.();
+  });
+
+  it("overrides a tenant's limits, which the service applies at once, and puts one back to its default", async () => {
+    const { id: tenantId } = JSON.parse((await cli(["tenant", "create", "--name", "limited"], env)).stdout);
+    const credential = JSON.parse(
+      (await cli(["agent", "create", "--tenant", tenantId, "--agent", "slow"], env)).stdout,
+    );
+    const set = await cli(
+      [
+        "tenant",
+        "limits",
+        "set",
+        "--tenant",
+        tenantId,
+        "--agent-readings-per-second",
+        "2",
+        "--agent-readings-burst",
+        "3",
+      ],
+      env,
+    );
+    expect(set.code).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({
+      tenant_id: tenantId,
+      limits: { agent_readings_per_second: 2, agent_readings_burst: 3, tenant_readings_per_second: 20000 },
+      overrides: { agent_readings_per_second: 2, agent_readings_burst: 3, max_connections: null },
+      defaults: { agent_readings_per_second: 1000 },
+    });
+
+    // Past the new burst, an HTTP ingestion is refused whole, with when to come back.
+    const url = `http://127.0.0.1:${env.HTTP_PORT}/api/v1/metrics`;
+    const auth = basic(credential.username, credential.password);
+    const readings = (count: number) => ({
+      metrics: Array.from({ length: count }, (_, value) => ({ name: "rpm", value })),
+    });
+    expect((await request(url, { auth, body: readings(3) })).status).toBe(202);
+    const refused = await request(url, { auth, body: readings(1) });
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.code).toBe("rate_limited");
+    const retryAfter = Number(refused.headers.get("retry-after"));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    await new Promise((resolve) => setTimeout(resolve, retryAfter * 1000));
+    expect((await request(url, { auth, body: readings(1) })).status).toBe(202);
+
+    const back = await cli(["tenant", "limits", "set", "--tenant", tenantId, "--agent-readings-burst", "default"], env);
+    expect(JSON.parse(back.stdout).limits.agent_readings_burst).toBe(5000);
+    const shown = JSON.parse((await cli(["tenant", "limits", "show", "--tenant", tenantId], env)).stdout);
+    expect(shown.overrides).toMatchObject({ agent_readings_per_second: 2, agent_readings_burst: null });
+
+    const bad = await cli(["tenant", "limits", "set", "--tenant", tenantId, "--max-connections", "lots"], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/--max-connections must be a positive whole number or "default"/);
   });
 
   it("creates a tenant, an agent and tokens, and revokes a credential", async () => {
@@ -110,7 +164,11 @@ describe("edge-ingest CLI on its own", () => {
     const data = await tempDir();
     try {
       const first = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
-      expect(JSON.parse(first.stdout)).toEqual({ applied: ["20261126000000_init", "20261126010000_metric_stored_at"] });
+      const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true }))
+        .filter((entry) => entry.isDirectory())
+        .map((entry) => entry.name)
+        .sort();
+      expect(JSON.parse(first.stdout)).toEqual({ applied: all });
       const second = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
       expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
     } finally {

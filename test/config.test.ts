@@ -1,6 +1,7 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadConfig } from "../src/config.ts";
+import { CONFIG_VARIABLES, ConfigError, loadConfig } from "../src/config.ts";
+import { LIMITS } from "../src/limits/tenant-limits.ts";
 
 const distributed = {
   DATABASE_URL: "postgresql://localhost/x",
@@ -48,6 +49,22 @@ describe("loadConfig", () => {
   ])("names the bad variable in %j", (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it("takes every tenant limit's default from its variable", () => {
+    for (const { env } of LIMITS) expect(CONFIG_VARIABLES).toContain(env);
+    const config = loadConfig({ AGENT_MAX_READINGS_PER_SECOND: "7", TENANT_MAX_CONNECTIONS: "9" });
+    expect(config.tenantLimits).toMatchObject({
+      agentReadingsPerSecond: 7,
+      maxConnections: 9,
+      agentReadingsBurst: 5000,
+    });
+  });
+
+  it("refuses an outgoing bound smaller than the largest packet, naming it", () => {
+    expect(() => loadConfig({ MQTT_MAX_OUTGOING_BYTES: "2048", MQTT_MAX_PACKET_BYTES: "4096" })).toThrow(
+      /MQTT_MAX_OUTGOING_BYTES: must be at least MQTT_MAX_PACKET_BYTES/,
+    );
   });
 
   it("names every bad variable at once", () => {

@@ -10,6 +10,8 @@ export class ApiError extends Error {
     readonly code: string,
     message: string,
     readonly extra: Record<string, unknown> = {},
+    /** Sent as `Retry-After`: when the client may try again. */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
   }
@@ -48,7 +50,8 @@ export const errorsPlugin = fp(
         request.log.error({ err: error }, "request failed");
       }
       options.onError?.(apiError, request);
-      if (apiError.statusCode === 503) reply.header("retry-after", "1");
+      const retryAfter = apiError.retryAfterSeconds ?? (apiError.statusCode === 503 ? 1 : undefined);
+      if (retryAfter !== undefined) reply.header("retry-after", String(retryAfter));
       return reply
         .status(apiError.statusCode)
         .send({ error: { code: apiError.code, message: apiError.message }, ...apiError.extra });

@@ -6,6 +6,8 @@ import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { Intake } from "../ingest/intake.ts";
+import type { TenantLimitsStore } from "../limits/limits-store.ts";
+import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { authPlugin } from "./auth.ts";
@@ -26,6 +28,8 @@ export interface ApiDeps {
   intake: Intake;
   fanout: FanOut;
   telemetry: Telemetry;
+  limiter: RateLimiter;
+  tenantLimits: TenantLimitsStore;
   checks: Record<string, ReadinessCheck>;
 }
 
@@ -50,7 +54,12 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
   });
   await app.register(authPlugin, { identifier: deps.identifier });
   await app.register(healthRoutes, { checks: deps.checks, registry: telemetry.registry });
-  await app.register(ingestRoutes, { intake: deps.intake, telemetry, limits: config.payloadLimits });
+  await app.register(ingestRoutes, {
+    intake: deps.intake,
+    limiter: deps.limiter,
+    telemetry,
+    limits: config.payloadLimits,
+  });
   await app.register(queryRoutes, { prisma: deps.prisma, maxLimit: config.QUERY_MAX_LIMIT });
   await app.register(streamRoutes, {
     fanout: deps.fanout,
@@ -58,6 +67,10 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     heartbeatMs: config.SSE_HEARTBEAT_MS,
     maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
   });
-  await app.register(adminRoutes, { credentials: deps.credentials, revocations: deps.revocations });
+  await app.register(adminRoutes, {
+    credentials: deps.credentials,
+    revocations: deps.revocations,
+    tenantLimits: deps.tenantLimits,
+  });
   return app;
 }

@@ -1,6 +1,11 @@
-import type { AuthenticateError, AuthenticateHandler } from "aedes";
+import type { AuthenticateError, AuthenticateHandler, Client } from "aedes";
 import type { Logger } from "pino";
 import type { Identifier } from "../credentials/identify.ts";
+import type { TenantLimitsStore } from "../limits/limits-store.ts";
+import type { RateLimiter } from "../limits/rate-limiter.ts";
+import { rateLimitedLog } from "../logger.ts";
+import { type Presence, presenceMember } from "../presence/presence.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
 import { type MqttPrincipal, namespacedClientId } from "./access.ts";
 import type { Sessions } from "./sessions.ts";
 
@@ -9,52 +14,95 @@ export const SERVER_UNAVAILABLE = 3;
 export const BAD_USERNAME_OR_PASSWORD = 4;
 export const NOT_AUTHORIZED = 5;
 
-export function connackError(returnCode: number, message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+/** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
+type RefusalReason =
+  | "no_credentials"
+  | "bad_credentials"
+  | "not_authorized"
+  | "tenant_connection_quota"
+  | "unavailable";
+
+type Refusal = AuthenticateError & { reason: RefusalReason };
+
+function refuse(returnCode: number, reason: RefusalReason, message: string): Refusal {
+  return Object.assign(new Error(message), { returnCode, reason }) as Refusal;
+}
+
+export interface AuthenticateDeps {
+  identifier: Identifier;
+  sessions: Sessions;
+  limiter: RateLimiter;
+  tenantLimits: TenantLimitsStore;
+  presence: Presence;
+  /** Names this broker's connections in the presence registry. */
+  brokerId: string;
+  allowAnonymous: boolean;
+  telemetry: Telemetry;
+  logger: Logger;
 }
 
 /**
  * CONNECT: who the client is. Agents connect with their credential; viewers and the admin with their
  * token as the password; nobody without credentials unless anonymous access is on. The client id
- * is namespaced by principal, so no principal can reach another's session.
+ * is namespaced by principal, so no principal can reach another's session. A tenant's agents and
+ * viewers together hold at most its `max_connections`, across every broker (CONNACK 3 past it).
  */
-export function createAuthenticate(deps: {
-  identifier: Identifier;
-  sessions: Sessions;
-  allowAnonymous: boolean;
-  logger: Logger;
-}): AuthenticateHandler {
-  const { identifier, sessions, logger } = deps;
+export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler {
+  const { identifier, sessions, presence, logger } = deps;
+  const logPresenceError = rateLimitedLog(logger, 5, 60_000);
+  let serial = 0;
 
   async function identify(username: string | undefined, password: Buffer | undefined): Promise<MqttPrincipal> {
     const secret = password?.toString("utf8");
     if (!username && !secret) {
       if (deps.allowAnonymous) return { kind: "anonymous" };
-      throw connackError(NOT_AUTHORIZED, "credentials are required");
+      throw refuse(NOT_AUTHORIZED, "no_credentials", "credentials are required");
     }
-    if (!secret) throw connackError(BAD_USERNAME_OR_PASSWORD, "a password is required");
+    if (!secret) throw refuse(BAD_USERNAME_OR_PASSWORD, "bad_credentials", "a password is required");
     const principal = await identifier.password(username, secret);
-    if (!principal) throw connackError(BAD_USERNAME_OR_PASSWORD, "unknown or revoked credential");
+    if (!principal) throw refuse(BAD_USERNAME_OR_PASSWORD, "bad_credentials", "unknown or revoked credential");
     if (principal.kind === "token" && principal.role !== "viewer") {
-      throw connackError(NOT_AUTHORIZED, "over MQTT a tenant token connects only as a viewer");
+      throw refuse(NOT_AUTHORIZED, "not_authorized", "over MQTT a tenant token connects only as a viewer");
     }
     return principal;
   }
 
+  /** Counts the connection against its tenant's quota until it closes. */
+  async function admit(client: Client, tenantId: string): Promise<void> {
+    const { maxConnections } = await deps.tenantLimits.get(tenantId);
+    const member = presenceMember(deps.brokerId, ++serial, client.id);
+    // Without the registry (Redis down) connections are let in: the quota protects, it must not lock out.
+    const admitted = await presence.admit(tenantId, member, maxConnections).catch((error: Error) => {
+      logPresenceError({ err: error }, "cannot count a tenant's connections; letting the connection in");
+      return true;
+    });
+    if (!admitted) {
+      throw refuse(SERVER_UNAVAILABLE, "tenant_connection_quota", `the tenant has its ${maxConnections} connections`);
+    }
+    const release = () => void presence.release(tenantId, member).catch(() => undefined);
+    if (client.conn.destroyed) release();
+    else client.conn.once("close", release);
+  }
+
   return (client, username, password, done) => {
-    identify(username, password).then(
-      (principal) => {
+    identify(username, password)
+      .then(async (principal) => {
         client.id = namespacedClientId(principal, client.id);
+        if (principal.kind === "agent" || principal.kind === "token") await admit(client, principal.tenantId);
+        // The tenant's first tokens are ready before its first publish needs them.
+        if (principal.kind === "agent") await deps.limiter.prepare(principal.tenantId);
         sessions.open(client, principal);
-        done(null, true);
-      },
-      (error: AuthenticateError) => {
-        if (error.returnCode === undefined) {
-          logger.error({ err: error }, "credential lookup failed");
-          return done(connackError(SERVER_UNAVAILABLE, "the credential store is unavailable"), false);
-        }
-        done(error, false);
-      },
-    );
+      })
+      .then(
+        () => done(null, true),
+        (error: Refusal) => {
+          if (error.returnCode === undefined) {
+            logger.error({ err: error }, "credential lookup failed");
+            error = refuse(SERVER_UNAVAILABLE, "unavailable", "the credential store is unavailable");
+          }
+          deps.telemetry.mqttConnectsRefused.inc({ reason: error.reason });
+          done(error, false);
+        },
+      );
   };
 }

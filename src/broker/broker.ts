@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Aedes } from "aedes";
 import aedesPersistenceRedis from "aedes-persistence-redis";
 import { Redis } from "ioredis";
@@ -9,7 +10,10 @@ import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
 import type { Intake } from "../ingest/intake.ts";
+import type { TenantLimitsStore } from "../limits/limits-store.ts";
+import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
+import type { Presence } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { createAuthenticate } from "./authenticate.ts";
 import { MetricsLocalEmitter } from "./emitter.ts";
@@ -17,6 +21,7 @@ import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
+import type { RetainedLedger } from "./retained-quota.ts";
 import { Sessions } from "./sessions.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
 import { feedbackTopic } from "./topics.ts";
@@ -30,6 +35,10 @@ export interface BrokerDeps {
   intake: Intake;
   fanout: FanOut;
   telemetry: Telemetry;
+  limiter: RateLimiter;
+  tenantLimits: TenantLimitsStore;
+  presence: Presence;
+  retained: RetainedLedger;
 }
 
 export interface RunningBroker {
@@ -95,6 +104,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   const authorizePublish = createAuthorizePublish({
     sessions,
+    limiter: deps.limiter,
+    retained: deps.retained,
     batcher,
     limits: { ...config.payloadLimits, maxPayloadBytes: config.MQTT_MAX_PAYLOAD_BYTES },
     maxViolations: config.MQTT_MAX_VIOLATIONS,
@@ -105,12 +116,19 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
 
   const backends = brokerBackends(config, logger);
+  const brokerId = randomUUID();
   broker = await Aedes.createBroker({
     ...backends.options,
+    id: brokerId,
     authenticate: createAuthenticate({
       identifier: deps.identifier,
       sessions,
+      limiter: deps.limiter,
+      tenantLimits: deps.tenantLimits,
+      presence: deps.presence,
+      brokerId,
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+      telemetry,
       logger,
     }),
     authorizePublish,

@@ -8,10 +8,12 @@ import type { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
+import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
+import { ReadThrottle } from "./read-throttle.ts";
 
 export type ListenerName = "tcp" | "ws" | "tls" | "wss";
 
@@ -46,7 +48,8 @@ const closeServer = (server: net.Server) =>
 /**
  * The MQTT listeners: TCP and WebSockets (`/` and `/mqtt`, through ws 8's stream, not the
  * `websocket-stream` package that pins a vulnerable ws 3), plus TLS and WSS when a certificate is
- * configured. Every connection is counted against MQTT_MAX_CONNECTIONS, dropped when it announces a
+ * configured. Every connection is counted against MQTT_MAX_CONNECTIONS, held back while its listener
+ * is over MQTT_MAX_CONNECTION_RATE (it waits, unread, for its turn), dropped when it announces a
  * packet over MQTT_MAX_PACKET_BYTES (before the packet is buffered), and cut when more than
  * MQTT_MAX_OUTGOING_BYTES or MQTT_MAX_OUTGOING_MESSAGES wait to be written to it.
  */
@@ -59,7 +62,10 @@ export async function startListeners(
   let open = 0;
   const logTooLarge = rateLimitedLog(logger, 20);
   const logSlowConsumer = rateLimitedLog(logger, 20);
-  const accept = (connection: Duplex, request?: http.IncomingMessage) => {
+  const outgoingLimits = { maxBytes: config.MQTT_MAX_OUTGOING_BYTES, maxMessages: config.MQTT_MAX_OUTGOING_MESSAGES };
+  const connectionRates = new Map<ListenerName, TokenBucket>();
+
+  const accept = (listener: ListenerName) => (connection: Duplex, request?: http.IncomingMessage) => {
     if (open >= config.MQTT_MAX_CONNECTIONS) {
       telemetry.mqttDisconnects.inc({ reason: "max_connections" });
       connection.destroy();
@@ -69,14 +75,30 @@ export async function startListeners(
     telemetry.mqttConnections.set(open);
     connection.once("close", () => telemetry.mqttConnections.set(--open));
     connection.on("error", (error: Error) => logger.debug({ err: error }, "MQTT connection error"));
+    const now = Date.now();
+    const rate =
+      connectionRates.get(listener) ??
+      new TokenBucket(config.MQTT_MAX_CONNECTION_RATE, config.MQTT_CONNECTION_RATE_BURST, now);
+    connectionRates.set(listener, rate);
+    const wait = rate.take(1, now);
+    if (wait === 0) return hand(connection, request);
+    // Over the rate a connection waits its turn, unread (a reconnect storm after a restart).
+    telemetry.mqttConnectionsDelayed.inc({ listener });
+    setTimeout(() => connection.destroyed || hand(connection, request), wait);
+  };
+
+  const hand = (connection: Duplex, request?: http.IncomingMessage) => {
+    ReadThrottle.attach(connection);
     guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.mqttDisconnects.inc({ reason: "packet_too_large" });
       logTooLarge({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
-    const limits = { maxBytes: config.MQTT_MAX_OUTGOING_BYTES, maxMessages: config.MQTT_MAX_OUTGOING_MESSAGES };
-    Outgoing.attach(connection, limits, (waiting) => {
+    Outgoing.attach(connection, outgoingLimits, (waiting) => {
       telemetry.mqttDisconnects.inc({ reason: "slow_consumer" });
-      logSlowConsumer({ ...waiting, limits }, "disconnecting: the client does not read what it subscribed to");
+      logSlowConsumer(
+        { ...waiting, limits: outgoingLimits },
+        "disconnecting: the client does not read what it subscribed to",
+      );
     });
     broker.handle(connection, request);
   };
@@ -85,7 +107,7 @@ export async function startListeners(
   const webSockets: WebSocketServer[] = [];
   const ports: Listeners["ports"] = {};
 
-  function withWebSockets(server: http.Server): http.Server {
+  function withWebSockets(server: http.Server, listener: "ws" | "wss"): http.Server {
     const wss = new WebSocketServer({
       noServer: true,
       handleProtocols: (protocols) => protocols.values().next().value ?? false,
@@ -97,7 +119,7 @@ export async function startListeners(
         socket.end("HTTP/1.1 404 Not Found\r\n\r\n");
         return;
       }
-      wss.handleUpgrade(request, socket, head, (ws) => accept(createWebSocketStream(ws), request));
+      wss.handleUpgrade(request, socket, head, (ws) => accept(listener)(createWebSocketStream(ws), request));
     });
     return server;
   }
@@ -112,10 +134,10 @@ export async function startListeners(
   try {
     // No Nagle: acknowledgements are small writes made after the batch is durable, and delaying them
     // behind the client's delayed ACK costs ~40 ms a round trip.
-    const tcp = net.createServer({ noDelay: true }, (socket) => accept(socket));
+    const tcp = net.createServer({ noDelay: true }, accept("tcp"));
     servers.push(tcp);
     ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT);
-    const ws = withWebSockets(http.createServer(upgradeRequired));
+    const ws = withWebSockets(http.createServer(upgradeRequired), "ws");
     servers.push(ws);
     ports.ws = await listen(ws, "MQTT_WS_PORT", config.MQTT_HOST, config.MQTT_WS_PORT);
 
@@ -124,10 +146,10 @@ export async function startListeners(
         cert: await readFile(config.MQTT_TLS_CERT_FILE),
         key: await readFile(config.MQTT_TLS_KEY_FILE),
       };
-      const secure = tls.createServer({ ...credentials, noDelay: true }, (socket) => accept(socket));
+      const secure = tls.createServer({ ...credentials, noDelay: true }, accept("tls"));
       servers.push(secure);
       ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT);
-      const wss = withWebSockets(https.createServer(credentials, upgradeRequired));
+      const wss = withWebSockets(https.createServer(credentials, upgradeRequired), "wss");
       servers.push(wss);
       ports.wss = await listen(wss, "MQTT_WSS_PORT", config.MQTT_HOST, config.MQTT_WSS_PORT);
     }

@@ -1,18 +1,23 @@
-import type { Aedes, AuthorizePublishHandler, PublishPacket } from "aedes";
+import type { Aedes, AuthorizePublishHandler, Client, PublishPacket } from "aedes";
 import type { Logger } from "pino";
 import type { PayloadLimits } from "../config.ts";
 import type { SubmissionBatcher } from "../ingest/batcher.ts";
 import { type ParsedBatch, parseMqttPayload } from "../ingest/payload.ts";
-import type { Rejected } from "../ingest/rejection.ts";
+import { type Rejected, reject } from "../ingest/rejection.ts";
+import type { LimitName, RateLimiter, Sender } from "../limits/rate-limiter.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { agentOfClientId, type MqttPrincipal } from "./access.ts";
 import type { FeedbackCoalescer } from "./feedback.ts";
+import { ReadThrottle } from "./read-throttle.ts";
+import type { RetainedLedger } from "./retained-quota.ts";
 import { decideCached, type Sessions } from "./sessions.ts";
 import { DISCARD_TOPIC } from "./topics.ts";
 
 export interface PublishDeps {
   sessions: Sessions;
+  limiter: RateLimiter;
+  retained: RetainedLedger;
   batcher: SubmissionBatcher;
   limits: PayloadLimits & { maxPayloadBytes: number };
   maxViolations: number;
@@ -79,6 +84,28 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     }
   }
 
+  /**
+   * Charges a publish to its sender's rate limits; over them, the sender's socket is not read for as
+   * long as its debt lasts. The admin is not limited.
+   */
+  function charge(client: Client | null, principal: MqttPrincipal, readings: number, bytes: number, now: number) {
+    const sender: Sender | undefined =
+      principal.kind === "agent"
+        ? { tenantId: principal.tenantId, key: `${principal.tenantId}/${principal.agentId}` }
+        : principal.kind === "anonymous" && client
+          ? { key: `anonymous/${client.id}` }
+          : undefined;
+    if (!sender || !client) return;
+    const { waitMs, limit, settled } = deps.limiter.charge(sender, readings, bytes, now);
+    const throttle = ReadThrottle.of(client.conn);
+    if (!throttle) return;
+    const count = (limit: LimitName) => (ms: number) => {
+      if (ms > 0) telemetry.throttledSeconds.inc({ tenant_id: sender.tenantId ?? "", limit }, ms / 1000);
+    };
+    if (limit && waitMs > 0) count(limit)(throttle.holdFor(waitMs, now));
+    if (settled) throttle.holdWhile(settled, count("tenant_readings"));
+  }
+
   return (client, packet, done) => {
     const receivedAt = Date.now();
     const session = sessions.of(client);
@@ -88,9 +115,35 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       session?.principal ?? (willAgent && { kind: "agent", username: "", ...willAgent });
     if (!principal) return done(new Error("publish from an unauthenticated connection"));
     if (deps.isDraining()) return done(new Error("the broker is shutting down"));
+    const payload = packet.payload as Buffer;
 
     const decision = decideCached(session, principal, packet.topic);
-    if (decision.kind === "plain") return done(null);
+    if (decision.kind !== "metric") charge(client, principal, 1, payload.length, receivedAt);
+    if (decision.kind === "plain") {
+      if (!packet.retain) return done(null);
+      // A retained message (or will) is stored only within the retained quota; an empty one clears the topic.
+      const stored =
+        payload.length === 0
+          ? deps.retained.release(packet.topic).then(() => undefined)
+          : deps.retained.claim(packet.topic, principal.kind, payload.length + Buffer.byteLength(packet.topic));
+      stored.then(
+        (refusal) => {
+          if (refusal) {
+            report(principal, packet.topic, [reject("retained_quota", refusal)], client?.id);
+            discard(packet);
+          }
+          done(null);
+        },
+        (error: Error) => {
+          logDrop(
+            { clientId: client?.id, topic: packet.topic, err: error },
+            "retained publish refused: the retained quota cannot be read",
+          );
+          done(error);
+        },
+      );
+      return;
+    }
     if (decision.kind === "rejected") {
       report(principal, packet.topic, [decision], client?.id);
       if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
@@ -105,7 +158,8 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       return done(null);
     }
 
-    const { points, rejected } = parseMqttPayload(packet.payload as Buffer, decision.name, receivedAt, limits);
+    const { points, rejected } = parseMqttPayload(payload, decision.name, receivedAt, limits);
+    charge(client, principal, Math.max(1, points.length + rejected.length), payload.length, receivedAt);
     if (rejected.length > 0) report(principal, packet.topic, rejected, client?.id);
     if (points.length === 0) {
       discard(packet);

@@ -22,7 +22,7 @@ export async function resolveAdminToken(flag: string | undefined, env: NodeJS.Pr
 export async function callAdminApi(
   baseUrl: string,
   token: string,
-  method: "POST" | "DELETE",
+  method: "GET" | "POST" | "PUT" | "DELETE",
   route: string,
   body?: unknown,
 ): Promise<unknown> {

@@ -1,5 +1,6 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
+import { LIMITS } from "../limits/tenant-limits.ts";
 import { createLogger } from "../logger.ts";
 import { migratePglite, migratePostgres } from "../store/database.ts";
 import { CliError, callAdminApi, resolveAdminToken } from "./admin-client.ts";
@@ -13,6 +14,10 @@ export const USAGE = `usage: edge-ingest <command> [options]
   agent create --tenant ID --agent AGENT_ID    register an agent; prints its MQTT username/password once
   token create --tenant ID --role ingest|viewer  create a tenant token; printed once
   credential revoke USERNAME                   revoke an agent credential or a token
+  tenant limits show --tenant ID               a tenant's limits: what holds, its overrides, the defaults
+  tenant limits set --tenant ID [--LIMIT N|default ...]
+                                               override limits for one tenant (default: back to the default)
+                                               LIMIT: ${LIMITS.map((l) => l.flag).join(", ")}
 
 Admin commands call a running server: --url (default http://127.0.0.1:$HTTP_PORT) and
 --token (default $ADMIN_TOKEN, else $DATA_DIR/admin-token written by the embedded server).`;
@@ -25,7 +30,22 @@ const OPTIONS = {
   url: { type: "string" },
   token: { type: "string" },
   help: { type: "boolean", short: "h" },
+  ...Object.fromEntries(LIMITS.map(({ flag }) => [flag, { type: "string" }])),
 } as const;
+
+/** `--LIMIT N|default` flags as the admin API's body: a positive whole number, or null for the default. */
+function limitChanges(values: Record<string, unknown>): Record<string, number | null> {
+  const changes: Record<string, number | null> = {};
+  for (const { flag, api } of LIMITS) {
+    const raw = values[flag];
+    if (typeof raw !== "string") continue;
+    if (raw === "default") changes[api] = null;
+    else if (/^[1-9]\d*$/.test(raw)) changes[api] = Number(raw);
+    else throw new CliError(`--${flag} must be a positive whole number or "default" (got "${raw}")`);
+  }
+  if (Object.keys(changes).length === 0) throw new CliError(`tenant limits set needs at least one --LIMIT\n\n${USAGE}`);
+  return changes;
+}
 
 function required(value: string | undefined, flag: string): string {
   if (!value) throw new CliError(`missing --${flag}\n\n${USAGE}`);
@@ -37,6 +57,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
   try {
     const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true });
     const [command, sub, arg] = positionals;
+    const tenantRoute = () => `/api/v1/admin/tenants/${encodeURIComponent(required(values.tenant, "tenant"))}`;
     if (values.help || command === undefined) {
       console.log(USAGE);
       return values.help ? 0 : 2;
@@ -53,7 +74,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     }
 
     const baseUrl = values.url ?? `http://127.0.0.1:${env.HTTP_PORT || 3000}`;
-    const admin = async (method: "POST" | "DELETE", route: string, body?: unknown) =>
+    const admin = async (method: "GET" | "POST" | "PUT" | "DELETE", route: string, body?: unknown) =>
       callAdminApi(baseUrl, await resolveAdminToken(values.token, env), method, route, body);
     let result: unknown;
     switch (`${command} ${sub ?? ""}`) {
@@ -61,22 +82,15 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         result = await admin("POST", "/api/v1/admin/tenants", { name: required(values.name, "name") });
         break;
       case "agent create":
-        result = await admin(
-          "POST",
-          `/api/v1/admin/tenants/${encodeURIComponent(required(values.tenant, "tenant"))}/agents`,
-          {
-            agent_id: required(values.agent, "agent"),
-          },
-        );
+        result = await admin("POST", `${tenantRoute()}/agents`, { agent_id: required(values.agent, "agent") });
         break;
       case "token create":
-        result = await admin(
-          "POST",
-          `/api/v1/admin/tenants/${encodeURIComponent(required(values.tenant, "tenant"))}/tokens`,
-          {
-            role: required(values.role, "role"),
-          },
-        );
+        result = await admin("POST", `${tenantRoute()}/tokens`, { role: required(values.role, "role") });
+        break;
+      case "tenant limits":
+        if (arg === "show") result = await admin("GET", `${tenantRoute()}/limits`);
+        else if (arg === "set") result = await admin("PUT", `${tenantRoute()}/limits`, limitChanges(values));
+        else throw new CliError(`usage: tenant limits show|set --tenant ID ...\n\n${USAGE}`);
         break;
       case "credential revoke":
         await admin("DELETE", `/api/v1/admin/credentials/${encodeURIComponent(required(arg, "USERNAME"))}`);

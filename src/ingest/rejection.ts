@@ -11,6 +11,7 @@ export const REJECTION_REASONS = [
   "too_large",
   "too_many",
   "forbidden",
+  "retained_quota",
 ] as const;
 
 export type RejectionReason = (typeof REJECTION_REASONS)[number];

@@ -65,6 +65,30 @@ export function createTelemetry() {
       labelNames: ["reason"] as const,
       registers: [registry],
     }),
+    throttledSeconds: new Counter({
+      name: "edge_ingest_throttled_seconds_total",
+      help: "Time MQTT connections were not read because they were over a rate limit, by tenant and limit",
+      labelNames: ["tenant_id", "limit"] as const,
+      registers: [registry],
+    }),
+    httpThrottled: new Counter({
+      name: "edge_ingest_http_throttled_total",
+      help: "HTTP ingestion requests answered 429 because they were over a rate limit, by tenant and limit",
+      labelNames: ["tenant_id", "limit"] as const,
+      registers: [registry],
+    }),
+    mqttConnectsRefused: new Counter({
+      name: "edge_ingest_mqtt_connects_refused_total",
+      help: "MQTT CONNECTs refused, by reason",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    mqttConnectionsDelayed: new Counter({
+      name: "edge_ingest_mqtt_connections_delayed_total",
+      help: "MQTT connections held back because their listener was over MQTT_MAX_CONNECTION_RATE, by listener",
+      labelNames: ["listener"] as const,
+      registers: [registry],
+    }),
     mqttSubscriptionsDenied: new Counter({
       name: "edge_ingest_mqtt_subscriptions_denied_total",
       help: "Subscription filters refused by the ACL",

@@ -21,7 +21,13 @@ export interface RawMqttClient {
 
 export async function rawConnect(
   port: number,
-  options: { clientId?: string; username?: string; password?: string; clean?: boolean } = {},
+  options: {
+    clientId?: string;
+    username?: string;
+    password?: string;
+    clean?: boolean;
+    will?: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean };
+  } = {},
 ): Promise<RawMqttClient> {
   const socket = net.connect(port, "127.0.0.1");
   socket.on("error", () => undefined);
@@ -43,6 +49,7 @@ export async function rawConnect(
     keepalive: 0,
     username: options.username,
     password: options.password === undefined ? undefined : Buffer.from(options.password),
+    will: options.will,
   });
   const connack = await waitFor(received, (p) => p.cmd === "connack");
   if (connack.cmd === "connack" && connack.returnCode !== 0) {

@@ -3,6 +3,8 @@ import fp from "fastify-plugin";
 import type { Revocations } from "../../credentials/revocations.ts";
 import type { CredentialStore, TokenRole } from "../../credentials/store.ts";
 import { AGENT_ID_PATTERN } from "../../ingest/payload.ts";
+import type { TenantLimitsStore } from "../../limits/limits-store.ts";
+import { effectiveLimits, LIMITS, type LimitOverrides } from "../../limits/tenant-limits.ts";
 import { requireAdmin } from "../access.ts";
 import { ApiError } from "../errors.ts";
 
@@ -21,8 +23,11 @@ function bodyField(body: unknown, field: string): unknown {
 
 /** Admin API (Bearer admin token): tenants, agents, tokens, revocation. Secrets are shown once. */
 export const adminRoutes = fp(
-  async (app: FastifyInstance, options: { credentials: CredentialStore; revocations: Revocations }) => {
-    const { credentials, revocations } = options;
+  async (
+    app: FastifyInstance,
+    options: { credentials: CredentialStore; revocations: Revocations; tenantLimits: TenantLimitsStore },
+  ) => {
+    const { credentials, revocations, tenantLimits } = options;
     const admin = {
       preHandler: async (request: Parameters<typeof app.authenticate>[0]) => {
         await app.authenticate(request);
@@ -57,6 +62,51 @@ export const adminRoutes = fp(
       const { username, token } = await credentials.createToken(tenantId, role as TokenRole);
       return reply.status(201).send({ tenant_id: tenantId, role, username, token });
     });
+
+    /** A tenant's limits in the API's names: what holds, its overrides, and the defaults. */
+    const limitsView = (tenantId: string, overrides: LimitOverrides) => {
+      const named = (values: LimitOverrides) =>
+        Object.fromEntries(LIMITS.map(({ key, api }) => [api, values[key] ?? null]));
+      return {
+        tenant_id: tenantId,
+        limits: named(effectiveLimits(tenantLimits.defaults, overrides)),
+        overrides: named(overrides),
+        defaults: named(tenantLimits.defaults),
+      };
+    };
+
+    app.get("/api/v1/admin/tenants/:id/limits", admin, async (request) => {
+      const tenantId = tenantParam(request.params);
+      if (!(await credentials.tenantExists(tenantId))) {
+        throw new ApiError(404, "not_found", `tenant ${tenantId} does not exist`);
+      }
+      return limitsView(tenantId, await tenantLimits.overrides(tenantId));
+    });
+
+    app.put(
+      "/api/v1/admin/tenants/:id/limits",
+      {
+        ...admin,
+        schema: {
+          body: {
+            type: "object",
+            additionalProperties: false,
+            minProperties: 1,
+            properties: Object.fromEntries(
+              LIMITS.map(({ api }) => [api, { type: ["integer", "null"], minimum: 1, maximum: 2_147_483_647 }]),
+            ),
+          },
+        },
+      },
+      async (request) => {
+        const tenantId = tenantParam(request.params);
+        const body = request.body as Record<string, number | null>;
+        const changes = Object.fromEntries(
+          LIMITS.filter(({ api }) => api in body).map(({ key, api }) => [key, body[api]]),
+        ) as LimitOverrides;
+        return limitsView(tenantId, await tenantLimits.set(tenantId, changes));
+      },
+    );
 
     app.delete("/api/v1/admin/credentials/:username", admin, async (request, reply) => {
       const { username } = request.params as { username: string };

@@ -5,14 +5,18 @@ import type { PayloadLimits } from "../../config.ts";
 import type { Intake } from "../../ingest/intake.ts";
 import { parseItems, parseNamedReading } from "../../ingest/payload.ts";
 import { QueueUnavailableError } from "../../ingest/queue.ts";
+import type { RateLimiter } from "../../limits/rate-limiter.ts";
 import type { Telemetry } from "../../telemetry/metrics.ts";
 import { ingestTarget } from "../access.ts";
 import { ApiError } from "../errors.ts";
 
 /** POST /api/v1/metrics: validates each item, submits the valid ones, answers once durable. */
 export const ingestRoutes = fp(
-  async (app: FastifyInstance, options: { intake: Intake; telemetry: Telemetry; limits: PayloadLimits }) => {
-    const { intake, telemetry, limits } = options;
+  async (
+    app: FastifyInstance,
+    options: { intake: Intake; limiter: RateLimiter; telemetry: Telemetry; limits: PayloadLimits },
+  ) => {
+    const { intake, limiter, telemetry, limits } = options;
 
     app.post("/api/v1/metrics", { preHandler: app.authenticate }, async (request, reply) => {
       const receivedAt = Date.now();
@@ -38,6 +42,23 @@ export const ingestRoutes = fp(
         throw new ApiError(400, first.reason, `no metric was valid; first: ${first.message}`, { rejected });
       }
 
+      // Over its rate the request is refused whole: nothing is stored, the client sends it again later.
+      const bytes = Number(request.headers["content-length"]) || Buffer.byteLength(JSON.stringify(items));
+      const { waitMs, limit } = await limiter.tryCharge(
+        { tenantId, key: `${tenantId}/${agentId}` },
+        items.length,
+        bytes,
+      );
+      if (waitMs > 0 && limit) {
+        telemetry.httpThrottled.inc({ tenant_id: tenantId, limit });
+        throw new ApiError(
+          429,
+          "rate_limited",
+          `over the ${limit.replace("_", " ")} limit; nothing was stored, retry after the Retry-After seconds`,
+          {},
+          Math.ceil(waitMs / 1000),
+        );
+      }
       // Over QUEUE_MAX_DEPTH an HTTP client is told to come back, as a broker stops acknowledging.
       if (!intake.open) throw new QueueUnavailableError("the queue is over QUEUE_MAX_DEPTH (workers are behind)");
       await intake.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });

@@ -1,0 +1,104 @@
+import type { Duplex } from "node:stream";
+
+/**
+ * The most a connection hands the broker per read. A read's publishes are all handled before a
+ * hold can take effect, so this is how far past its limit a client can get; it is well above a
+ * normal client's reads (a few packets at a time). The rest waits for the next turn of the event
+ * loop: Aedes reads again from inside its parser when a read's packets are all handled at once
+ * (rejected QoS 0 publishes), and must then be told that nothing is there.
+ */
+const MAX_READ_BYTES = 16 * 1024;
+
+const byConnection = new WeakMap<Duplex, ReadThrottle>();
+
+/**
+ * Stops the broker reading a connection for a while: a client over its rate is not disconnected and
+ * nothing it sent is dropped; its socket is simply not read until its tokens have refilled, so the
+ * kernel's buffers fill and the client's own TCP stack slows it down (its QoS 1 publishes wait for
+ * their PUBACKs). Aedes reads a connection with `read()` on `readable`: while held, `read()` answers
+ * that nothing is there, and when the hold ends the connection is announced readable again.
+ * Attach it before anything else that wraps `read()` (the packet-size guard): what it puts back
+ * must not have been looked at yet.
+ */
+export class ReadThrottle {
+  /** When the timed hold ends (epoch ms); the hold is the timer, not a comparison with the clock. */
+  private until = 0;
+  private timer: NodeJS.Timeout | undefined;
+  /** Held until this settles as well (a lease on its way), and then for as long as it says. */
+  private awaiting: Promise<number> | undefined;
+  /** Whether a read was refused during the hold: only then must the reader be woken. */
+  private refused = false;
+  /** A slice was handed out this turn of the event loop; the rest waits for the next. */
+  private sliced = false;
+
+  private constructor(private readonly connection: Duplex) {
+    const read = connection.read.bind(connection);
+    connection.read = (size?: number) => {
+      if (this.awaiting || this.timer || this.sliced) {
+        this.refused = true;
+        return null;
+      }
+      const chunk: Buffer | null = read(size);
+      if (chunk === null || chunk.length <= MAX_READ_BYTES) return chunk;
+      connection.unshift(chunk.subarray(MAX_READ_BYTES));
+      this.sliced = true;
+      setImmediate(() => {
+        this.sliced = false;
+        this.wake();
+      });
+      return chunk.subarray(0, MAX_READ_BYTES);
+    };
+    connection.once("close", () => clearTimeout(this.timer));
+  }
+
+  static attach(connection: Duplex): ReadThrottle {
+    const throttle = new ReadThrottle(connection);
+    byConnection.set(connection, throttle);
+    return throttle;
+  }
+
+  static of(connection: Duplex): ReadThrottle | undefined {
+    return byConnection.get(connection);
+  }
+
+  /** Holds reading for `ms` from `now`, unless already held longer; returns how much longer it is now held. */
+  holdFor(ms: number, now = Date.now()): number {
+    const until = now + ms;
+    if (this.timer && until <= this.until) return 0;
+    const added = until - (this.timer ? Math.max(this.until, now) : now);
+    this.until = until;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.wake();
+    }, until - Date.now());
+    return Math.max(0, added);
+  }
+
+  /**
+   * Holds reading until `settled` settles, then for the milliseconds it resolves to (nothing when it
+   * already waits for that same promise); `onHeld` is told how much longer reading was held for it.
+   */
+  holdWhile(settled: Promise<number>, onHeld: (ms: number) => void): void {
+    if (this.awaiting === settled) return;
+    this.awaiting = settled;
+    const since = Date.now();
+    const done = (ms: number) => {
+      if (this.awaiting !== settled) return;
+      this.awaiting = undefined;
+      const now = Date.now();
+      const waited = Math.max(0, now - (this.timer ? Math.max(since, this.until) : since));
+      const added = ms > 0 ? this.holdFor(ms, now) : 0;
+      this.wake();
+      onHeld(waited + added);
+    };
+    settled.then(done, () => done(0));
+  }
+
+  /** At the end of every hold: a reader that was refused meanwhile is told to read again. */
+  private wake(): void {
+    if (this.awaiting || this.timer || this.sliced || !this.refused || this.connection.destroyed) return;
+    this.refused = false;
+    this.connection.emit("readable");
+  }
+}

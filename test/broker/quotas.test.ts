@@ -1,0 +1,178 @@
+import type { MqttClient } from "mqtt";
+import pino from "pino";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { type RunningApp, startApp } from "../../src/app.ts";
+import { loadConfig } from "../../src/config.ts";
+import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
+import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
+import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { rawConnect } from "../helpers/raw-mqtt.ts";
+import {
+  createTestDatabase,
+  deleteRedisPrefix,
+  distributedUnavailable,
+  REDIS_URL,
+  uniqueId,
+} from "../helpers/services.ts";
+
+const skipDistributed = Boolean(await distributedUnavailable());
+
+for (const { mode, skip } of [
+  { mode: "embedded" as Mode, skip: false },
+  { mode: "distributed" as Mode, skip: skipDistributed },
+]) {
+  describe.skipIf(skip)(`quotas (${mode})`, () => {
+    let t: TestApp;
+    let tcp: string;
+    const clients: MqttClient[] = [];
+    beforeAll(async () => {
+      t = await startTestApp(mode, {
+        MQTT_ALLOW_ANONYMOUS: "true",
+        MQTT_MAX_RETAINED_MESSAGES: "5",
+        MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: "3",
+        MQTT_MAX_CONNECTION_RATE: "5",
+        MQTT_CONNECTION_RATE_BURST: "20",
+      });
+      tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+    });
+    afterEach(async () => {
+      await Promise.all(clients.splice(0).map((client) => client.endAsync(true).catch(() => undefined)));
+    });
+    afterAll(() => t?.cleanup());
+    const track = (client: MqttClient) => {
+      clients.push(client);
+      return client;
+    };
+    const setLimits = (fixture: TenantFixture, limits: Record<string, number>) =>
+      request(`${t.url}/api/v1/admin/tenants/${fixture.tenantId}/limits`, {
+        method: "PUT",
+        auth: bearer(t.adminToken),
+        body: limits,
+      });
+
+    it("refuses a tenant's connection past its quota with CONNACK 3, and lets it in once one leaves", async () => {
+      const a = await createTenant(t.url, t.adminToken, "counted");
+      const b = await createTenant(t.url, t.adminToken, "other");
+      expect((await setLimits(a, { max_connections: 2 })).status).toBe(200);
+      const login = { username: a.agent.username, password: a.agent.password };
+      const first = track(await connect(tcp, login));
+      track(await connect(tcp, { username: "viewer", password: a.viewerToken }));
+      expect(await connackOf(tcp, login)).toBe(3);
+      // Another tenant is not counted against it.
+      expect(await connackOf(tcp, { username: b.agent.username, password: b.agent.password })).toBe("connected");
+      await first.endAsync();
+      await eventually(async () => ((await connackOf(tcp, login)) === "connected" ? true : undefined));
+      expect(
+        await metricValue(t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "tenant_connection_quota" }),
+      ).toBe(1);
+    });
+
+    it("refuses a retained message past the quota with a reason, and frees room when a topic is cleared", async () => {
+      const publisher = track(await connect(tcp));
+      for (const i of [0, 1, 2, 3, 4]) {
+        await publisher.publishAsync(`room/${i}`, `value ${i}`, { qos: 1, retain: true });
+      }
+      const retainedNow = async () => {
+        const subscriber = await connect(tcp);
+        const seen = inbox(subscriber);
+        await subscriber.subscribeAsync("room/#", { qos: 1 });
+        await sleep(300);
+        await subscriber.endAsync();
+        return seen.messages
+          .filter((m) => m.retain)
+          .map((m) => m.topic)
+          .sort();
+      };
+      expect(await retainedNow()).toEqual(["room/0", "room/1", "room/2"]);
+      expect(await metricValue(t.url, "edge_ingest_metrics_rejected_total", { reason: "retained_quota" })).toBe(2);
+
+      // Replacing a retained message takes no more room; clearing one gives a place back.
+      await publisher.publishAsync("room/1", "replaced", { qos: 1, retain: true });
+      await publisher.publishAsync("room/0", "", { qos: 1, retain: true });
+      await publisher.publishAsync("room/5", "value 5", { qos: 1, retain: true });
+      expect(await retainedNow()).toEqual(["room/1", "room/2", "room/5"]);
+
+      // The admin has its own three, up to the broker's five in all; a will is no way around it.
+      const admin = track(await connect(tcp, { username: "admin", password: t.adminToken }));
+      await admin.publishAsync("room/a1", "1", { qos: 1, retain: true });
+      await admin.publishAsync("room/a2", "2", { qos: 1, retain: true });
+      const willing = await rawConnect(Number(t.app.mqttPorts?.tcp), {
+        username: "admin",
+        password: t.adminToken,
+        will: { topic: "room/will", payload: Buffer.from("gone"), qos: 1, retain: true },
+      });
+      willing.socket.destroy();
+      await sleep(300);
+      expect(await retainedNow()).toEqual(["room/1", "room/2", "room/5", "room/a1", "room/a2"]);
+      expect(await metricValue(t.url, "edge_ingest_metrics_rejected_total", { reason: "retained_quota" })).toBe(3);
+    });
+
+    it("holds back new connections past the listener's rate, letting every one in at that pace", async () => {
+      // The burst is spent by the tests before; more than it at once must queue at 5 a second.
+      const port = Number(t.app.mqttPorts?.tcp);
+      const started = Date.now();
+      const connectedAt = await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const client = await rawConnect(port, {});
+          client.socket.destroy();
+          return Date.now() - started;
+        }),
+      );
+      const last = Math.max(...connectedAt);
+      expect(last).toBeGreaterThan(1000);
+      expect(
+        await metricValue(t.url, "edge_ingest_mqtt_connections_delayed_total", { listener: "tcp" }),
+      ).toBeGreaterThan(5);
+    }, 30_000);
+  });
+}
+
+describe.skipIf(skipDistributed)("a tenant's connection quota across brokers", () => {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()?.();
+  });
+
+  it("counts the tenant's connections on every broker together", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const prefix = `edge-ingest-test-${uniqueId()}`;
+    cleanups.push(() => deleteRedisPrefix(prefix));
+    const adminToken = `admin-${"y".repeat(40)}`;
+    const start = async (roles: string): Promise<RunningApp> => {
+      const app = await startApp(
+        loadConfig({
+          HTTP_HOST: "127.0.0.1",
+          HTTP_PORT: "0",
+          MQTT_HOST: "127.0.0.1",
+          MQTT_PORT: "0",
+          MQTT_WS_PORT: "0",
+          ADMIN_TOKEN: adminToken,
+          LOG_LEVEL: "silent",
+          DATABASE_URL: db.url,
+          REDIS_URL,
+          REDIS_PREFIX: prefix,
+          ROLES: roles,
+          TENANT_MAX_CONNECTIONS: "2",
+        }),
+        pino({ level: "silent" }),
+      );
+      cleanups.push(() => app.close());
+      return app;
+    };
+    const first = await start("api,broker,worker");
+    const second = await start("broker");
+    const tenant = await createTenant(first.httpUrl as string, adminToken, "spread");
+    const login = { username: tenant.agent.username, password: tenant.agent.password };
+    const onFirst = await connect(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login);
+    cleanups.push(() => onFirst.endAsync(true));
+    const onSecond = await connect(`mqtt://127.0.0.1:${second.mqttPorts?.tcp}`, login);
+    cleanups.push(() => onSecond.endAsync(true));
+    expect(await connackOf(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login)).toBe(3);
+    expect(await connackOf(`mqtt://127.0.0.1:${second.mqttPorts?.tcp}`, login)).toBe(3);
+    await onSecond.endAsync();
+    await eventually(async () =>
+      (await connackOf(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login)) === "connected" ? true : undefined,
+    );
+  });
+});

@@ -1,0 +1,89 @@
+import { once } from "node:events";
+import net, { type AddressInfo } from "node:net";
+import { describe, expect, it } from "vitest";
+import { ReadThrottle } from "../../src/broker/read-throttle.ts";
+
+/** A real TCP connection, read on the server side the way Aedes reads: `read()` on every `readable`. */
+async function connectedPair() {
+  const server = net.createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
+  const [socket] = (await once(server, "connection")) as [net.Socket];
+  server.close();
+  const throttle = ReadThrottle.attach(socket);
+  const reads: { at: number; bytes: number }[] = [];
+  socket.on("readable", () => {
+    for (let chunk = socket.read(); chunk !== null; chunk = socket.read())
+      reads.push({ at: Date.now(), bytes: chunk.length });
+  });
+  const received = () => reads.reduce((sum, read) => sum + read.bytes, 0);
+  return { client, socket, throttle, reads, received };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe("ReadThrottle", () => {
+  it("reads nothing while held, then wakes the reader once the hold ends", async () => {
+    const { client, throttle, reads, received } = await connectedPair();
+    const held = Date.now();
+    expect(throttle.holdFor(100)).toBe(100);
+    client.write(Buffer.alloc(1000));
+    await sleep(50);
+    expect(received()).toBe(0);
+    await sleep(100);
+    expect(received()).toBe(1000);
+    expect(reads[0]?.at).toBeGreaterThanOrEqual(held + 100);
+    client.destroy();
+  });
+
+  it("extends a hold only when asked for longer, and says by how much", async () => {
+    const { client, throttle } = await connectedPair();
+    const now = Date.now();
+    expect(throttle.holdFor(100, now)).toBe(100);
+    expect(throttle.holdFor(50, now)).toBe(0);
+    expect(throttle.holdFor(150, now)).toBe(50);
+    client.destroy();
+  });
+
+  it("holds until a promise settles, then for as long as it says", async () => {
+    const { client, throttle, received } = await connectedPair();
+    let settle!: (ms: number) => void;
+    const settled = new Promise<number>((resolve) => (settle = resolve));
+    const held: number[] = [];
+    throttle.holdWhile(settled, (ms) => held.push(ms));
+    throttle.holdWhile(settled, (ms) => held.push(ms));
+    client.write(Buffer.alloc(10));
+    await sleep(60);
+    expect(received()).toBe(0);
+    settle(50);
+    await sleep(20);
+    expect(received()).toBe(0);
+    await sleep(60);
+    expect(received()).toBe(10);
+    expect(held).toHaveLength(1);
+    expect(held[0]).toBeGreaterThanOrEqual(100);
+    client.destroy();
+  });
+
+  it("hands the reader at most 16 KiB a read and one read a turn, in order, losing nothing", async () => {
+    const { client, socket } = await connectedPair();
+    const sent = Buffer.from(Array.from({ length: 200_000 }, (_, i) => i % 251));
+    const got: Buffer[] = [];
+    let reentrant = 0;
+    socket.removeAllListeners("readable");
+    // As Aedes does when a read's packets are handled at once: it reads again from inside its handling.
+    const read = () => {
+      const chunk: Buffer | null = socket.read();
+      if (chunk === null) return;
+      got.push(chunk);
+      if (socket.read() !== null) reentrant++;
+    };
+    socket.on("readable", read);
+    client.end(sent);
+    await once(socket, "end");
+    expect(reentrant).toBe(0);
+    expect(Math.max(...got.map((chunk) => chunk.length))).toBeLessThanOrEqual(16 * 1024);
+    expect(Buffer.concat(got).equals(sent)).toBe(true);
+  });
+});
