@@ -3,7 +3,9 @@
  * - `publish`: each publisher connects and sends `messages` readings (about 60 bytes) with up to
  *   `inflight` unacknowledged at once; prints one JSON result line and writes the dedupe ids of the
  *   acknowledged readings to `ackedFile`;
- * - `idle`: opens `connections` authenticated connections, prints `ready`, holds them until killed.
+ * - `idle`: opens `connections` authenticated connections, prints `ready`, holds them until killed;
+ * - `steady`: one QoS 1 reading every `intervalMs` for `seconds`; prints the PUBACK latencies;
+ * - `flood`: QoS 0 readings as fast as the socket takes them, for `seconds`; prints how many and when.
  */
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -29,7 +31,22 @@ export type LoadPlan =
       /** Total messages per second to offer, spread evenly; absent: as fast as acknowledgements allow. */
       ratePerSecond?: number;
     }
-  | { mode: "idle"; url: string; connections: number; username?: string; password?: string };
+  | { mode: "idle"; url: string; connections: number; username?: string; password?: string }
+  | { mode: "steady"; url: string; publisher: Publisher; intervalMs: number; seconds: number }
+  | { mode: "flood"; url: string; publisher: Publisher; seconds: number };
+
+export interface SteadyResult {
+  acknowledged: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+}
+
+export interface FloodResult {
+  /** Readings written to the socket, and when the flood started and ended (epoch ms). */
+  offered: number;
+  startedAt: number;
+  endedAt: number;
+}
 
 export interface LoadResult {
   offered: number;
@@ -80,7 +97,7 @@ async function publishAll(): Promise<void> {
           };
           const send = (n: number) => {
             const dedupeId = `${publisher.idPrefix}-${n}`;
-            const payload = `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
+            const payload = reading(n, dedupeId);
             offered++;
             inflight++;
             const sent = performance.now();
@@ -121,6 +138,48 @@ async function publishAll(): Promise<void> {
   console.log(`RESULT ${JSON.stringify(result)}`);
 }
 
+const reading = (n: number, dedupeId: string) =>
+  `{"value":${n % 1000}.5,"timestamp":${Date.now()},"dedupe_id":"${dedupeId}"}`;
+
+async function steadily(): Promise<void> {
+  if (plan.mode !== "steady") return;
+  const client = await connect(plan.url, plan.publisher.username, plan.publisher.password);
+  const latencies: number[] = [];
+  const until = Date.now() + plan.seconds * 1000;
+  for (let n = 0; Date.now() < until; n++) {
+    const sent = performance.now();
+    await client.publishAsync(plan.publisher.topic, reading(n, `${plan.publisher.idPrefix}-${n}`), { qos: 1 });
+    latencies.push(performance.now() - sent);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, plan.intervalMs - (performance.now() - sent))));
+  }
+  await client.endAsync();
+  latencies.sort((x, y) => x - y);
+  const result: SteadyResult = {
+    acknowledged: latencies.length,
+    p50Ms: percentile(latencies, 50),
+    p99Ms: percentile(latencies, 99),
+  };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
+
+async function flood(): Promise<void> {
+  if (plan.mode !== "flood") return;
+  const client = await connect(plan.url, plan.publisher.username, plan.publisher.password);
+  let offered = 0;
+  const startedAt = Date.now();
+  const until = startedAt + plan.seconds * 1000;
+  // As fast as the socket takes them: the next hundred once the last have been handed to the kernel.
+  while (Date.now() < until) {
+    const batch: Promise<unknown>[] = [];
+    for (let i = 0; i < 100; i++, offered++) {
+      batch.push(client.publishAsync(plan.publisher.topic, reading(offered, `${plan.publisher.idPrefix}-${offered}`)));
+    }
+    await Promise.race([Promise.all(batch), new Promise((resolve) => setTimeout(resolve, until - Date.now()))]);
+  }
+  const result: FloodResult = { offered, startedAt, endedAt: Date.now() };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
+
 async function holdIdle(): Promise<void> {
   if (plan.mode !== "idle") return;
   const clients: MqttClient[] = [];
@@ -135,4 +194,7 @@ async function holdIdle(): Promise<void> {
   await new Promise(() => undefined);
 }
 
-await (plan.mode === "publish" ? publishAll() : holdIdle());
+const modes = { publish: publishAll, idle: holdIdle, steady: steadily, flood };
+await modes[plan.mode]();
+// A flood's writes still queued in a socket the broker does not read would keep the process alive.
+process.exit(0);

@@ -1,7 +1,7 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,insert,idle] [--qos=0|1] [--profile]`: edge-ingest against the architecture it
- * replaces (Mosquitto + a bridge enqueuing one job per message) and against bare Aedes, at QoS 0 and
- * 1, then the worker-insert micro-benchmark and the idle-connections scenario. Prints tables and
+ * `npm run bench [-- --quick] [--only=scenario,...,insert,idle,noisy-neighbour] [--qos=0|1] [--profile]`: edge-ingest
+ * against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message) and against bare Aedes,
+ * at QoS 0 and 1, then the worker-insert micro-benchmark, the idle-connections and the noisy-neighbour scenarios. Prints tables and
  * writes bench/results/<date>[-quick].json. Everything runs on free ports, with its own database,
  * Redis prefix and data directory, removed afterwards.
  */
@@ -14,6 +14,7 @@ import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts"
 import type { RowStats } from "./lib/rows.ts";
 import { startTarget, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
+import { runNoisyNeighbour } from "./noisy-neighbour.ts";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv
@@ -29,8 +30,8 @@ if (process.argv.includes("--profile")) {
   process.env.BENCH_PROFILE_DIR = path.join(ROOT, "bench", "profiles");
 }
 const sizes = quick
-  ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000 }
-  : { publishers: 10, messages: 20_000, inflight: 100, idle: [2000, 10_000], insertRows: 100_000 };
+  ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000, noisySeconds: 5 }
+  : { publishers: 10, messages: 20_000, inflight: 100, idle: [2000, 10_000], insertRows: 100_000, noisySeconds: 20 };
 
 const TARGETS: TargetName[] = ["aedes-bare", "seed-architecture", "edge-ingest-embedded", "edge-ingest-distributed"];
 const wanted = (name: string) => !only || only.includes(name);
@@ -195,6 +196,9 @@ async function main() {
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
   const idle = wanted("idle") ? await runIdle(sizes.idle) : undefined;
+  if (wanted("noisy-neighbour"))
+    process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
+  const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
 
   const results = {
     date: new Date().toISOString(),
@@ -211,64 +215,67 @@ async function main() {
     ratios,
     insert,
     idle,
+    noisyNeighbour,
   };
 
-  console.log(
-    `\n${sizes.publishers} publishers × ${fmt(sizes.messages)} messages, ${sizes.inflight} in flight each, on ${results.machine.cpus} × ${results.machine.cpuModel}\n`,
-  );
-  console.log(
-    table(
-      [
-        "scenario",
-        "QoS",
-        "paced at msg/s",
-        "acked",
-        "stored",
-        "acked/s",
-        "stored/s",
-        "acked∧stored/s",
-        "acked, not stored",
-        "dropped (counted)",
-        "PUBACK p50/p99 ms",
-        "publish→row p50/p99 ms",
-      ],
-      scenarios.map((s) => [
-        s.scenario,
-        s.qos,
-        fmt(s.pacedAt),
-        fmt(s.acknowledged),
-        fmt(s.stored),
-        fmt(s.acknowledgedPerSecond),
-        fmt(s.storedPerSecond),
-        fmt(s.acknowledgedAndStoredPerSecond),
-        fmt(s.acknowledgedNotStored),
-        fmt(s.counters?.edge_ingest_mqtt_qos0_dropped_total),
-        `${fmt(s.pubackP50Ms, 1)} / ${fmt(s.pubackP99Ms, 1)}`,
-        `${fmt(s.publishToRowP50Ms, 0)} / ${fmt(s.publishToRowP99Ms, 0)}`,
-      ]),
-    ),
-  );
-  console.log(
-    `\n${table(
-      ["scenario", "QoS", "paced", "process", "CPU s", "peak RSS MiB"],
-      scenarios.flatMap((s) =>
-        Object.entries(s.processes).map(([name, p]) => [
+  if (scenarios.length > 0) {
+    console.log(
+      `\n${sizes.publishers} publishers × ${fmt(sizes.messages)} messages, ${sizes.inflight} in flight each, on ${results.machine.cpus} × ${results.machine.cpuModel}\n`,
+    );
+    console.log(
+      table(
+        [
+          "scenario",
+          "QoS",
+          "paced at msg/s",
+          "acked",
+          "stored",
+          "acked/s",
+          "stored/s",
+          "acked∧stored/s",
+          "acked, not stored",
+          "dropped (counted)",
+          "PUBACK p50/p99 ms",
+          "publish→row p50/p99 ms",
+        ],
+        scenarios.map((s) => [
           s.scenario,
           s.qos,
-          s.pacedAt ? "yes" : "",
-          name,
-          fmt(p.cpuSeconds, 1),
-          fmt(p.peakRssMiB),
+          fmt(s.pacedAt),
+          fmt(s.acknowledged),
+          fmt(s.stored),
+          fmt(s.acknowledgedPerSecond),
+          fmt(s.storedPerSecond),
+          fmt(s.acknowledgedAndStoredPerSecond),
+          fmt(s.acknowledgedNotStored),
+          fmt(s.counters?.edge_ingest_mqtt_qos0_dropped_total),
+          `${fmt(s.pubackP50Ms, 1)} / ${fmt(s.pubackP99Ms, 1)}`,
+          `${fmt(s.publishToRowP50Ms, 0)} / ${fmt(s.publishToRowP99Ms, 0)}`,
         ]),
       ),
-    )}`,
-  );
-  console.log(
-    `\n${table(
-      ["scenario", "QoS", "× seed-architecture", "× aedes-bare"],
-      ratios.map((r) => [r.scenario, r.qos, fmt(r.vsSeedArchitecture, 2), fmt(r.vsAedesBare, 2)]),
-    )}`,
-  );
+    );
+    console.log(
+      `\n${table(
+        ["scenario", "QoS", "paced", "process", "CPU s", "peak RSS MiB"],
+        scenarios.flatMap((s) =>
+          Object.entries(s.processes).map(([name, p]) => [
+            s.scenario,
+            s.qos,
+            s.pacedAt ? "yes" : "",
+            name,
+            fmt(p.cpuSeconds, 1),
+            fmt(p.peakRssMiB),
+          ]),
+        ),
+      )}`,
+    );
+    console.log(
+      `\n${table(
+        ["scenario", "QoS", "× seed-architecture", "× aedes-bare"],
+        ratios.map((r) => [r.scenario, r.qos, fmt(r.vsSeedArchitecture, 2), fmt(r.vsAedesBare, 2)]),
+      )}`,
+    );
+  }
   if (insert) {
     console.log(
       `\n${table(
@@ -289,6 +296,34 @@ async function main() {
         ["idle connections", "broker RSS before MiB", "after MiB", "KiB per connection"],
         idle.map((r) => [fmt(r.connections), fmt(r.rssBeforeMiB), fmt(r.rssAfterMiB), fmt(r.kibPerConnection, 1)]),
       )}`,
+    );
+  }
+  if (noisyNeighbour) {
+    const { alone, beside, flooder } = noisyNeighbour;
+    console.log(
+      `\n${table(
+        [
+          "noisy neighbour",
+          "steady PUBACK p50 ms",
+          "p99 ms",
+          "acknowledged",
+          "flooder accepted/s",
+          "flooder limit/s",
+          "× limit",
+        ],
+        [
+          ["steady agent alone", fmt(alone.p50Ms, 1), fmt(alone.p99Ms, 1), fmt(alone.acknowledged), "—", "—", "—"],
+          [
+            "beside the flood",
+            fmt(beside.p50Ms, 1),
+            fmt(beside.p99Ms, 1),
+            fmt(beside.acknowledged),
+            fmt(flooder.acceptedPerSecond),
+            fmt(flooder.limitPerSecond),
+            fmt(flooder.ratioToLimit, 2),
+          ],
+        ],
+      )}\nsteady p99 beside / alone: ${fmt(noisyNeighbour.p99Ratio, 2)}×`,
     );
   }
   const dir = path.join(ROOT, "bench", "results");

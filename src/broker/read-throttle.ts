@@ -38,15 +38,15 @@ export class ReadThrottle {
         this.refused = true;
         return null;
       }
-      const chunk: Buffer | null = read(size);
-      if (chunk === null || chunk.length <= MAX_READ_BYTES) return chunk;
-      connection.unshift(chunk.subarray(MAX_READ_BYTES));
+      // read(n) takes n bytes off the buffered chunks without joining the rest (it answers null for
+      // more than is buffered, hence the bound by what is buffered).
+      if (connection.readableLength <= MAX_READ_BYTES) return read(size);
       this.sliced = true;
       setImmediate(() => {
         this.sliced = false;
         this.wake();
       });
-      return chunk.subarray(0, MAX_READ_BYTES);
+      return read(MAX_READ_BYTES);
     };
     connection.once("close", () => clearTimeout(this.timer));
   }
