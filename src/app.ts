@@ -15,6 +15,7 @@ import { DepthGate } from "./ingest/depth-gate.ts";
 import { InProcessQueue } from "./ingest/in-process-queue.ts";
 import { Intake } from "./ingest/intake.ts";
 import type { SubmissionQueue } from "./ingest/queue.ts";
+import { RedisDurability } from "./ingest/redis-durability.ts";
 import { TenantLimitsStore } from "./limits/limits-store.ts";
 import { RateLimiter } from "./limits/rate-limiter.ts";
 import { LocalTenantTokens, RedisTenantTokens } from "./limits/tenant-tokens.ts";
@@ -38,6 +39,11 @@ export interface RunningApp {
 }
 
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+/** The process cannot start as configured; the message says what to change. */
+export class StartupError extends Error {
+  override name = "StartupError";
+}
+
 /** How often the shared queue's depth is sampled for the depth gate. */
 const DEPTH_SAMPLE_MS = 250;
 
@@ -68,12 +74,22 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
 
     // Budgets shared by every process of a distributed deployment (tenant rates, connections, retained messages).
     let coordination: Redis | undefined;
+    /** Readiness checks beyond the database and the queue, by name. */
+    const readiness: Record<string, () => Promise<void>> = {};
     if (config.REDIS_URL) {
       const redis = new Redis(config.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
       const logRedisError = rateLimitedLog(logger, 5, 60_000);
       redis.on("error", (error: Error) => logRedisError({ err: error }, "coordination Redis connection error"));
       closers.push(async () => redis.disconnect());
       coordination = redis;
+      // Acknowledged means Redis has the job: a Redis that could lose it is refused at start.
+      const durability = new RedisDurability(redis, config.REDIS_PERSISTENCE, telemetry, logger);
+      const report = await durability.check();
+      if (report.problems.length > 0) throw new StartupError(report.problems.join("\n  "));
+      for (const warning of report.warnings) logger.warn(warning);
+      durability.watch(config.REDIS_CHECK_INTERVAL_MS);
+      closers.push(async () => durability.close());
+      readiness.redis = durability.readiness;
     }
     const tenantLimits = await TenantLimitsStore.open(
       db.prisma,
@@ -111,7 +127,8 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       queue = new InProcessQueue(process, config.EMBEDDED_QUEUE_MAX_PENDING);
     }
     closers.push(() => queue.close());
-    telemetry.setQueueDepthSource(() => queue.depth());
+    telemetry.setQueueSources({ depth: () => queue.depth(), failed: async () => (await queue.failedJobs(0)).count });
+    const logDepthError = rateLimitedLog(logger, 5, 60_000);
     // In-process queues are bounded by themselves; a shared one is bounded by its depth.
     const depthGate =
       queue.backend === "bullmq" && (config.ROLES.has("broker") || config.ROLES.has("api"))
@@ -119,7 +136,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
             () => queue.depth(),
             config.QUEUE_MAX_DEPTH,
             DEPTH_SAMPLE_MS,
-            (error) => logger.warn({ err: error }, "cannot read the queue depth"),
+            (error) => logDepthError({ reason: error.message }, "cannot read the queue depth"),
           )
         : undefined;
     const intake = new Intake(queue, telemetry, depthGate);
@@ -132,6 +149,13 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           prefix: config.REDIS_PREFIX,
           concurrency: config.WORKER_CONCURRENCY,
           process,
+          probeDatabase: () => db.ping(),
+          backoffMs: config.JOB_BACKOFF_MS,
+          maxBackoffMs: config.DATABASE_WAIT_MAX_MS,
+          lockMs: config.JOB_LOCK_MS,
+          stalledCheckMs: config.JOB_STALLED_CHECK_MS,
+          maxStalled: config.JOB_MAX_STALLED,
+          telemetry,
           logger,
         });
         closers.push(() => worker.close());
@@ -184,15 +208,15 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         identifier,
         revocations,
         intake,
+        queue,
         fanout,
         telemetry,
         limiter,
         tenantLimits,
         checks: {
-          database: async () => {
-            await db.prisma.$queryRawUnsafe("SELECT 1");
-          },
+          database: () => db.ping(),
           queue: () => queue.ping(),
+          ...readiness,
         },
       });
       await api.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });

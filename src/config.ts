@@ -35,6 +35,8 @@ const envSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9._:-]{1,64}$/, { error: "must be 1-64 characters of A-Z a-z 0-9 . _ : -" })
     .default("edge-ingest"),
+  REDIS_PERSISTENCE: z.enum(["aof", "none"], { error: 'must be "aof" or "none"' }).default("aof"),
+  REDIS_CHECK_INTERVAL_MS: int(100, 3_600_000).default(30_000),
   ADMIN_TOKEN: z.string().min(32, { error: "must be at least 32 characters" }).optional(),
   ROLES: z
     .string()
@@ -62,7 +64,9 @@ const envSchema = z.object({
   MQTT_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
   MQTT_MAX_PACKET_BYTES: int(64, 256 * 1024 * 1024).default(256 * 1024),
   MQTT_MAX_PAYLOAD_BYTES: int(16, 256 * 1024 * 1024).default(64 * 1024),
-  MQTT_MAX_TOPIC_LEVELS: int(4, 100).default(16),
+  // The shared emitter adds a level; its matcher (qlobber) throws past 100.
+  MQTT_MAX_TOPIC_LEVELS: int(4, 99).default(16),
+  MQTT_MAX_CLIENT_ID_LENGTH: int(23, 65535).default(256),
   MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0),
   MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
   MQTT_MAX_OUTGOING_BYTES: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
@@ -101,6 +105,10 @@ const envSchema = z.object({
   WORKER_CONCURRENCY: int(1, 256).default(4),
   JOB_ATTEMPTS: int(1, 100).default(8),
   JOB_BACKOFF_MS: int(1, 3_600_000).default(500),
+  DATABASE_WAIT_MAX_MS: int(10, 3_600_000).default(30_000),
+  JOB_LOCK_MS: int(1000, 3_600_000).default(10_000),
+  JOB_STALLED_CHECK_MS: int(500, 3_600_000).default(5000),
+  JOB_MAX_STALLED: int(1, 1000).default(5),
   EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000).default(256),
   QUEUE_MAX_DEPTH: int(1, 100_000_000).default(20_000),
   SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),

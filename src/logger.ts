@@ -24,21 +24,26 @@ export function createLogger(level: string): Logger {
  * A log call that writes at most `perInterval` lines per `intervalMs`, then says how many it
  * held back: a client flooding bad publishes must not flood the logs too.
  */
-export function rateLimitedLog(logger: Logger, perInterval: number, intervalMs = 10_000) {
+export function rateLimitedLog(
+  logger: Logger,
+  perInterval: number,
+  intervalMs = 10_000,
+  level: "info" | "warn" | "error" = "warn",
+) {
   let windowStart = 0;
   let written = 0;
   let suppressed = 0;
   return (fields: Record<string, unknown>, message: string) => {
     const now = Date.now();
     if (now - windowStart >= intervalMs) {
-      if (suppressed > 0) logger.warn({ suppressed }, "similar log lines were suppressed");
+      if (suppressed > 0) logger[level]({ suppressed }, "similar log lines were suppressed");
       windowStart = now;
       written = 0;
       suppressed = 0;
     }
     if (written < perInterval) {
       written++;
-      logger.warn(fields, message);
+      logger[level](fields, message);
     } else {
       suppressed++;
     }

@@ -1,6 +1,7 @@
 import { EventEmitter } from "node:events";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { rateLimitedLog } from "./logger.ts";
 
 export type MessageListener = (message: string) => void;
 
@@ -72,8 +73,9 @@ export class RedisPubSub implements PubSub {
     this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
     this.subscriber = new Redis(redisUrl);
     // ioredis reconnects by itself; without a listener its errors would crash the process.
+    const logError = rateLimitedLog(logger, 5, 60_000);
     for (const connection of [this.publisher, this.subscriber]) {
-      connection.on("error", (error: Error) => logger.warn({ err: error }, "pub/sub Redis connection error"));
+      connection.on("error", (error: Error) => logError({ reason: error.message }, "pub/sub Redis connection error"));
     }
     const joined = this.redisChannel(JOINED_CHANNEL);
     this.subscriber.on("message", (channel: string, message: string) => {

@@ -258,7 +258,7 @@ for (const { mode, skip } of modes) {
       expect((await request(`${t.url}/healthz`)).body).toEqual({ status: "ok" });
       expect((await request(`${t.url}/readyz`)).body).toEqual({
         status: "ready",
-        checks: { database: "ok", queue: "ok" },
+        checks: { database: "ok", queue: "ok", ...(mode === "distributed" && { redis: "ok" }) },
       });
     });
 

@@ -65,6 +65,8 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
     MQTT_WS_PORT: "0",
     MQTT_MAX_CONNECTIONS: "100000",
     LOG_LEVEL: "info",
+    // The machine's Redis keeps nothing on disk (as in the seed architecture it is compared with).
+    REDIS_PERSISTENCE: "none",
     ...extra,
   };
 }

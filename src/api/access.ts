@@ -1,5 +1,5 @@
 import type { Principal } from "../credentials/store.ts";
-import { AGENT_ID_PATTERN } from "../ingest/payload.ts";
+import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { ApiError } from "./errors.ts";
 
 const forbidden = (message: string) => new ApiError(403, "forbidden", message);
@@ -21,11 +21,22 @@ export function ingestTarget(principal: Principal, requestedAgentId: unknown): {
   throw forbidden("writing metrics needs an agent credential or an ingest token");
 }
 
+/** A `name` filter: absent, or a metric name of the grammar (anything else could match nothing). */
+export function metricNameFilter(raw: string | undefined): string | undefined {
+  if (raw !== undefined && !METRIC_NAME_PATTERN.test(raw)) {
+    throw new ApiError(400, "bad_name", "name must be 1-128 characters of A-Z a-z 0-9 _ . : -");
+  }
+  return raw;
+}
+
 /** What a read may see: always one tenant; an agent sees only its own data. */
 export function readScope(
   principal: Principal,
   requestedAgentId: string | undefined,
 ): { tenantId: string; agentId?: string } {
+  if (requestedAgentId !== undefined && !AGENT_ID_PATTERN.test(requestedAgentId)) {
+    throw new ApiError(400, "bad_agent_id", "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+  }
   if (principal.kind === "agent") {
     if (requestedAgentId !== undefined && requestedAgentId !== principal.agentId) {
       throw forbidden("an agent credential reads only its own agent_id");

@@ -1,7 +1,9 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import type { Logger } from "pino";
 import { ConflictError, NotFoundError } from "../credentials/store.ts";
 import { QueueUnavailableError } from "../ingest/queue.ts";
+import { rateLimitedLog } from "../logger.ts";
 
 /** An error the client caused or can act on; rendered as `{error: {code, message}}`. */
 export class ApiError extends Error {
@@ -44,10 +46,12 @@ function toApiError(error: FastifyError | Error): ApiError {
 /** Every error leaves as `{error: {code, message}}` with its status; 5xx are logged, 4xx are not. */
 export const errorsPlugin = fp(
   async (app: FastifyInstance, options: { onError?: (error: ApiError, request: FastifyRequest) => void }) => {
+    // An outage fails every request alike: a few lines a minute say so.
+    const logFailure = rateLimitedLog(app.log as Logger, 5, 60_000, "error");
     app.setErrorHandler((error: FastifyError | Error, request, reply) => {
       const apiError = toApiError(error);
       if (apiError.statusCode >= 500 && apiError.code === "internal") {
-        request.log.error({ err: error }, "request failed");
+        logFailure({ err: error, method: request.method, url: request.routeOptions.url }, "request failed");
       }
       options.onError?.(apiError, request);
       const retryAfter = apiError.retryAfterSeconds ?? (apiError.statusCode === 503 ? 1 : undefined);

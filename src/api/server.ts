@@ -6,6 +6,7 @@ import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { Intake } from "../ingest/intake.ts";
+import type { SubmissionQueue } from "../ingest/queue.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
@@ -26,6 +27,7 @@ export interface ApiDeps {
   identifier: Identifier;
   revocations: Revocations;
   intake: Intake;
+  queue: SubmissionQueue;
   fanout: FanOut;
   telemetry: Telemetry;
   limiter: RateLimiter;
@@ -71,6 +73,7 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     credentials: deps.credentials,
     revocations: deps.revocations,
     tenantLimits: deps.tenantLimits,
+    queue: deps.queue,
   });
   return app;
 }

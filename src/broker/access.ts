@@ -1,7 +1,7 @@
 import type { Principal } from "../credentials/store.ts";
 import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { type Rejected, reject } from "../ingest/rejection.ts";
-import { feedbackTopic, isTenantNamespace, METRICS_ROOT } from "./topics.ts";
+import { feedbackTopic, isTenantNamespace, METRICS_ROOT, SESSION_MARKER_TOPIC } from "./topics.ts";
 
 /** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */
 export type MqttPrincipal = Principal | { kind: "anonymous" };
@@ -44,20 +44,19 @@ export function decidePublish(principal: MqttPrincipal, topic: string): PublishD
   return { kind: "rejected", ...reject("forbidden", "this connection may not publish to that topic") };
 }
 
-function hasWildcard(level: string): boolean {
-  return level === "+" || level === "#";
-}
-
 /**
  * What a subscription filter may cover. Agents: their own feedback topic. Viewers: filters under
- * `metrics/{own tenant}/`. Anonymous: filters that cannot reach the tenant namespace (no wildcard
- * first level). Admin: anything, `$SYS/#` included.
+ * `metrics/{own tenant}/`. Admin and anonymous: any filter, as any MQTT broker allows (generic
+ * tooling subscribes to `#`); what reaches them is what `mayReceive` lets through, which for
+ * anonymous clients is never a tenant's topic or `$SYS`. Every session may hold the session marker.
  */
 export function maySubscribe(principal: MqttPrincipal, filter: string): boolean {
+  if (filter === SESSION_MARKER_TOPIC) return true;
   const levels = filter.split("/");
   const first = levels[0] ?? "";
   switch (principal.kind) {
     case "admin":
+    case "anonymous":
       return true;
     case "agent":
       return filter === feedbackTopic(principal.tenantId, principal.agentId);
@@ -65,8 +64,6 @@ export function maySubscribe(principal: MqttPrincipal, filter: string): boolean 
       return (
         principal.role === "viewer" && first === METRICS_ROOT && levels[1] === principal.tenantId && levels.length >= 3
       );
-    case "anonymous":
-      return !hasWildcard(first) && !isTenantNamespace(filter);
   }
 }
 
@@ -85,6 +82,18 @@ export function mayReceive(principal: MqttPrincipal, topic: string): boolean {
     case "anonymous":
       return !isTenantNamespace(topic);
   }
+}
+
+/**
+ * Why a CONNECT's client id is refused (CONNACK 2, "identifier rejected"), or undefined: a NUL or
+ * invalid UTF-8 (decoded as U+FFFD) is not an MQTT string (MQTT-1.5.3-1, -2); a persistent session
+ * needs an id to find it by (MQTT-3.1.3-8).
+ */
+export function clientIdRefusal(clientId: string, cleanSession: boolean, maxLength: number): string | undefined {
+  if (clientId === "" && !cleanSession) return "a persistent session (CleanSession=0) needs a client id";
+  if (clientId.length > maxLength) return `client ids are at most ${maxLength} characters`;
+  if (clientId.includes("\u0000") || clientId.includes("\uFFFD")) return "the client id is not valid UTF-8 without NUL";
+  return undefined;
 }
 
 const NAMESPACE_PATTERN = /^a\/([0-9a-f-]{36})\/([A-Za-z0-9._-]{1,64})\//;

@@ -1,4 +1,4 @@
-import type { AuthenticateError, AuthenticateHandler, Client } from "aedes";
+import type { AuthenticateError, AuthenticateHandler, Client, PreConnectHandler } from "aedes";
 import type { Logger } from "pino";
 import type { Identifier } from "../credentials/identify.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
@@ -6,16 +6,18 @@ import type { RateLimiter } from "../limits/rate-limiter.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { type Presence, presenceMember } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
-import { type MqttPrincipal, namespacedClientId } from "./access.ts";
+import { clientIdRefusal, type MqttPrincipal, namespacedClientId } from "./access.ts";
 import type { Sessions } from "./sessions.ts";
 
 // CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
+export const IDENTIFIER_REJECTED = 2;
 export const SERVER_UNAVAILABLE = 3;
 export const BAD_USERNAME_OR_PASSWORD = 4;
 export const NOT_AUTHORIZED = 5;
 
 /** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
 type RefusalReason =
+  | "bad_client_id"
   | "no_credentials"
   | "bad_credentials"
   | "not_authorized"
@@ -37,20 +39,34 @@ export interface AuthenticateDeps {
   /** Names this broker's connections in the presence registry. */
   brokerId: string;
   allowAnonymous: boolean;
+  maxClientIdLength: number;
   telemetry: Telemetry;
   logger: Logger;
 }
 
 /**
- * CONNECT: who the client is. Agents connect with their credential; viewers and the admin with their
- * token as the password; nobody without credentials unless anonymous access is on. The client id
- * is namespaced by principal, so no principal can reach another's session. A tenant's agents and
- * viewers together hold at most its `max_connections`, across every broker (CONNACK 3 past it).
+ * CONNECT: whether the client id is acceptable, then who the client is. Agents connect with their
+ * credential; viewers and the admin with their token as the password; nobody without credentials
+ * unless anonymous access is on. The client id is namespaced by principal, so no principal can
+ * reach another's session. A tenant's agents and viewers together hold at most its
+ * `max_connections`, across every broker (CONNACK 3 past it).
  */
-export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler {
+export function createConnectHooks(deps: AuthenticateDeps): {
+  preConnect: PreConnectHandler;
+  authenticate: AuthenticateHandler;
+} {
   const { identifier, sessions, presence, logger } = deps;
   const logPresenceError = rateLimitedLog(logger, 5, 60_000);
+  const logLookupError = rateLimitedLog(logger, 5, 60_000, "error");
   let serial = 0;
+  /** Client ids refused at CONNECT, answered by `authenticate` (Aedes sends no CONNACK for a preConnect error). */
+  const refusedIds = new WeakMap<Client, string>();
+
+  const preConnect: PreConnectHandler = (client, packet, callback) => {
+    const refusal = clientIdRefusal(packet.clientId, packet.clean !== false, deps.maxClientIdLength);
+    if (refusal) refusedIds.set(client, refusal);
+    callback(null, true);
+  };
 
   async function identify(username: string | undefined, password: Buffer | undefined): Promise<MqttPrincipal> {
     const secret = password?.toString("utf8");
@@ -73,7 +89,7 @@ export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler 
     const member = presenceMember(deps.brokerId, ++serial, client.id);
     // Without the registry (Redis down) connections are let in: the quota protects, it must not lock out.
     const admitted = await presence.admit(tenantId, member, maxConnections).catch((error: Error) => {
-      logPresenceError({ err: error }, "cannot count a tenant's connections; letting the connection in");
+      logPresenceError({ reason: error.message }, "cannot count a tenant's connections; letting the connection in");
       return true;
     });
     if (!admitted) {
@@ -84,8 +100,13 @@ export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler 
     else client.conn.once("close", release);
   }
 
-  return (client, username, password, done) => {
-    identify(username, password)
+  const authenticate: AuthenticateHandler = (client, username, password, done) => {
+    const idRefusal = refusedIds.get(client);
+    Promise.resolve()
+      .then(() => {
+        if (idRefusal) throw refuse(IDENTIFIER_REJECTED, "bad_client_id", idRefusal);
+        return identify(username, password);
+      })
       .then(async (principal) => {
         client.id = namespacedClientId(principal, client.id);
         if (principal.kind === "agent" || principal.kind === "token") await admit(client, principal.tenantId);
@@ -97,7 +118,7 @@ export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler 
         () => done(null, true),
         (error: Refusal) => {
           if (error.returnCode === undefined) {
-            logger.error({ err: error }, "credential lookup failed");
+            logLookupError({ reason: error.message }, "credential lookup failed");
             error = refuse(SERVER_UNAVAILABLE, "unavailable", "the credential store is unavailable");
           }
           deps.telemetry.mqttConnectsRefused.inc({ reason: error.reason });
@@ -105,4 +126,5 @@ export function createAuthenticate(deps: AuthenticateDeps): AuthenticateHandler 
         },
       );
   };
+  return { preConnect, authenticate };
 }

@@ -13,16 +13,17 @@ import type { Intake } from "../ingest/intake.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
+import { rateLimitedLog } from "../logger.ts";
 import type { Presence } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
-import { createAuthenticate } from "./authenticate.ts";
-import { MetricsLocalEmitter } from "./emitter.ts";
+import { createConnectHooks } from "./authenticate.ts";
+import { BrokerEmitter } from "./emitter.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
-import { Sessions } from "./sessions.ts";
+import { markPersistentSessions, Sessions } from "./sessions.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
 import { feedbackTopic } from "./topics.ts";
 import { attachViewerFeed } from "./viewer-feed.ts";
@@ -53,22 +54,25 @@ export interface RunningBroker {
 /** Shared state across broker processes in distributed mode; in memory otherwise. */
 function brokerBackends(config: Config, logger: Logger) {
   if (!config.REDIS_URL) return { options: {}, close: async () => {} };
-  // Keys go under REDIS_PREFIX; mqemitter-redis names its channels after MQTT topics (no prefix).
+  // Keys go under REDIS_PREFIX, and so do the emitter's channels (src/broker/emitter.ts).
   const persistenceConnection = new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` });
-  persistenceConnection.on("error", (error: Error) => logger.warn({ err: error }, "broker persistence Redis error"));
+  const logRedisError = rateLimitedLog(logger, 5, 60_000);
+  persistenceConnection.on("error", (error: Error) =>
+    logRedisError({ reason: error.message }, "broker persistence Redis error"),
+  );
   const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
   const pubConn = new Redis(config.REDIS_URL, { enableAutoPipelining: true });
   const subConn = new Redis(config.REDIS_URL);
   // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
   const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
   // It re-emits its connections' errors here; without a listener they would crash the process.
-  shared.state.on("error", (error: Error) => logger.warn({ err: error }, "broker emitter Redis error"));
+  shared.state.on("error", (error: Error) => logRedisError({ reason: error.message }, "broker emitter Redis error"));
   const closeShared = () => {
     pubConn.disconnect();
     subConn.disconnect();
   };
   return {
-    options: { persistence, mq: new MetricsLocalEmitter(mqemitter(), shared, closeShared) },
+    options: { persistence, mq: new BrokerEmitter(mqemitter(), shared, closeShared, `${config.REDIS_PREFIX}:mqtt/`) },
     close: async () => {
       await persistence.destroy();
     },
@@ -117,20 +121,22 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   const backends = brokerBackends(config, logger);
   const brokerId = randomUUID();
+  const connectHooks = createConnectHooks({
+    identifier: deps.identifier,
+    sessions,
+    limiter: deps.limiter,
+    tenantLimits: deps.tenantLimits,
+    presence: deps.presence,
+    brokerId,
+    allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+    maxClientIdLength: config.MQTT_MAX_CLIENT_ID_LENGTH,
+    telemetry,
+    logger,
+  });
   broker = await Aedes.createBroker({
     ...backends.options,
     id: brokerId,
-    authenticate: createAuthenticate({
-      identifier: deps.identifier,
-      sessions,
-      limiter: deps.limiter,
-      tenantLimits: deps.tenantLimits,
-      presence: deps.presence,
-      brokerId,
-      allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
-      telemetry,
-      logger,
-    }),
+    ...connectHooks,
     authorizePublish,
     authorizeSubscribe: createAuthorizeSubscribe(sessions, telemetry),
     authorizeForward: createAuthorizeForward(sessions),
@@ -143,6 +149,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   const aedes = broker;
   skipDiscardedPublishes(aedes);
   deliverRetainedOnSubscribe(aedes, logger);
+  markPersistentSessions(aedes);
   aedes.on("clientError", (client, error) => logger.debug({ clientId: client.id, err: error }, "MQTT client error"));
 
   const stopViewerFeed = attachViewerFeed(aedes, deps.fanout, (client) => sessions.of(client)?.principal, logger);

@@ -148,7 +148,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       report(principal, packet.topic, [decision], client?.id);
       if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
         telemetry.mqttDisconnects.inc({ reason: "violations" });
-        logger.warn(
+        logRejection(
           { clientId: client?.id, violations: session.violations },
           "disconnecting: too many forbidden publishes",
         );

@@ -1,5 +1,6 @@
-import type { Client } from "aedes";
+import type { Aedes, Client } from "aedes";
 import { decidePublish, type MqttPrincipal, type PublishDecision } from "./access.ts";
+import { SESSION_MARKER_TOPIC } from "./topics.ts";
 
 /** What the broker knows of an authenticated connection. */
 export interface Session {
@@ -36,4 +37,18 @@ export function decideCached(session: Session | undefined, principal: MqttPrinci
     session.decisions.set(topic, decision);
   }
   return decision;
+}
+
+/**
+ * MQTT-3.2.2-2: a client that resumes a persistent session (CleanSession=0) is told it has one,
+ * subscriptions or not. Aedes decides session-present by the session's subscriptions alone, so an
+ * agent (it subscribes to nothing) was always told 0; each persistent session gets a subscription
+ * to a topic nothing is published on, stored and shared like any other, and cleared with the
+ * session by a CleanSession=1 connect.
+ */
+export function markPersistentSessions(broker: Aedes): void {
+  broker.on("clientReady", (client) => {
+    if (client.clean || client.subscriptions[SESSION_MARKER_TOPIC]) return;
+    client.subscribe({ topic: SESSION_MARKER_TOPIC, qos: 0 }, () => undefined);
+  });
 }

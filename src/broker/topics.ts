@@ -26,5 +26,11 @@ export function isTenantNamespace(topic: string): boolean {
  */
 export const DISCARD_TOPIC = "$edge-ingest/discarded";
 
+/**
+ * Every persistent session holds a subscription to this topic, on which nothing is ever published:
+ * Aedes reports session-present only for a session with subscriptions (src/broker/sessions.ts).
+ */
+export const SESSION_MARKER_TOPIC = "$edge-ingest/session";
+
 /** Topics Aedes routes within this process only (src/broker/emitter.ts). */
 export const LOCAL_TOPIC_PREFIX = `${METRICS_ROOT}/`;

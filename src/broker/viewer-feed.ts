@@ -1,6 +1,7 @@
 import type { Aedes, Client } from "aedes";
 import type { Logger } from "pino";
 import type { FanOut, StoredMetric } from "../live/fanout.ts";
+import { rateLimitedLog } from "../logger.ts";
 import type { MqttPrincipal } from "./access.ts";
 import { metricTopic } from "./topics.ts";
 
@@ -16,6 +17,7 @@ export function attachViewerFeed(
   principalOf: (client: Client) => MqttPrincipal | undefined,
   logger: Logger,
 ): () => void {
+  const logFollowError = rateLimitedLog(logger, 5, 60_000);
   const feeds = new Map<string, { viewers: number; stop: Promise<(() => void) | undefined> }>();
 
   const publish = (metrics: StoredMetric[]) => {
@@ -49,7 +51,7 @@ export function attachViewerFeed(
       return;
     }
     const stop = fanout.subscribe(tenantId, publish).catch((error: Error) => {
-      logger.warn({ err: error, tenantId }, "cannot follow the fan-out for MQTT viewers");
+      logFollowError({ reason: error.message, tenantId }, "cannot follow the fan-out for MQTT viewers");
       return undefined;
     });
     feeds.set(tenantId, { viewers: 1, stop });

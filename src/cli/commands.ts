@@ -14,6 +14,8 @@ export const USAGE = `usage: edge-ingest <command> [options]
   agent create --tenant ID --agent AGENT_ID    register an agent; prints its MQTT username/password once
   token create --tenant ID --role ingest|viewer  create a tenant token; printed once
   credential revoke USERNAME                   revoke an agent credential or a token
+  jobs failed                                  submissions that used their last attempt: count, reasons, oldest
+  jobs retry --all | ID...                     put failed submissions back in the queue (stored once each)
   tenant limits show --tenant ID               a tenant's limits: what holds, its overrides, the defaults
   tenant limits set --tenant ID [--LIMIT N|default ...]
                                                override limits for one tenant (default: back to the default)
@@ -29,6 +31,7 @@ const OPTIONS = {
   role: { type: "string" },
   url: { type: "string" },
   token: { type: "string" },
+  all: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   ...Object.fromEntries(LIMITS.map(({ flag }) => [flag, { type: "string" }])),
 } as const;
@@ -92,6 +95,15 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         else if (arg === "set") result = await admin("PUT", `${tenantRoute()}/limits`, limitChanges(values));
         else throw new CliError(`usage: tenant limits show|set --tenant ID ...\n\n${USAGE}`);
         break;
+      case "jobs failed":
+        result = await admin("GET", "/api/v1/admin/jobs/failed");
+        break;
+      case "jobs retry": {
+        const ids = positionals.slice(2);
+        if (values.all === ids.length > 0) throw new CliError(`jobs retry takes --all or job ids\n\n${USAGE}`);
+        result = await admin("POST", "/api/v1/admin/jobs/failed/retry", values.all ? { all: true } : { ids });
+        break;
+      }
       case "credential revoke":
         await admin("DELETE", `/api/v1/admin/credentials/${encodeURIComponent(required(arg, "USERNAME"))}`);
         result = { revoked: arg };

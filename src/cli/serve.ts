@@ -1,4 +1,4 @@
-import { startApp } from "../app.ts";
+import { StartupError, startApp } from "../app.ts";
 import type { Config } from "../config.ts";
 import { createLogger } from "../logger.ts";
 
@@ -12,7 +12,8 @@ export async function serve(config: Config): Promise<number> {
   try {
     app = await startApp(config, logger);
   } catch (error) {
-    logger.fatal({ err: error }, "edge-ingest could not start");
+    if (error instanceof StartupError) logger.fatal(`edge-ingest could not start:\n  ${error.message}`);
+    else logger.fatal({ err: error }, "edge-ingest could not start");
     return 1;
   }
   const signal = await new Promise<NodeJS.Signals>((resolve) => {

@@ -28,6 +28,13 @@ export function generateUsername(kind: UsernameKind): string {
   return USERNAME_PREFIX[kind] + randomBytes(9).toString("base64url");
 }
 
+const USERNAME_PATTERN = /^(ag|tk)_[A-Za-z0-9_-]{12}$/;
+
+/** Whether a client's string can name a credential at all: anything else is refused without a lookup. */
+export function isCredentialUsername(candidate: string): boolean {
+  return USERNAME_PATTERN.test(candidate);
+}
+
 /** A bearer token is `username.secret`: the username finds the credential, the secret proves it. */
 export function formatToken(username: string, secret: string): string {
   return `${username}.${secret}`;

@@ -1,5 +1,12 @@
 import type { PrismaClient } from "../generated/prisma/client.ts";
-import { formatToken, generateSecret, generateUsername, hashSecret, verifySecret } from "./secrets.ts";
+import {
+  formatToken,
+  generateSecret,
+  generateUsername,
+  hashSecret,
+  isCredentialUsername,
+  verifySecret,
+} from "./secrets.ts";
 
 export type TokenRole = "ingest" | "viewer";
 
@@ -39,6 +46,8 @@ export class CredentialStore {
   ) {}
 
   async verify(username: string, secret: string): Promise<Principal | undefined> {
+    // Client bytes (a NUL, invalid UTF-8, any length) never reach the database.
+    if (!isCredentialUsername(username)) return undefined;
     const row = await this.lookup(username);
     if (!row || row.revokedAt !== null || !verifySecret(username, secret, row.secretHash)) return undefined;
     if (row.role === "agent") {
@@ -103,6 +112,7 @@ export class CredentialStore {
 
   /** Revokes a credential; false when no such credential exists. Revoking twice is not an error. */
   async revoke(username: string): Promise<boolean> {
+    if (!isCredentialUsername(username)) return false;
     const { count } = await this.prisma.credential.updateMany({
       where: { username, revokedAt: null },
       data: { revokedAt: new Date() },

@@ -1,10 +1,13 @@
-import { Queue } from "bullmq";
+import { Job, Queue } from "bullmq";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
-import { QueueUnavailableError, type SubmissionQueue } from "./queue.ts";
+import { rateLimitedLog } from "../logger.ts";
+import { type FailedSubmission, type FailedSummary, QueueUnavailableError, type SubmissionQueue } from "./queue.ts";
 import { type MetricSubmission, SUBMISSION_JOB_NAME } from "./submission.ts";
 
 export const INGEST_QUEUE_NAME = "ingest";
+/** How many of the newest failed submissions their reasons are counted over. */
+const REASONS_SAMPLE = 1000;
 
 export interface BullmqQueueOptions {
   redisUrl: string;
@@ -27,7 +30,8 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
     this.connection = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
     this.queue = new Queue(INGEST_QUEUE_NAME, { connection: this.connection, prefix: options.prefix });
     // Submit failures reach the producer; these are the reconnect attempts behind them.
-    this.queue.on("error", (error: Error) => options.logger.warn({ err: error }, "queue Redis connection error"));
+    const logError = rateLimitedLog(options.logger, 5, 60_000);
+    this.queue.on("error", (error: Error) => logError({ reason: error.message }, "queue Redis connection error"));
   }
 
   static async open(options: BullmqQueueOptions): Promise<BullmqSubmissionQueue> {
@@ -57,6 +61,48 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
 
   async ping(): Promise<void> {
     await this.connection.ping();
+  }
+
+  async failedJobs(limit: number): Promise<FailedSummary> {
+    const [count, newest, [oldest]] = await Promise.all([
+      this.queue.getFailedCount(),
+      this.queue.getJobs(["failed"], 0, REASONS_SAMPLE - 1, false),
+      this.queue.getJobs(["failed"], 0, 0, true),
+    ]);
+    const reasons = new Map<string, number>();
+    for (const job of newest) reasons.set(job.failedReason, (reasons.get(job.failedReason) ?? 0) + 1);
+    return {
+      count,
+      ...(oldest?.finishedOn && { oldestFailedAt: oldest.finishedOn }),
+      reasons: [...reasons].map(([reason, n]) => ({ reason, count: n })).sort((a, b) => b.count - a.count),
+      jobs: newest.slice(0, limit).map(
+        (job): FailedSubmission => ({
+          id: job.id as string,
+          tenantId: (job.data as MetricSubmission).tenantId,
+          readings: (job.data as MetricSubmission).metrics.length,
+          reason: job.failedReason,
+          failedAt: job.finishedOn ?? job.timestamp,
+          attempts: job.attemptsMade,
+        }),
+      ),
+    };
+  }
+
+  async retryFailed(ids: string[] | "all"): Promise<number> {
+    if (ids === "all") {
+      const before = await this.queue.getFailedCount();
+      await this.queue.retryJobs({ state: "failed" });
+      return before - (await this.queue.getFailedCount());
+    }
+    let retried = 0;
+    for (const id of ids) {
+      const job = await Job.fromId(this.queue, id);
+      if (job && (await job.isFailed())) {
+        await job.retry("failed");
+        retried++;
+      }
+    }
+    return retried;
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,4 @@
-import { QueueUnavailableError, type SubmissionProcessor, type SubmissionQueue } from "./queue.ts";
+import { type FailedSummary, QueueUnavailableError, type SubmissionProcessor, type SubmissionQueue } from "./queue.ts";
 import type { MetricSubmission } from "./submission.ts";
 
 /**
@@ -37,6 +37,15 @@ export class InProcessQueue implements SubmissionQueue {
 
   async ping(): Promise<void> {
     if (this.closed) throw new QueueUnavailableError("the queue is shutting down");
+  }
+
+  /** Nothing ever waits in a failed set here: a failure is answered to the producer at once. */
+  async failedJobs(): Promise<FailedSummary> {
+    return { count: 0, reasons: [], jobs: [] };
+  }
+
+  async retryFailed(): Promise<number> {
+    return 0;
   }
 
   /** Refuses new work and waits for what is in flight. */

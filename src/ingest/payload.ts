@@ -9,6 +9,17 @@ const ISO_8601 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+
 // Below this an epoch number is read as seconds, above it as milliseconds (1e11 s is year 5138).
 const EPOCH_SECONDS_LIMIT = 1e11;
 
+// Half of a surrogate pair (JSON's "\ud800"), which PostgreSQL refuses in text and jsonb, as it does NUL.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Whether PostgreSQL can store the string as text: checked before a client's string goes into a
+ * submission, so one reading the database would refuse never costs the readings stored with it.
+ */
+export function isStorableText(value: string): boolean {
+  return !value.includes("\u0000") && !LONE_SURROGATE.test(value);
+}
+
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -37,11 +48,11 @@ function parseTags(raw: unknown, limits: PayloadLimits): Record<string, string> 
   const entries = Object.entries(raw);
   if (entries.length > limits.maxTags) return reject("bad_tags", `at most ${limits.maxTags} tags`);
   for (const [key, value] of entries) {
-    if (key.length === 0 || key.length > limits.maxTagLength) {
-      return reject("bad_tags", `tag names must be 1-${limits.maxTagLength} characters`);
+    if (key.length === 0 || key.length > limits.maxTagLength || !isStorableText(key)) {
+      return reject("bad_tags", `tag names must be 1-${limits.maxTagLength} characters, with no NUL`);
     }
-    if (typeof value !== "string" || value.length > limits.maxTagLength) {
-      return reject("bad_tags", `tag "${key}" must be a string of at most ${limits.maxTagLength} characters`);
+    if (typeof value !== "string" || value.length > limits.maxTagLength || !isStorableText(value)) {
+      return reject("bad_tags", `tag values must be strings of at most ${limits.maxTagLength} characters, with no NUL`);
     }
   }
   return entries.length > 0 ? (raw as Record<string, string>) : undefined;
@@ -69,9 +80,15 @@ export function parseReading(
   if (ts instanceof Rejected) return ts;
   if (
     dedupeId !== undefined &&
-    (typeof dedupeId !== "string" || dedupeId.length === 0 || dedupeId.length > limits.maxDedupeIdLength)
+    (typeof dedupeId !== "string" ||
+      dedupeId.length === 0 ||
+      dedupeId.length > limits.maxDedupeIdLength ||
+      !isStorableText(dedupeId))
   ) {
-    return reject("bad_dedupe_id", `dedupe_id must be a string of 1-${limits.maxDedupeIdLength} characters`);
+    return reject(
+      "bad_dedupe_id",
+      `dedupe_id must be a string of 1-${limits.maxDedupeIdLength} characters, with no NUL`,
+    );
   }
   const tags = parseTags(raw.tags, limits);
   if (tags instanceof Rejected) return tags;

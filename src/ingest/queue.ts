@@ -8,12 +8,35 @@ export interface SubmissionQueue {
   depth(): Promise<number>;
   /** Throws when the queue cannot take work. */
   ping(): Promise<void>;
+  /** The submissions that used their last attempt: how many, since when, why, the newest `limit`. */
+  failedJobs(limit: number): Promise<FailedSummary>;
+  /** Puts failed submissions back in the queue, these or all of them; returns how many. */
+  retryFailed(ids: string[] | "all"): Promise<number>;
   close(): Promise<void>;
 }
 
 /** The queue cannot take the submission now; nothing was stored, the producer may retry. */
 export class QueueUnavailableError extends Error {
   override name = "QueueUnavailableError";
+}
+
+export interface FailedSubmission {
+  id: string;
+  tenantId: string;
+  readings: number;
+  reason: string;
+  failedAt: number;
+  attempts: number;
+}
+
+export interface FailedSummary {
+  count: number;
+  /** When the oldest of them failed (epoch ms). */
+  oldestFailedAt?: number;
+  /** Their reasons, with how many had each (among the newest thousand). */
+  reasons: { reason: string; count: number }[];
+  /** The newest, newest first. */
+  jobs: FailedSubmission[];
 }
 
 export type SubmissionProcessor = (submission: MetricSubmission) => Promise<void>;

@@ -11,8 +11,14 @@ import { migrate, type SqlSession } from "./migrate.ts";
 export interface Database {
   backend: "postgresql" | "pglite";
   prisma: PrismaClient;
+  /** Throws unless the database answers. */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
+
+const ping = (prisma: PrismaClient) => async () => {
+  await prisma.$queryRawUnsafe("SELECT 1");
+};
 
 export type DatabaseTarget = { url: string } | { dataDir: string };
 
@@ -69,7 +75,7 @@ export async function openDatabase(
     if (options.migrate) await migratePostgres(target.url, options.logger);
     const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: target.url }) });
     await prisma.$connect();
-    return { backend: "postgresql", prisma, close: () => prisma.$disconnect() };
+    return { backend: "postgresql", prisma, ping: ping(prisma), close: () => prisma.$disconnect() };
   }
   const pglite = await openPglite(target.dataDir);
   if (options.migrate) await migrate(pgliteSession(pglite), options.logger);
@@ -78,6 +84,7 @@ export async function openDatabase(
   return {
     backend: "pglite",
     prisma,
+    ping: ping(prisma),
     close: async () => {
       await prisma.$disconnect();
       await pglite.close();

@@ -9,6 +9,7 @@ export function createTelemetry() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   let queueDepth: () => Promise<number> = async () => 0;
+  let failedJobs: () => Promise<number> = async () => 0;
 
   const telemetry = {
     registry,
@@ -39,9 +40,25 @@ export function createTelemetry() {
       help: "metric-submission job attempts that failed in this process's worker",
       registers: [registry],
     }),
+    jobsFailedFinal: new Counter({
+      name: "edge_ingest_jobs_failed_for_good_total",
+      help: "metric-submission jobs that used their last attempt in this process's worker and went to the failed set",
+      registers: [registry],
+    }),
+    jobsStalled: new Counter({
+      name: "edge_ingest_jobs_stalled_total",
+      help: "metric-submission jobs whose worker stopped before finishing them, handed on by this process",
+      registers: [registry],
+    }),
     fanoutErrors: new Counter({
       name: "edge_ingest_fanout_errors_total",
       help: "Stored metrics that could not be sent to live subscribers",
+      registers: [registry],
+    }),
+    redisCheck: new Gauge({
+      name: "edge_ingest_redis_check",
+      help: "Whether the queue's Redis passes a durability check (1) or not (0): persistence (AOF, or REDIS_PERSISTENCE=none), eviction (noeviction)",
+      labelNames: ["check"] as const,
       registers: [registry],
     }),
     mqttConnections: new Gauge({
@@ -100,9 +117,10 @@ export function createTelemetry() {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
-    /** Where the queue-depth gauge reads from: the queue of this process. */
-    setQueueDepthSource(source: () => Promise<number>) {
-      queueDepth = source;
+    /** Where the queue gauges read from: the queue of this process. */
+    setQueueSources(sources: { depth: () => Promise<number>; failed: () => Promise<number> }) {
+      queueDepth = sources.depth;
+      failedJobs = sources.failed;
     },
     countRejections(source: Source, reasons: Iterable<RejectionReason>) {
       for (const reason of reasons) telemetry.rejected.inc({ source, reason });
@@ -116,6 +134,17 @@ export function createTelemetry() {
       // An unreachable queue shows in /readyz; the gauge keeps its last value rather than fail the scrape.
       await queueDepth().then(
         (depth) => this.set(depth),
+        () => undefined,
+      );
+    },
+  });
+  new Gauge({
+    name: "edge_ingest_jobs_failed_waiting",
+    help: "metric-submission jobs in the failed set, waiting for `edge-ingest jobs retry`",
+    registers: [registry],
+    async collect() {
+      await failedJobs().then(
+        (count) => this.set(count),
         () => undefined,
       );
     },

@@ -14,6 +14,8 @@ declare module "aedes" {
     };
   }
   interface Client {
+    /** The client's subscriptions, by filter. */
+    subscriptions: Record<string, unknown>;
     /** What Aedes itself calls to send a retained message to a new subscription (no outgoing-queue record). */
     deliverQoS(packet: PublishPacket, done: () => void): void;
   }

@@ -1,36 +1,91 @@
-import { type Job, Worker } from "bullmq";
+import { DelayedError, type Job, Worker } from "bullmq";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { INGEST_QUEUE_NAME } from "../ingest/bullmq-queue.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
+import { rateLimitedLog } from "../logger.ts";
+import { isTransientDatabaseError } from "../store/database-errors.ts";
+import type { Telemetry } from "../telemetry/metrics.ts";
+import { DatabaseWait, DatabaseWaitClosed } from "./database-wait.ts";
 
-/** Drains the `ingest` queue; BullMQ retries failed attempts with backoff and keeps final failures. */
-export async function startBullmqWorker(options: {
+export interface WorkerOptions {
   redisUrl: string;
   prefix: string;
   concurrency: number;
   process: SubmissionProcessor;
+  /** Answers when the database does (`SELECT 1`). */
+  probeDatabase: () => Promise<void>;
+  /** First and longest wait between probes while the database is down. */
+  backoffMs: number;
+  maxBackoffMs: number;
+  /** BullMQ's job lock: a killed worker's jobs are handed on once it expires and a stalled check runs. */
+  lockMs: number;
+  stalledCheckMs: number;
+  maxStalled: number;
+  telemetry: Telemetry;
   logger: Logger;
-}): Promise<{ close(): Promise<void> }> {
+}
+
+/**
+ * Drains the `ingest` queue. A transient database error (the server down or restarting) never uses
+ * up a job's attempts: the worker's jobs wait for the database together, holding its concurrency,
+ * while the brokers' depth gate holds their acknowledgements. Any other error is an attempt; after
+ * the last one the job stays in the failed set, submission intact, for `edge-ingest jobs retry`.
+ */
+export async function startBullmqWorker(options: WorkerOptions): Promise<{ close(): Promise<void> }> {
+  const { logger, telemetry } = options;
   const connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
-  const worker = new Worker<MetricSubmission>(
-    INGEST_QUEUE_NAME,
-    (job: Job<MetricSubmission>) => options.process(job.data),
-    { connection, prefix: options.prefix, concurrency: options.concurrency },
-  );
+  const databaseWait = new DatabaseWait(options.probeDatabase, options.backoffMs, options.maxBackoffMs, logger);
+  const logFailure = rateLimitedLog(logger, 10, 60_000);
+  const logWorkerError = rateLimitedLog(logger, 5, 60_000);
+
+  const processJob = async (job: Job<MetricSubmission>, token?: string) => {
+    for (;;) {
+      try {
+        return await options.process(job.data);
+      } catch (error) {
+        if (!isTransientDatabaseError(error)) throw error;
+        try {
+          await databaseWait.untilAvailable(error);
+        } catch (closed) {
+          if (!(closed instanceof DatabaseWaitClosed)) throw closed;
+          // Stopping while the database is down: back to the queue for later, no attempt used.
+          await job.moveToDelayed(Date.now() + options.backoffMs, token);
+          throw new DelayedError();
+        }
+      }
+    }
+  };
+
+  const worker = new Worker<MetricSubmission>(INGEST_QUEUE_NAME, processJob, {
+    connection,
+    prefix: options.prefix,
+    concurrency: options.concurrency,
+    lockDuration: options.lockMs,
+    stalledInterval: options.stalledCheckMs,
+    maxStalledCount: options.maxStalled,
+  });
   worker.on("failed", (job, error) => {
     const final = job !== undefined && job.attemptsMade >= (job.opts.attempts ?? 1);
-    options.logger[final ? "error" : "warn"](
-      { err: error, jobId: job?.id, attempt: job?.attemptsMade, final },
-      final ? "submission job failed for good; it stays in the failed set" : "submission job attempt failed; retrying",
+    if (final) telemetry.jobsFailedFinal.inc();
+    logFailure(
+      { reason: error.message, jobId: job?.id, attempt: job?.attemptsMade, final },
+      final
+        ? "submission failed for good; it stays in the failed set (edge-ingest jobs failed / jobs retry)"
+        : "submission attempt failed; retrying",
     );
   });
-  worker.on("error", (error) => options.logger.error({ err: error }, "worker error"));
+  worker.on("stalled", (jobId) => {
+    telemetry.jobsStalled.inc();
+    logger.warn({ jobId }, "submission's worker stopped before finishing it; handed to another worker");
+  });
+  worker.on("error", (error) => logWorkerError({ reason: error.message }, "worker error"));
   await worker.waitUntilReady();
   return {
-    // Waits for the jobs in progress to finish before it resolves.
+    // Waits for the jobs in progress to finish (those waiting for the database are put back).
     close: async () => {
+      databaseWait.close();
       await worker.close();
       connection.disconnect();
     },

@@ -2,6 +2,7 @@ import type { Logger } from "pino";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { FanOut, StoredMetric } from "../live/fanout.ts";
+import { rateLimitedLog } from "../logger.ts";
 import { storeSubmission, storeSubmissionQuietly } from "../store/metrics.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 
@@ -18,6 +19,7 @@ export function createProcessor(deps: {
   logger: Logger;
 }): SubmissionProcessor {
   const { prisma, fanout, telemetry, logger } = deps;
+  const logFanoutError = rateLimitedLog(logger, 5, 60_000);
   return async (submission) => {
     const stopTimer = telemetry.batchDuration.startTimer();
     let stored: StoredMetric[] = [];
@@ -34,7 +36,10 @@ export function createProcessor(deps: {
     if (stored.length === 0) return;
     await fanout.publish(submission.tenantId, stored).catch((error: Error) => {
       telemetry.fanoutErrors.inc(stored.length);
-      logger.warn({ err: error, tenantId: submission.tenantId }, "live fan-out failed; the metrics are stored");
+      logFanoutError(
+        { reason: error.message, tenantId: submission.tenantId },
+        "live fan-out failed; the metrics are stored",
+      );
     });
   };
 }

@@ -7,7 +7,7 @@ import {
   maySubscribe,
   namespacedClientId,
 } from "../../src/broker/access.ts";
-import { feedbackTopic } from "../../src/broker/topics.ts";
+import { feedbackTopic, SESSION_MARKER_TOPIC } from "../../src/broker/topics.ts";
 
 const A = "11111111-1111-4111-8111-111111111111";
 const B = "22222222-2222-4222-8222-222222222222";
@@ -108,11 +108,19 @@ describe("maySubscribe", () => {
     expect(maySubscribe(ingest, `metrics/${A}/#`)).toBe(false);
   });
 
-  it("keeps anonymous subscriptions out of the tenant namespace", () => {
-    expect(maySubscribe(anonymous, "plain/#")).toBe(true);
-    expect(maySubscribe(anonymous, "plain/+/x")).toBe(true);
-    for (const filter of ["#", "+/x", "metrics/#", `metrics/${A}/#`, "ingest/#", "$SYS/#", "$share/g/plain"]) {
-      expect(maySubscribe(anonymous, filter), filter).toBe(false);
+  it("grants anonymous clients any filter, and keeps every tenant topic and $SYS from reaching them", () => {
+    for (const filter of ["plain/#", "#", "+/+", "+/x", "metrics/#", `metrics/${A}/#`, "ingest/#", "$SYS/#"]) {
+      expect(maySubscribe(anonymous, filter), filter).toBe(true);
+    }
+    expect(mayReceive(anonymous, "plain/x")).toBe(true);
+    for (const topic of [`metrics/${A}/dev-1/rpm`, feedbackTopic(A, "dev-1"), "$SYS/broker/uptime"]) {
+      expect(mayReceive(anonymous, topic), topic).toBe(false);
+    }
+  });
+
+  it("grants every principal the session marker, on which nothing is delivered", () => {
+    for (const principal of [agent, viewer, admin, anonymous]) {
+      expect(maySubscribe(principal, SESSION_MARKER_TOPIC)).toBe(true);
     }
   });
 

@@ -323,34 +323,6 @@ for (const { mode, skip } of [
   });
 }
 
-describe("MQTT broker with anonymous clients allowed", () => {
-  let t: TestApp;
-  beforeAll(async () => {
-    t = await startTestApp("embedded", { MQTT_ALLOW_ANONYMOUS: "true" });
-  });
-  afterAll(() => t?.cleanup());
-
-  it("routes plain topics like any broker but keeps anonymous clients out of tenant data", async () => {
-    const tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
-    const tenant = await createTenant(t.url, t.adminToken, "dev");
-    const anonymous = await connect(tcp);
-    const received = inbox(anonymous);
-    try {
-      expect(await subscribeGrants(anonymous, ["plain/#", "#", "metrics/#", `metrics/${tenant.tenantId}/#`])).toEqual([
-        1, 128, 128, 128,
-      ]);
-      await anonymous.publishAsync("plain/hello", "hi", { qos: 1 });
-      await received.waitFor(1, "plain/hello");
-      await anonymous.publishAsync(`metrics/${tenant.tenantId}/dev/x`, "1", { qos: 1 });
-      await sleep(300);
-      const { body } = await request(`${t.url}/api/v1/metrics`, { auth: bearer(tenant.viewerToken) });
-      expect(body.items).toEqual([]);
-    } finally {
-      await anonymous.endAsync();
-    }
-  });
-});
-
 describe("MQTT broker limits", () => {
   let t: TestApp;
   let tenant: TenantFixture;

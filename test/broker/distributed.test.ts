@@ -31,6 +31,7 @@ async function startNode(env: Record<string, string>): Promise<RunningApp> {
       MQTT_WS_PORT: "0",
       ADMIN_TOKEN,
       LOG_LEVEL: "silent",
+      REDIS_PERSISTENCE: "none",
       ...env,
     }),
     pino({ level: "silent" }),
@@ -62,7 +63,7 @@ function track(client: MqttClient): MqttClient {
 describe.skipIf(skip)("distributed broker", () => {
   it("withholds the PUBACK while the queue is down, and stores the resent message once when it is back", async () => {
     const redis = await startOwnRedis();
-    cleanups.push(() => redis.stop());
+    cleanups.push(() => redis.remove());
     const db = await createTestDatabase();
     cleanups.push(db.drop);
     const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });

@@ -152,6 +152,7 @@ describe.skipIf(skipDistributed)("a tenant's connection quota across brokers", (
           DATABASE_URL: db.url,
           REDIS_URL,
           REDIS_PREFIX: prefix,
+          REDIS_PERSISTENCE: "none",
           ROLES: roles,
           TENANT_MAX_CONNECTIONS: "2",
         }),

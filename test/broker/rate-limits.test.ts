@@ -102,6 +102,7 @@ describe.skipIf(skipDistributed)("a tenant's rate across brokers", () => {
           DATABASE_URL: db.url,
           REDIS_URL,
           REDIS_PREFIX: prefix,
+          REDIS_PERSISTENCE: "none",
           ROLES: roles,
           TENANT_MAX_READINGS_PER_SECOND: String(RATE),
           TENANT_READINGS_BURST: String(RATE),

@@ -53,6 +53,8 @@ export async function startTestApp(mode: Mode, env: Record<string, string> = {})
     DATABASE_URL: db.url,
     REDIS_URL,
     REDIS_PREFIX: redisPrefix,
+    // The machine's Redis keeps nothing on disk; tests accept that (test/broker/redis-durability.test.ts checks the refusal).
+    REDIS_PERSISTENCE: "none",
     ADMIN_TOKEN: adminToken,
   });
   const app = await startApp(config, pino({ level: base.LOG_LEVEL }));

@@ -82,3 +82,40 @@ export function publishes(topic: string, payload: string | Buffer, count: number
   const one = mqttPacket.generate({ cmd: "publish", topic, payload, qos: 0, retain, dup: false });
   return Buffer.concat(Array.from({ length: count }, () => one));
 }
+
+/** Sends CONNECT bytes as given (what a library refuses to write) and resolves with the CONNACK's return code. */
+export async function connackFor(port: number, connect: Buffer): Promise<number> {
+  const socket = net.connect(port, "127.0.0.1");
+  socket.on("error", () => undefined);
+  const parser = mqttPacket.parser();
+  const received: Packet[] = [];
+  parser.on("packet", (packet) => received.push(packet));
+  socket.on("data", (chunk) => parser.parse(chunk));
+  socket.write(connect);
+  try {
+    return ((await waitFor(received, (p) => p.cmd === "connack")) as { returnCode: number }).returnCode;
+  } finally {
+    socket.destroy();
+  }
+}
+
+/** A CONNECT packet, then altered: `edit` gets its bytes (flags at index 9 for a short packet). */
+export function connectBytes(
+  fields: { clientId: string; username?: string; password?: string },
+  edit: (bytes: Buffer) => void,
+): Buffer {
+  const bytes = Buffer.from(
+    mqttPacket.generate({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clean: true,
+      keepalive: 0,
+      clientId: fields.clientId,
+      username: fields.username,
+      password: fields.password === undefined ? undefined : Buffer.from(fields.password),
+    }),
+  );
+  edit(bytes);
+  return bytes;
+}

@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
 import { createServer } from "node:net";
+import os from "node:os";
+import path from "node:path";
 import { Redis } from "ioredis";
 
 export async function freePort(): Promise<number> {
@@ -13,30 +16,61 @@ export async function freePort(): Promise<number> {
   });
 }
 
+export interface OwnRedis {
+  url: string;
+  /** Starts it again on the same port (with its append-only file, if it keeps one). */
+  start(): Promise<void>;
+  /** Kills it (SIGKILL). */
+  stop(): Promise<void>;
+  /** Kills it and removes its files. */
+  remove(): Promise<void>;
+}
+
 /**
- * A redis-server of the test's own on a free port, for tests that stop it: the shared one is
- * never stopped. `stop()` kills it; `start()` brings it back on the same port.
+ * A redis-server of the caller's own on a free port, for tests and fault runs that stop it: the
+ * shared one is never stopped. Without options it keeps nothing on disk, like the machine's.
  */
-export async function startOwnRedis(): Promise<{ url: string; start(): Promise<void>; stop(): Promise<void> }> {
+export async function startOwnRedis(
+  options: { appendonly?: boolean; maxmemoryPolicy?: string } = {},
+): Promise<OwnRedis> {
   const port = await freePort();
+  const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-redis-"));
   let child: ChildProcess | undefined;
   const url = `redis://127.0.0.1:${port}`;
+  const args = [
+    ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir],
+    ...["--appendonly", options.appendonly ? "yes" : "no"],
+    ...(options.maxmemoryPolicy ? ["--maxmemory-policy", options.maxmemoryPolicy] : []),
+  ];
   const start = async () => {
-    child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
-      stdio: "ignore",
-    });
-    // Queued until the server listens: the client reconnects every 20 ms meanwhile.
+    child = spawn("redis-server", args, { stdio: "ignore" });
+    // Queued until the server listens (and has loaded its file): the client retries every 20 ms meanwhile.
     const probe = new Redis(url, { retryStrategy: () => 20, maxRetriesPerRequest: null });
     probe.on("error", () => undefined);
-    await probe.ping();
+    for (;;) {
+      const loading = await probe.info("persistence").then(
+        (info) => /^loading:1/m.test(info),
+        () => true,
+      );
+      if (!loading) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     probe.disconnect();
   };
   const stop = async () => {
-    if (!child || child.exitCode !== null) return;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((resolve) => child?.once("exit", resolve));
     child.kill("SIGKILL");
     await exited;
   };
   await start();
-  return { url, start, stop };
+  return {
+    url,
+    start,
+    stop,
+    remove: async () => {
+      await stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -39,7 +39,7 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
     const db = await createTestDatabase();
     const prefix = `edge-ingest-test-${uniqueId()}`;
     removals.push(db.drop, () => deleteRedisPrefix(prefix));
-    Object.assign(backendEnv, { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix });
+    Object.assign(backendEnv, { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, REDIS_PERSISTENCE: "none" });
   }
   const child = spawn(process.execPath, [BIN, "serve"], {
     env: {

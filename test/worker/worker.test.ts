@@ -14,9 +14,10 @@ import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { pruneSubmissions, storeSubmission, storeSubmissionQuietly } from "../../src/store/metrics.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
-import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
+import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
-import { createTenant, eventually, request } from "../helpers/http.ts";
+import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
+import { startOwnPostgres } from "../helpers/postgres-server.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
 import {
   createTestDatabase,
@@ -181,6 +182,24 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   let db: Database;
   let dropDb: () => Promise<void>;
   const prefix = `edge-ingest-test-${uniqueId()}`;
+  const workerOptions = (
+    process: WorkerOptions["process"],
+    telemetry: WorkerOptions["telemetry"],
+    probeDatabase: WorkerOptions["probeDatabase"],
+  ): WorkerOptions => ({
+    redisUrl: REDIS_URL,
+    prefix,
+    concurrency: 2,
+    process,
+    probeDatabase,
+    backoffMs: 10,
+    maxBackoffMs: 200,
+    lockMs: 10_000,
+    stalledCheckMs: 5000,
+    maxStalled: 5,
+    telemetry,
+    logger,
+  });
 
   beforeAll(async () => {
     const test = await createTestDatabase();
@@ -199,7 +218,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const fanout = new FanOut(new LocalPubSub());
     const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
     const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
-    const worker = await startBullmqWorker({ redisUrl: REDIS_URL, prefix, concurrency: 2, process, logger });
+    const worker = await startBullmqWorker(workerOptions(process, telemetry, () => db.ping()));
     const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
     try {
       const bad = submission(tenantId, [
@@ -229,6 +248,105 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     }
   });
 
+  it("waits through a database outage without using up an attempt, then stores every submission once", async () => {
+    const postgres = await startOwnPostgres();
+    const own = await openDatabase({ url: postgres.url }, { migrate: true, logger });
+    const outagePrefix = `edge-ingest-test-${uniqueId()}`;
+    const telemetry = createTelemetry();
+    const process = createProcessor({ prisma: own.prisma, fanout: new FanOut(new LocalPubSub()), telemetry, logger });
+    const queue = await BullmqSubmissionQueue.open({
+      redisUrl: REDIS_URL,
+      prefix: outagePrefix,
+      attempts: 2,
+      backoffMs: 10,
+      logger,
+    });
+    const worker = await startBullmqWorker({
+      ...workerOptions(process, telemetry, () => own.ping()),
+      prefix: outagePrefix,
+    });
+    try {
+      const tenantId = (await own.prisma.tenant.create({ data: { name: "t" } })).id;
+      const reading = (n: number) => submission(tenantId, [{ name: "x", value: n, ts: Date.now(), dedupeId: `r${n}` }]);
+      for (const n of [1, 2, 3]) await queue.submit(reading(n));
+      await eventually(async () => ((await own.prisma.metric.count()) === 3 ? true : undefined));
+
+      await postgres.stop();
+      for (let n = 4; n <= 12; n++) await queue.submit(reading(n));
+      // Two attempts 10 ms apart would have failed every one of them long before this.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      expect((await queue.failedJobs(10)).count).toBe(0);
+      await postgres.start();
+
+      await eventually(async () => ((await own.prisma.metric.count()) === 12 ? true : undefined), 20_000);
+      expect((await queue.failedJobs(10)).count).toBe(0);
+      expect((await telemetry.jobsFailedFinal.get()).values[0]?.value ?? 0).toBe(0);
+    } finally {
+      await worker.close();
+      await queue.close();
+      await own.close();
+      await postgres.remove();
+      await deleteRedisPrefix(outagePrefix);
+    }
+  }, 60_000);
+
+  it("keeps a submission the database refuses in the failed set, and `jobs retry` stores it once", async () => {
+    const test = await createTestDatabase();
+    const adminToken = "r".repeat(40);
+    const retryPrefix = `edge-ingest-test-${uniqueId()}`;
+    const app = await startApp(
+      loadConfig({
+        HTTP_HOST: "127.0.0.1",
+        HTTP_PORT: "0",
+        ROLES: "api,worker",
+        DATABASE_URL: test.url,
+        REDIS_URL,
+        REDIS_PREFIX: retryPrefix,
+        REDIS_PERSISTENCE: "none",
+        ADMIN_TOKEN: adminToken,
+        JOB_ATTEMPTS: "2",
+        JOB_BACKOFF_MS: "10",
+        LOG_LEVEL: "silent",
+      }),
+      logger,
+    );
+    const database = await openDatabase({ url: test.url }, { migrate: false, logger });
+    try {
+      const url = app.httpUrl as string;
+      const tenant = await createTenant(url, adminToken);
+      // A rule the database enforces and the service does not know: the submission fails for good.
+      await database.prisma.$executeRawUnsafe(`ALTER TABLE metrics ADD CONSTRAINT test_blocked CHECK (value <> 666)`);
+      const posted = await request(`${url}/api/v1/metrics`, {
+        auth: tenant.agent.auth,
+        body: { metrics: [{ name: "x", value: 666, dedupe_id: "the-one" }] },
+      });
+      expect(posted.status).toBe(202);
+      const failed = await eventually(async () => {
+        const { body } = await request(`${url}/api/v1/admin/jobs/failed`, { auth: bearer(adminToken) });
+        return body.count === 1 ? body : undefined;
+      });
+      expect(failed.reasons[0].reason).toMatch(/test_blocked/);
+      expect(failed.jobs[0]).toMatchObject({ tenant_id: tenant.tenantId, readings: 1, attempts: 2 });
+      expect(await metricValue(url, "edge_ingest_jobs_failed_waiting")).toBe(1);
+
+      await database.prisma.$executeRawUnsafe("ALTER TABLE metrics DROP CONSTRAINT test_blocked");
+      const retry = (body: unknown) =>
+        request(`${url}/api/v1/admin/jobs/failed/retry`, { auth: bearer(adminToken), body });
+      expect((await retry({ all: true })).body).toEqual({ retried: 1 });
+      const stored = async () => database.prisma.metric.count({ where: { tenantId: tenant.tenantId } });
+      await eventually(async () => ((await stored()) === 1 ? true : undefined));
+      expect((await retry({ ids: [failed.jobs[0].id] })).body).toEqual({ retried: 0 });
+      expect((await retry({})).status).toBe(400);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await stored()).toBe(1);
+    } finally {
+      await app.close();
+      await database.close();
+      await test.drop();
+      await deleteRedisPrefix(retryPrefix);
+    }
+  });
+
   it("does not fail a stored job when live fan-out is down, and counts it", async () => {
     const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
@@ -253,6 +371,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
         ROLES: "api,worker",
         DATABASE_URL: test.url,
         REDIS_URL: redis.url,
+        REDIS_PERSISTENCE: "none",
         ADMIN_TOKEN: "a".repeat(40),
         LOG_LEVEL: "silent",
       }),
@@ -289,7 +408,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       expect(body.items).toHaveLength(1);
     } finally {
       await app.close();
-      await redis.stop();
+      await redis.remove();
       await test.drop();
     }
   });

@@ -2,7 +2,8 @@ import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { Revocations } from "../../credentials/revocations.ts";
 import type { CredentialStore, TokenRole } from "../../credentials/store.ts";
-import { AGENT_ID_PATTERN } from "../../ingest/payload.ts";
+import { AGENT_ID_PATTERN, isStorableText } from "../../ingest/payload.ts";
+import type { SubmissionQueue } from "../../ingest/queue.ts";
 import type { TenantLimitsStore } from "../../limits/limits-store.ts";
 import { effectiveLimits, LIMITS, type LimitOverrides } from "../../limits/tenant-limits.ts";
 import { requireAdmin } from "../access.ts";
@@ -25,9 +26,14 @@ function bodyField(body: unknown, field: string): unknown {
 export const adminRoutes = fp(
   async (
     app: FastifyInstance,
-    options: { credentials: CredentialStore; revocations: Revocations; tenantLimits: TenantLimitsStore },
+    options: {
+      credentials: CredentialStore;
+      revocations: Revocations;
+      tenantLimits: TenantLimitsStore;
+      queue: SubmissionQueue;
+    },
   ) => {
-    const { credentials, revocations, tenantLimits } = options;
+    const { credentials, revocations, tenantLimits, queue } = options;
     const admin = {
       preHandler: async (request: Parameters<typeof app.authenticate>[0]) => {
         await app.authenticate(request);
@@ -37,8 +43,12 @@ export const adminRoutes = fp(
 
     app.post("/api/v1/admin/tenants", admin, async (request, reply) => {
       const name = bodyField(request.body, "name");
-      if (typeof name !== "string" || name.trim().length === 0 || name.length > 200) {
-        throw new ApiError(400, "bad_request", "name must be a non-empty string of at most 200 characters");
+      if (typeof name !== "string" || name.trim().length === 0 || name.length > 200 || !isStorableText(name)) {
+        throw new ApiError(
+          400,
+          "bad_request",
+          "name must be a non-empty string of at most 200 characters, with no NUL",
+        );
       }
       return reply.status(201).send(await credentials.createTenant(name.trim()));
     });
@@ -105,6 +115,57 @@ export const adminRoutes = fp(
           LIMITS.filter(({ api }) => api in body).map(({ key, api }) => [key, body[api]]),
         ) as LimitOverrides;
         return limitsView(tenantId, await tenantLimits.set(tenantId, changes));
+      },
+    );
+
+    app.get(
+      "/api/v1/admin/jobs/failed",
+      {
+        ...admin,
+        schema: {
+          querystring: { type: "object", properties: { limit: { type: "integer", minimum: 0, maximum: 1000 } } },
+        },
+      },
+      async (request) => {
+        const { limit = 20 } = request.query as { limit?: number };
+        const failed = await queue.failedJobs(limit);
+        return {
+          count: failed.count,
+          oldest_failed_at: failed.oldestFailedAt ? new Date(failed.oldestFailedAt).toISOString() : null,
+          reasons: failed.reasons,
+          jobs: failed.jobs.map((job) => ({
+            id: job.id,
+            tenant_id: job.tenantId,
+            readings: job.readings,
+            reason: job.reason,
+            failed_at: new Date(job.failedAt).toISOString(),
+            attempts: job.attempts,
+          })),
+        };
+      },
+    );
+
+    app.post(
+      "/api/v1/admin/jobs/failed/retry",
+      {
+        ...admin,
+        schema: {
+          body: {
+            type: "object",
+            additionalProperties: false,
+            properties: {
+              all: { type: "boolean" },
+              ids: { type: "array", items: { type: "string", pattern: "^[0-9a-f-]{36}$" }, maxItems: 10_000 },
+            },
+          },
+        },
+      },
+      async (request) => {
+        const { all, ids } = request.body as { all?: boolean; ids?: string[] };
+        if (Boolean(all) === (ids !== undefined)) {
+          throw new ApiError(400, "bad_request", 'give either {"all": true} or {"ids": [...]}');
+        }
+        return { retried: await queue.retryFailed(all ? "all" : (ids as string[])) };
       },
     );
 

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { Prisma, PrismaClient } from "../../generated/prisma/client.ts";
-import { readScope } from "../access.ts";
+import { metricNameFilter, readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
 
 interface Cursor {
@@ -37,6 +37,7 @@ export const queryRoutes = fp(
     app.get("/api/v1/metrics", { preHandler: app.authenticate }, async (request) => {
       const q = request.query as Record<string, string | undefined>;
       const scope = readScope(request.principal, q.agent_id);
+      const name = metricNameFilter(q.name);
       const limit = q.limit === undefined ? Math.min(100, maxLimit) : Number(q.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) {
         throw new ApiError(400, "bad_request", `limit must be a whole number from 1 to ${maxLimit}`);
@@ -48,7 +49,7 @@ export const queryRoutes = fp(
       const where: Prisma.MetricWhereInput = {
         tenantId: scope.tenantId,
         ...(scope.agentId !== undefined && { agentId: scope.agentId }),
-        ...(q.name !== undefined && { name: q.name }),
+        ...(name !== undefined && { name }),
         ts: { ...(from && { gte: from }), ...(to && { lt: to }) },
         ...(cursor && {
           OR: [{ ts: { lt: new Date(cursor.ts) } }, { ts: new Date(cursor.ts), id: { lt: BigInt(cursor.id) } }],

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { Revocations } from "../../credentials/revocations.ts";
 import type { FanOut, StoredMetric } from "../../live/fanout.ts";
-import { readScope } from "../access.ts";
+import { metricNameFilter, readScope } from "../access.ts";
 
 function toEvent(metric: StoredMetric): string {
   const data = {
@@ -36,12 +36,13 @@ export const streamRoutes = fp(
     app.get("/api/v1/stream", { preHandler: app.authenticate }, async (request, reply) => {
       const q = request.query as Record<string, string | undefined>;
       const scope = readScope(request.principal, q.agent_id);
+      const name = metricNameFilter(q.name);
       const res = reply.hijack().raw;
       let end = () => {};
       const send = (metrics: StoredMetric[]) => {
         for (const metric of metrics) {
           if (scope.agentId !== undefined && metric.agentId !== scope.agentId) continue;
-          if (q.name !== undefined && metric.name !== q.name) continue;
+          if (name !== undefined && metric.name !== name) continue;
           res.write(toEvent(metric));
         }
         if (res.writableLength > options.maxBufferBytes) end();
