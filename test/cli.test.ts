@@ -110,6 +110,17 @@ describe("edge-ingest CLI against a running embedded server", () => {
     expect(bad.stderr).toMatch(/--max-connections must be a positive whole number or "default"/);
   });
 
+  it("shows the failed set, which embedded mode never fills, and says how to ask for a retry", async () => {
+    const failed = await cli(["jobs", "failed"], env);
+    expect(failed.code).toBe(0);
+    expect(JSON.parse(failed.stdout)).toEqual({ count: 0, oldest_failed_at: null, reasons: [], jobs: [] });
+    const retried = await cli(["jobs", "retry", "--all"], env);
+    expect(JSON.parse(retried.stdout)).toEqual({ retried: 0 });
+    const neither = await cli(["jobs", "retry"], env);
+    expect(neither.code).toBe(1);
+    expect(neither.stderr).toMatch(/jobs retry takes --all or job ids/);
+  });
+
   it("creates a tenant, an agent and tokens, and revokes a credential", async () => {
     const tenant = await cli(["tenant", "create", "--name", "acme"], env);
     expect(tenant.code).toBe(0);

@@ -100,7 +100,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
         break;
       case "jobs retry": {
         const ids = positionals.slice(2);
-        if (values.all === ids.length > 0) throw new CliError(`jobs retry takes --all or job ids\n\n${USAGE}`);
+        if (Boolean(values.all) === ids.length > 0) throw new CliError(`jobs retry takes --all or job ids\n\n${USAGE}`);
         result = await admin("POST", "/api/v1/admin/jobs/failed/retry", values.all ? { all: true } : { ids });
         break;
       }

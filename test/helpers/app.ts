@@ -19,8 +19,17 @@ export interface TestApp {
   cleanup(): Promise<void>;
 }
 
-/** Starts the real service on a free port with backends of the test's own. */
-export async function startTestApp(mode: Mode, env: Record<string, string> = {}): Promise<TestApp> {
+/** A pino logger for a test app: silent unless TEST_LOG_LEVEL says otherwise, or into `lines` when given. */
+function testLogger(level: string, lines?: string[]) {
+  return lines ? pino({ level: "info" }, { write: (line: string) => lines.push(line) }) : pino({ level });
+}
+
+/** Starts the real service on a free port with backends of the test's own; `logLines` collects what it logs. */
+export async function startTestApp(
+  mode: Mode,
+  env: Record<string, string> = {},
+  logLines?: string[],
+): Promise<TestApp> {
   const base = {
     HTTP_HOST: "127.0.0.1",
     HTTP_PORT: "0",
@@ -32,7 +41,7 @@ export async function startTestApp(mode: Mode, env: Record<string, string> = {})
   };
   if (mode === "embedded") {
     const data = await tempDir();
-    const app = await startApp(loadConfig({ ...base, DATA_DIR: data.dir }), pino({ level: base.LOG_LEVEL }));
+    const app = await startApp(loadConfig({ ...base, DATA_DIR: data.dir }), testLogger(base.LOG_LEVEL, logLines));
     const adminToken = (await readFile(path.join(data.dir, "admin-token"), "utf8")).trim();
     return {
       app,
@@ -57,7 +66,7 @@ export async function startTestApp(mode: Mode, env: Record<string, string> = {})
     REDIS_PERSISTENCE: "none",
     ADMIN_TOKEN: adminToken,
   });
-  const app = await startApp(config, pino({ level: base.LOG_LEVEL }));
+  const app = await startApp(config, testLogger(base.LOG_LEVEL, logLines));
   return {
     app,
     url: app.httpUrl as string,
