@@ -5,7 +5,10 @@
  *   acknowledged readings to `ackedFile`;
  * - `idle`: opens `connections` authenticated connections, prints `ready`, holds them until killed;
  * - `steady`: one QoS 1 reading every `intervalMs` for `seconds`; prints the PUBACK latencies;
- * - `flood`: QoS 0 readings as fast as the socket takes them, for `seconds`; prints how many and when.
+ * - `flood`: QoS 0 readings as fast as the socket takes them, for `seconds`; prints how many and when;
+ * - `sustain`: each publisher sends QoS 1 readings at `ratePerSecond` for `seconds`, reconnecting to
+ *   the next of `urls` whenever its connection drops (mqtt.js resends what was not acknowledged);
+ *   writes the acknowledged dedupe ids to `ackedFile` and prints the acknowledgements per second.
  */
 import { writeFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
@@ -33,7 +36,23 @@ export type LoadPlan =
     }
   | { mode: "idle"; url: string; connections: number; username?: string; password?: string }
   | { mode: "steady"; url: string; publisher: Publisher; intervalMs: number; seconds: number }
-  | { mode: "flood"; url: string; publisher: Publisher; seconds: number };
+  | { mode: "flood"; url: string; publisher: Publisher; seconds: number }
+  | {
+      mode: "sustain";
+      urls: string[];
+      publishers: Publisher[];
+      ratePerSecond: number;
+      seconds: number;
+      ackedFile: string;
+    };
+
+export interface SustainResult {
+  offered: number;
+  acknowledged: number;
+  startedAt: number;
+  /** Acknowledgements in each second from `startedAt`. */
+  acksPerSecond: number[];
+}
 
 export interface SteadyResult {
   acknowledged: number;
@@ -180,6 +199,67 @@ async function flood(): Promise<void> {
   console.log(`RESULT ${JSON.stringify(result)}`);
 }
 
+async function sustain(): Promise<void> {
+  if (plan.mode !== "sustain") return;
+  const servers = plan.urls.map((url) => {
+    const { hostname, port } = new URL(url);
+    return { host: hostname, port: Number(port) };
+  });
+  const clients = await Promise.all(
+    plan.publishers.map((p) =>
+      mqtt.connectAsync(plan.urls[0] as string, {
+        username: p.username,
+        password: p.password,
+        servers,
+        reconnectPeriod: 200,
+        connectTimeout: 5000,
+        keepalive: 10,
+      }),
+    ),
+  );
+  for (const client of clients) client.on("error", () => undefined);
+  const startedAt = Date.now();
+  const acksPerSecond: number[] = [];
+  const acked: string[] = [];
+  let offered = 0;
+  const pending: Promise<unknown>[] = [];
+  const interval = 1000 / plan.ratePerSecond;
+  await Promise.all(
+    plan.publishers.map(async (publisher, p) => {
+      const client = clients[p] as MqttClient;
+      for (let n = 0; ; n++) {
+        const due = startedAt + n * interval;
+        if (due > startedAt + plan.seconds * 1000) break;
+        const wait = due - Date.now();
+        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        const dedupeId = `${publisher.idPrefix}-${n}`;
+        offered++;
+        pending.push(
+          client.publishAsync(publisher.topic, reading(n, dedupeId), { qos: 1 }).then(
+            () => {
+              const second = Math.floor((Date.now() - startedAt) / 1000);
+              acksPerSecond[second] = (acksPerSecond[second] ?? 0) + 1;
+              acked.push(dedupeId);
+            },
+            () => undefined,
+          ),
+        );
+      }
+    }),
+  );
+  // What is still unacknowledged gets a while to be, through reconnections.
+  await Promise.race([Promise.all(pending), new Promise((resolve) => setTimeout(resolve, 60_000))]);
+  await Promise.all(clients.map((client) => client.endAsync(true)));
+  writeFileSync(plan.ackedFile, acked.join("\n"));
+  const result: SustainResult = {
+    offered,
+    acknowledged: acked.length,
+    startedAt,
+    acksPerSecond: Array.from(acksPerSecond, (count) => count ?? 0),
+  };
+  console.log(`RESULT ${JSON.stringify(result)}`);
+}
+
 async function holdIdle(): Promise<void> {
   if (plan.mode !== "idle") return;
   const clients: MqttClient[] = [];
@@ -194,7 +274,7 @@ async function holdIdle(): Promise<void> {
   await new Promise(() => undefined);
 }
 
-const modes = { publish: publishAll, idle: holdIdle, steady: steadily, flood };
+const modes = { publish: publishAll, idle: holdIdle, steady: steadily, flood, sustain };
 await modes[plan.mode]();
 // A flood's writes still queued in a socket the broker does not read would keep the process alive.
 process.exit(0);

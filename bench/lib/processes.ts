@@ -53,7 +53,8 @@ export function start(
     child.stderr?.setEncoding("utf8").on("data", reader(errors));
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new Error(`${name} exited with ${code} before it was ready: ${errors.join("").slice(-2000)}`));
+      const said = [...errors, ...lines].join("\n").slice(-2000);
+      reject(new Error(`${name} exited with ${code} before it was ready: ${said}`));
     });
   });
 }

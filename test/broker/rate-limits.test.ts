@@ -61,11 +61,11 @@ for (const { mode, skip } of [
         await sleep(10);
       }
       const rate = ((await flooded()) - (atOne as number)) / ((Date.now() - started - 1000) / 1000);
-      // The steady agent was never held up long: about one publish every 10 ms went through.
-      expect(steadyAcknowledged).toBeGreaterThan(150);
+      // The steady agent kept being acknowledged (unthrottled, one publish every ~10 ms: some 300 in 4 s).
+      expect(steadyAcknowledged, "steady publishes acknowledged").toBeGreaterThan(100);
       // After its burst, the flooder is taken at its rate (within 10 %).
-      expect(rate).toBeLessThanOrEqual(RATE * 1.1);
-      expect(rate).toBeGreaterThan(RATE * 0.5);
+      expect(rate, "flooder readings/s").toBeLessThanOrEqual(RATE * 1.1);
+      expect(rate, "flooder readings/s").toBeGreaterThan(RATE * 0.5);
       // Held back, not dropped: every reading is taken in the end.
       await eventually(async () => ((await flooded()) === FLOOD ? true : undefined), 20_000);
       expect(
