@@ -15,6 +15,7 @@ import type { RowStats } from "./lib/rows.ts";
 import { startTarget, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
+import { runStorage } from "./storage.ts";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv
@@ -199,6 +200,13 @@ async function main() {
   if (wanted("noisy-neighbour"))
     process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
   const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
+  // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
+  const storageSizes = process.argv
+    .find((a) => a.startsWith("--storage-sizes="))
+    ?.slice(16)
+    .split(",")
+    .map(Number) ?? [0, 10_000_000, 30_000_000];
+  const storage = wanted("storage") && !quick ? await runStorage(storageSizes) : undefined;
 
   const results = {
     date: new Date().toISOString(),
@@ -216,6 +224,7 @@ async function main() {
     insert,
     idle,
     noisyNeighbour,
+    storage,
   };
 
   if (scenarios.length > 0) {
@@ -324,6 +333,34 @@ async function main() {
           ],
         ],
       )}\nsteady p99 beside / alone: ${fmt(noisyNeighbour.p99Ratio, 2)}×`,
+    );
+  }
+  if (storage) {
+    const q = (r: (typeof storage)[number], key: keyof (typeof storage)[number]["queries"]) =>
+      `${fmt(r.queries[key].p50Ms, 1)} / ${fmt(r.queries[key].p99Ms, 1)}`;
+    console.log(
+      `\n${table(
+        [
+          "readings stored",
+          "insert rows/s",
+          "× at 0",
+          "bytes/reading (metrics)",
+          "(all tables)",
+          "(a) last hour p50/p99 ms",
+          "(b) 24 h series p50/p99 ms",
+          "(c) latest p50/p99 ms",
+        ],
+        storage.map((r) => [
+          fmt(r.rows),
+          fmt(r.insertRowsPerSecond),
+          fmt(r.insertRowsPerSecond / (storage[0]?.insertRowsPerSecond ?? 1), 2),
+          fmt(r.metricsBytesPerReading),
+          fmt(r.allBytesPerReading),
+          q(r, "lastHour"),
+          q(r, "series24h"),
+          q(r, "latest"),
+        ]),
+      )}`,
     );
   }
   const dir = path.join(ROOT, "bench", "results");

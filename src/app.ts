@@ -24,7 +24,8 @@ import { rateLimitedLog } from "./logger.ts";
 import { LocalPresence, RedisPresence } from "./presence/presence.ts";
 import { createPubSub } from "./pubsub.ts";
 import { openDatabase } from "./store/database.ts";
-import { pruneSubmissions } from "./store/metrics.ts";
+import { MetricStore } from "./store/metrics.ts";
+import { maintainPartitions } from "./store/partitions.ts";
 import { createTelemetry } from "./telemetry/metrics.ts";
 import { startBullmqWorker } from "./worker/bullmq-worker.ts";
 import { createProcessor } from "./worker/processor.ts";
@@ -38,7 +39,8 @@ export interface RunningApp {
   close(): Promise<void>;
 }
 
-const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+/** How often partitions are created ahead and dropped past retention. */
+const MAINTENANCE_INTERVAL_MS = 60 * 60 * 1000;
 /** The process cannot start as configured; the message says what to change. */
 export class StartupError extends Error {
   override name = "StartupError";
@@ -112,7 +114,8 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         )
       : new LocalPresence();
     closers.push(async () => presence.close());
-    const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
+    const metrics = new MetricStore(db.sql, config.DEDUPE_WINDOW_HOURS * 3_600_000);
+    const process = createProcessor({ metrics, fanout, telemetry, logger });
 
     let queue: SubmissionQueue;
     if (config.REDIS_URL) {
@@ -143,6 +146,25 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     closers.push(async () => intake.close());
 
     if (config.ROLES.has("worker")) {
+      // Partitions for what the worker will write exist before it writes (and old ones go), then hourly.
+      const retention = {
+        partitionHours: config.METRICS_PARTITION_HOURS,
+        metricsRetentionDays: config.METRICS_RETENTION_DAYS,
+        futureSkewMs: config.payloadLimits.maxFutureSkewMs,
+        dedupeWindowHours: config.DEDUPE_WINDOW_HOURS,
+        submissionRetentionHours: config.SUBMISSION_RETENTION_HOURS,
+      };
+      const maintain = () => db.withSession((session) => maintainPartitions(session, retention, logger));
+      await maintain();
+      const logMaintenanceError = rateLimitedLog(logger, 1, MAINTENANCE_INTERVAL_MS);
+      const maintenance = setInterval(
+        () =>
+          void maintain().catch((error: Error) =>
+            logMaintenanceError({ reason: error.message }, "partition maintenance failed"),
+          ),
+        MAINTENANCE_INTERVAL_MS,
+      ).unref();
+      closers.push(async () => clearInterval(maintenance));
       if (config.REDIS_URL) {
         const worker = await startBullmqWorker({
           redisUrl: config.REDIS_URL,
@@ -160,12 +182,6 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         });
         closers.push(() => worker.close());
       }
-      const prune = () =>
-        pruneSubmissions(db.prisma, new Date(Date.now() - config.SUBMISSION_RETENTION_HOURS * 3600_000)).catch(
-          (error: Error) => logger.warn({ err: error }, "pruning old submission ids failed"),
-        );
-      const pruneTimer = setInterval(prune, PRUNE_INTERVAL_MS).unref();
-      closers.push(async () => clearInterval(pruneTimer));
     }
 
     const adminToken = distributed ? config.ADMIN_TOKEN : await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN);
@@ -203,7 +219,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       const api = await buildApiServer({
         config,
         logger,
-        prisma: db.prisma,
+        metrics,
         credentials,
         identifier,
         revocations,

@@ -112,6 +112,15 @@ const envSchema = z.object({
   EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000).default(256),
   QUEUE_MAX_DEPTH: int(1, 100_000_000).default(20_000),
   SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),
+  METRICS_RETENTION_DAYS: int(1, 3650).default(30),
+  METRICS_PARTITION_HOURS: z.coerce
+    .number()
+    .refine((v) => [1, 2, 3, 4, 6, 8, 12, 24].includes(v), {
+      error: "must be 1, 2, 3, 4, 6, 8, 12 or 24 (hours that divide a day)",
+    })
+    .default(24),
+  DEDUPE_WINDOW_HOURS: int(1, 24 * 365).default(24),
+  SERIES_MAX_POINTS: int(1, 1_000_000).default(10_000),
 });
 
 /** Every environment variable the service reads. */
@@ -119,6 +128,8 @@ export const CONFIG_VARIABLES = Object.keys(envSchema.shape);
 
 export interface PayloadLimits {
   maxBatchItems: number;
+  /** How old a reading may be: older ones are past the retention (`too_old`). */
+  maxAgeMs: number;
   maxTags: number;
   maxTagLength: number;
   maxDedupeIdLength: number;
@@ -186,6 +197,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mode,
     payloadLimits: {
       maxBatchItems: MAX_BATCH_ITEMS,
+      maxAgeMs: rest.METRICS_RETENTION_DAYS * 86_400_000,
       maxTags: MAX_TAGS,
       maxTagLength: MAX_TAG_LENGTH,
       maxDedupeIdLength: MAX_DEDUPE_ID_LENGTH,

@@ -35,10 +35,16 @@ for (const { mode, skip } of modes) {
       });
 
     it("stores an agent's metrics posted over HTTP and returns them newest first", async () => {
+      const yesterday = new Date(Math.floor(Date.now() / 86_400_000) * 86_400_000 - 86_400_000);
       const answer = await post(a.agent.auth, {
         metrics: [
-          { name: "temp", value: 21.5, timestamp: "2026-01-01T00:00:00Z", tags: { room: "lab" } },
-          { name: "temp", value: 22, timestamp: 1767225660 },
+          {
+            name: "temp",
+            value: 21.5,
+            timestamp: yesterday.toISOString().replace(".000Z", "Z"),
+            tags: { room: "lab" },
+          },
+          { name: "temp", value: 22, timestamp: yesterday.getTime() / 1000 + 60 },
         ],
       });
       expect(answer.status).toBe(202);
@@ -49,7 +55,7 @@ for (const { mode, skip } of modes) {
       expect(items[1]).toMatchObject({
         agent_id: "sensor-a",
         name: "temp",
-        ts: "2026-01-01T00:00:00.000Z",
+        ts: yesterday.toISOString(),
         tags: { room: "lab" },
         dedupe_id: null,
       });
@@ -74,6 +80,7 @@ for (const { mode, skip } of modes) {
           { name: "mixed", value: "high" },
           { name: "bad name!", value: 1 },
           { name: "mixed", value: 2, timestamp: "yesterday" },
+          { name: "mixed", value: 3, timestamp: Date.now() - 40 * 86_400_000 },
         ],
       });
       expect(answer.status).toBe(202);
@@ -82,6 +89,7 @@ for (const { mode, skip } of modes) {
         [1, "bad_value"],
         [2, "bad_name"],
         [3, "bad_timestamp"],
+        [4, "too_old"],
       ]);
       await rowsOf(bearer(a.viewerToken), "name=mixed", 1);
     });
@@ -150,6 +158,58 @@ for (const { mode, skip } of modes) {
       expect(ownOnly.body.items).toHaveLength(1);
     });
 
+    it("answers a metric's series in time buckets and the latest values, to the tenant only", async () => {
+      const start = Date.now() - 10 * 60_000;
+      const at = (minute: number, second: number) => start - (start % 60_000) + minute * 60_000 + second * 1000;
+      await post(a.agent.auth, {
+        metrics: [
+          { name: "temp", value: 20, timestamp: at(0, 10) },
+          { name: "temp", value: 22, timestamp: at(0, 40) },
+          { name: "temp", value: 30, timestamp: at(2, 5) },
+          { name: "humidity", value: 55, timestamp: at(2, 5) },
+        ],
+      });
+      const params = `name=temp&agent_id=sensor-a&from=${at(0, 0)}&to=${at(3, 0)}&step=1m&agg=avg,max,count,last`;
+      const series = await eventually(async () => {
+        const answer = await request(`${t.url}/api/v1/metrics/series?${params}`, { auth: bearer(a.viewerToken) });
+        return answer.body.buckets?.length === 2 ? answer.body : undefined;
+      });
+      expect(series).toEqual({
+        name: "temp",
+        agent_id: "sensor-a",
+        step_ms: 60_000,
+        buckets: [
+          { start: new Date(at(0, 0)).toISOString(), avg: 21, max: 22, count: 2, last: 22 },
+          { start: new Date(at(2, 0)).toISOString(), avg: 30, max: 30, count: 1, last: 30 },
+        ],
+      });
+      const latest = await request(`${t.url}/api/v1/metrics/latest?agent_id=sensor-a`, { auth: bearer(a.viewerToken) });
+      expect(
+        latest.body.items
+          .filter((i: { name: string }) => ["temp", "humidity"].includes(i.name))
+          .map((i: { name: string; value: number }) => [i.name, i.value]),
+      ).toEqual([
+        ["humidity", 55],
+        ["temp", 30],
+      ]);
+
+      // Another tenant sees none of it, whatever it names.
+      const other = bearer(b.viewerToken);
+      expect((await request(`${t.url}/api/v1/metrics/series?${params}`, { auth: other })).body.buckets).toEqual([]);
+      const theirs = await request(`${t.url}/api/v1/metrics/latest`, { auth: other });
+      expect(theirs.body.items.filter((i: { agent_id: string }) => i.agent_id === "sensor-a")).toEqual([]);
+      const otherAgent = await request(`${t.url}/api/v1/metrics/latest?agent_id=sensor-a`, { auth: b.agent.auth });
+      expect(otherAgent.status).toBe(403);
+
+      // And a series asks sensible things.
+      const bad = (query: string) =>
+        request(`${t.url}/api/v1/metrics/series?${query}`, { auth: bearer(a.viewerToken) });
+      expect((await bad(`name=temp&from=${at(0, 0)}&to=${at(3, 0)}&step=1x`)).status).toBe(400);
+      expect((await bad(`name=temp&from=${at(0, 0)}&to=${at(3, 0)}&step=1m&agg=median`)).status).toBe(400);
+      expect((await bad(`name=temp&from=0&to=${Date.now()}&step=1s`)).body.error.message).toMatch(/at most/);
+      expect((await bad(`from=${at(0, 0)}&to=${at(3, 0)}&step=1m`)).body.error.code).toBe("bad_name");
+    });
+
     it("streams a tenant's newly stored metrics over SSE, and only that tenant's", async () => {
       const streamA = await openStream(`${t.url}/api/v1/stream?token=${encodeURIComponent(a.viewerToken)}&name=live`);
       const streamB = await openStream(`${t.url}/api/v1/stream`, { authorization: bearer(b.viewerToken) });
@@ -207,7 +267,8 @@ for (const { mode, skip } of modes) {
     });
 
     it("pages through results with a cursor", async () => {
-      const metrics = [1, 2, 3, 4, 5].map((v) => ({ name: "paged", value: v, timestamp: 1767225600 + v }));
+      const base = Math.floor(Date.now() / 1000) - 3600;
+      const metrics = [1, 2, 3, 4, 5].map((v) => ({ name: "paged", value: v, timestamp: base + v }));
       await post(a.agent.auth, { metrics });
       await rowsOf(bearer(a.viewerToken), "name=paged", 5);
       const seen: number[] = [];
@@ -221,7 +282,7 @@ for (const { mode, skip } of modes) {
         cursor = page.body.next_cursor;
       }
       expect(seen).toEqual([5, 4, 3, 2, 1]);
-      const window = await query(bearer(a.viewerToken), `name=paged&from=${1767225602 * 1000}&to=${1767225604 * 1000}`);
+      const window = await query(bearer(a.viewerToken), `name=paged&from=${(base + 2) * 1000}&to=${(base + 4) * 1000}`);
       expect(window.body.items.map((i: { value: number }) => i.value)).toEqual([3, 2]);
       expect((await query(bearer(a.viewerToken), "limit=0")).status).toBe(400);
     });

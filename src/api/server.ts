@@ -4,12 +4,12 @@ import type { Config } from "../config.ts";
 import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
-import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { Intake } from "../ingest/intake.ts";
 import type { SubmissionQueue } from "../ingest/queue.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
+import type { MetricStore } from "../store/metrics.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin } from "./errors.ts";
@@ -22,7 +22,7 @@ import { streamRoutes } from "./routes/stream.ts";
 export interface ApiDeps {
   config: Config;
   logger: Logger;
-  prisma: PrismaClient;
+  metrics: MetricStore;
   credentials: CredentialStore;
   identifier: Identifier;
   revocations: Revocations;
@@ -62,7 +62,11 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
     telemetry,
     limits: config.payloadLimits,
   });
-  await app.register(queryRoutes, { prisma: deps.prisma, maxLimit: config.QUERY_MAX_LIMIT });
+  await app.register(queryRoutes, {
+    metrics: deps.metrics,
+    maxLimit: config.QUERY_MAX_LIMIT,
+    maxSeriesPoints: config.SERIES_MAX_POINTS,
+  });
   await app.register(streamRoutes, {
     fanout: deps.fanout,
     revocations: deps.revocations,

@@ -39,6 +39,9 @@ export function parseTimestamp(raw: unknown, receivedAt: number, limits: Payload
   if (ms > receivedAt + limits.maxFutureSkewMs) {
     return reject("bad_timestamp", `timestamp is more than ${limits.maxFutureSkewMs / 1000}s in the future`);
   }
+  if (ms < receivedAt - limits.maxAgeMs) {
+    return reject("too_old", `timestamp is older than the retention (${limits.maxAgeMs / 86_400_000} days)`);
+  }
   return ms;
 }
 

@@ -4,6 +4,7 @@ export const REJECTION_REASONS = [
   "bad_json",
   "bad_value",
   "bad_timestamp",
+  "too_old",
   "bad_dedupe_id",
   "bad_tags",
   "bad_name",

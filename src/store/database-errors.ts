@@ -8,8 +8,9 @@ export function isTransientDatabaseError(error: unknown): boolean {
   const seen = new Set<unknown>();
   for (let e: unknown = error; e && typeof e === "object" && !seen.has(e); e = nextCause(e)) {
     seen.add(e);
-    const { code, kind } = e as { code?: unknown; kind?: unknown };
+    const { code, kind, message } = e as { code?: unknown; kind?: unknown; message?: unknown };
     if (typeof kind === "string" && TRANSIENT_KINDS.has(kind)) return true;
+    if (typeof message === "string" && TRANSIENT_DRIVER_MESSAGES.test(message)) return true;
     if (typeof code === "string" && (TRANSIENT_NODE_CODES.has(code) || isTransientSqlState(code))) return true;
   }
   return false;
@@ -24,13 +25,20 @@ const TRANSIENT_KINDS = new Set([
   "TransactionWriteConflict",
 ]);
 
+/** node-postgres says a connection died without a code. */
+const TRANSIENT_DRIVER_MESSAGES =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
 const TRANSIENT_NODE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENOTFOUND"]);
 
-/** PostgreSQL SQLSTATEs: connection exceptions, shutdowns, resources, serialization and deadlocks, system errors. */
+/**
+ * PostgreSQL SQLSTATEs: connection exceptions (but a protocol violation, which the same bytes would
+ * make again), shutdowns, resources, serialization and deadlocks, system errors.
+ */
 function isTransientSqlState(code: string): boolean {
   if (!/^[0-9A-Z]{5}$/.test(code)) return false;
   return (
-    code.startsWith("08") ||
+    (code.startsWith("08") && code !== "08P01") ||
     code.startsWith("53") ||
     code.startsWith("58") ||
     code === "57P01" ||

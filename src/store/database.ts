@@ -8,13 +8,22 @@ import type { Logger } from "pino";
 import { PrismaClient } from "../generated/prisma/client.ts";
 import { migrate, type SqlSession } from "./migrate.ts";
 
+/** A statement and its parameters, straight to the driver: the metric hot path does not go through Prisma. */
+export type Sql = <T>(text: string, params: unknown[]) => Promise<T[]>;
+
 export interface Database {
   backend: "postgresql" | "pglite";
   prisma: PrismaClient;
+  sql: Sql;
   /** Throws unless the database answers. */
   ping(): Promise<void>;
+  /** Runs `work` on one session of its own (advisory locks are per session). */
+  withSession<T>(work: (session: SqlSession) => Promise<T>): Promise<T>;
   close(): Promise<void>;
 }
+
+/** Connections of the metric store's own pool (Prisma keeps its own for everything else). */
+const SQL_POOL_SIZE = 10;
 
 const ping = (prisma: PrismaClient) => async () => {
   await prisma.$queryRawUnsafe("SELECT 1");
@@ -40,15 +49,20 @@ function pgSession(client: pg.Client): SqlSession {
   };
 }
 
-/** Runs pending migrations on a dedicated connection (the advisory lock is per session). */
-export async function migratePostgres(url: string, logger: Logger): Promise<string[]> {
+/** Runs `work` on a connection of its own. */
+async function withPgSession<T>(url: string, work: (session: SqlSession) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    return await migrate(pgSession(client), logger);
+    return await work(pgSession(client));
   } finally {
     await client.end();
   }
+}
+
+/** Runs pending migrations on a dedicated connection (the advisory lock is per session). */
+export function migratePostgres(url: string, logger: Logger): Promise<string[]> {
+  return withPgSession(url, (session) => migrate(session, logger));
 }
 
 async function openPglite(dataDir: string): Promise<PGlite> {
@@ -75,7 +89,20 @@ export async function openDatabase(
     if (options.migrate) await migratePostgres(target.url, options.logger);
     const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: target.url }) });
     await prisma.$connect();
-    return { backend: "postgresql", prisma, ping: ping(prisma), close: () => prisma.$disconnect() };
+    const pool = new pg.Pool({ connectionString: target.url, max: SQL_POOL_SIZE });
+    // A connection the server drops (restart, admin shutdown) errors here; queries on it fail and retry.
+    pool.on("error", () => undefined);
+    return {
+      backend: "postgresql",
+      prisma,
+      sql: async <T>(text: string, params: unknown[]) => (await pool.query(text, params)).rows as T[],
+      ping: ping(prisma),
+      withSession: (work) => withPgSession(target.url, work),
+      close: async () => {
+        await prisma.$disconnect();
+        await pool.end();
+      },
+    };
   }
   const pglite = await openPglite(target.dataDir);
   if (options.migrate) await migrate(pgliteSession(pglite), options.logger);
@@ -84,7 +111,10 @@ export async function openDatabase(
   return {
     backend: "pglite",
     prisma,
+    sql: async <T>(text: string, params: unknown[]) => (await pglite.query<T>(text, params)).rows,
     ping: ping(prisma),
+    // One connection in this process: sessions take turns (migrations and maintenance are short).
+    withSession: (work) => work(pgliteSession(pglite)),
     close: async () => {
       await prisma.$disconnect();
       await pglite.close();

@@ -1,27 +1,60 @@
-import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
 import type { StoredMetric } from "../live/fanout.ts";
+import type { Sql } from "./database.ts";
 
-// One statement, so one transaction: the submission id is claimed and every row inserted, or
-// nothing is. A retried job whose claim already exists inserts nothing; a repeated dedupe_id is
-// skipped. The readings go in as one JSON parameter, unpacked by PostgreSQL (cheaper in Node than
-// one array literal per column), so the statement text never changes.
+// One statement, so one transaction: the submission id is claimed, each dedupe_id is claimed for the
+// dedupe window, the readings are inserted and every series' latest value is moved on, or nothing
+// is. A retried job whose claim already exists does nothing; a dedupe_id already seen within the
+// window (or twice in the submission) is stored once. The readings go in as one JSON parameter,
+// unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the statement text
+// never changes. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent, $5 readings,
+// $6 dedupe window (ms).
 function insertStatement(returning: boolean): string {
   return `
 WITH claim AS (
   INSERT INTO ingest_submissions (id, tenant_id, received_at)
   VALUES ($1::uuid, $2::uuid, to_timestamp($3::float8 / 1000))
-  ON CONFLICT (id) DO NOTHING
+  ON CONFLICT DO NOTHING
   RETURNING id
+), readings AS (
+  SELECT m.*, row_number() OVER (PARTITION BY m."dedupeId") AS copy
+  FROM jsonb_to_recordset($5::jsonb)
+    AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
+  WHERE EXISTS (SELECT 1 FROM claim)
+), fresh AS (
+  INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)
+  SELECT $2::uuid, r."dedupeId", to_timestamp($3::float8 / 1000)
+  FROM readings r
+  WHERE r."dedupeId" IS NOT NULL AND r.copy = 1 AND NOT EXISTS (
+    SELECT 1 FROM metric_dedupe d
+    WHERE d.tenant_id = $2::uuid AND d.dedupe_id = r."dedupeId"
+      AND d.seen_at >= to_timestamp(($3::float8 - $6::float8) / 1000)
+  )
+  ON CONFLICT DO NOTHING
+  RETURNING dedupe_id
+), inserted AS (
+  INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
+  SELECT $2::uuid, coalesce(r."agentId", $4::text), r.name, r.value, to_timestamp(r.ts / 1000), r."dedupeId",
+         r.tags, to_timestamp($3::float8 / 1000)
+  FROM readings r
+  WHERE r."dedupeId" IS NULL OR (r.copy = 1 AND r."dedupeId" IN (SELECT dedupe_id FROM fresh))
+  RETURNING id, agent_id, name, value, ts, tags, received_at
+), latest AS (
+  INSERT INTO metric_latest (tenant_id, agent_id, name, value, ts, tags, received_at)
+  SELECT DISTINCT ON (agent_id, name) $2::uuid, agent_id, name, value, ts, tags, received_at
+  FROM inserted
+  ORDER BY agent_id, name, ts DESC
+  ON CONFLICT (tenant_id, agent_id, name) DO UPDATE SET
+    value = CASE WHEN excluded.ts >= metric_latest.ts THEN excluded.value ELSE metric_latest.value END,
+    tags = CASE WHEN excluded.ts >= metric_latest.ts THEN excluded.tags ELSE metric_latest.tags END,
+    ts = greatest(metric_latest.ts, excluded.ts),
+    received_at = greatest(metric_latest.received_at, excluded.received_at)
 )
-INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
-SELECT $2::uuid, coalesce(m."agentId", $4::text), m.name, m.value, to_timestamp(m.ts / 1000), m."dedupeId",
-       m.tags, to_timestamp($3::float8 / 1000)
-FROM jsonb_to_recordset($5::jsonb)
-  AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
-WHERE EXISTS (SELECT 1 FROM claim)
-ON CONFLICT DO NOTHING
-${returning ? "RETURNING id::text AS id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags" : ""}`;
+${
+  returning
+    ? "SELECT id::text AS id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags FROM inserted"
+    : "SELECT count(*)::int AS inserted FROM inserted"
+}`;
 }
 const INSERT_RETURNING = insertStatement(true);
 const INSERT_ONLY = insertStatement(false);
@@ -35,7 +68,7 @@ interface InsertedRow {
   tags: Record<string, string> | null;
 }
 
-function parameters(submission: MetricSubmission): unknown[] {
+function insertParameters(submission: MetricSubmission, dedupeWindowMs: number): unknown[] {
   // The readings' JSON field names are the record's column names above.
   return [
     submission.id,
@@ -43,30 +76,168 @@ function parameters(submission: MetricSubmission): unknown[] {
     submission.receivedAt,
     submission.agentId,
     JSON.stringify(submission.metrics),
+    dedupeWindowMs,
   ];
 }
 
-/** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
-export async function storeSubmission(prisma: PrismaClient, submission: MetricSubmission): Promise<StoredMetric[]> {
-  const rows = await prisma.$queryRawUnsafe<InsertedRow[]>(INSERT_RETURNING, ...parameters(submission));
-  return rows.map((row) => ({
-    id: row.id,
-    tenantId: submission.tenantId,
-    agentId: row.agent_id,
-    name: row.name,
-    value: row.value,
-    ts: new Date(row.ts).toISOString(),
-    tags: row.tags,
-  }));
+/** What a read may see and ask for: always one tenant. */
+export interface MetricFilter {
+  tenantId: string;
+  agentId?: string;
+  name?: string;
+  /** Inclusive, epoch ms. */
+  from?: number;
+  /** Exclusive, epoch ms. */
+  to?: number;
 }
 
-/** Stores a submission once, as `storeSubmission`, without reading the rows back. */
-export async function storeSubmissionQuietly(prisma: PrismaClient, submission: MetricSubmission): Promise<void> {
-  await prisma.$executeRawUnsafe(INSERT_ONLY, ...parameters(submission));
+export interface MetricRow {
+  id: string;
+  agent_id: string;
+  name: string;
+  value: number;
+  ts: string;
+  dedupe_id: string | null;
+  tags: Record<string, string> | null;
+  received_at: string;
+  stored_at: string;
 }
 
-/** Forgets submission ids older than the retention, long after any retry of them could run. */
-export async function pruneSubmissions(prisma: PrismaClient, olderThan: Date): Promise<number> {
-  const { count } = await prisma.ingestSubmission.deleteMany({ where: { receivedAt: { lt: olderThan } } });
-  return count;
+/** A timestamp as the API writes it: ISO-8601 in UTC with milliseconds, as JavaScript's toISOString. */
+const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
+/** The filter as SQL conditions on `metrics`, parameters from `$first` on. */
+function conditions(filter: MetricFilter, first: number): { sql: string; params: unknown[] } {
+  const sql = ["tenant_id = $1::uuid"];
+  const params: unknown[] = [filter.tenantId];
+  const add = (condition: (n: number) => string, value: unknown) => {
+    params.push(value);
+    sql.push(condition(first + params.length - 2));
+  };
+  if (filter.agentId !== undefined) add((n) => `agent_id = $${n}`, filter.agentId);
+  if (filter.name !== undefined) add((n) => `name = $${n}`, filter.name);
+  if (filter.from !== undefined) add((n) => `ts >= to_timestamp($${n}::float8 / 1000)`, filter.from);
+  if (filter.to !== undefined) add((n) => `ts < to_timestamp($${n}::float8 / 1000)`, filter.to);
+  return { sql: sql.join(" AND "), params };
+}
+
+export const SERIES_AGGREGATES = ["avg", "min", "max", "sum", "count", "last"] as const;
+export type SeriesAggregate = (typeof SERIES_AGGREGATES)[number];
+
+const AGGREGATE_SQL: Record<SeriesAggregate, string> = {
+  avg: "avg(value)",
+  min: "min(value)",
+  max: "max(value)",
+  sum: "sum(value)",
+  count: "count(*)::int",
+  last: "(array_agg(value ORDER BY ts DESC))[1]",
+};
+
+export type SeriesBucket = { start: string } & Partial<Record<SeriesAggregate, number>>;
+
+export interface LatestRow {
+  agent_id: string;
+  name: string;
+  value: number;
+  ts: string;
+  tags: Record<string, string> | null;
+  received_at: string;
+}
+
+/**
+ * The metric tables: where the worker stores submissions and the API reads them. Every statement
+ * on them is here.
+ */
+export class MetricStore {
+  constructor(
+    private readonly sql: Sql,
+    /** A dedupe_id seen again within this long of its first arrival is stored once. */
+    private readonly dedupeWindowMs: number,
+  ) {}
+
+  /** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
+  async store(submission: MetricSubmission): Promise<StoredMetric[]> {
+    const rows = await this.sql<InsertedRow>(INSERT_RETURNING, insertParameters(submission, this.dedupeWindowMs));
+    return rows.map((row) => ({
+      id: row.id,
+      tenantId: submission.tenantId,
+      agentId: row.agent_id,
+      name: row.name,
+      value: row.value,
+      ts: new Date(row.ts).toISOString(),
+      tags: row.tags,
+    }));
+  }
+
+  /** Stores a submission once, as `store`, without reading the rows back. */
+  async storeQuietly(submission: MetricSubmission): Promise<void> {
+    await this.sql(INSERT_ONLY, insertParameters(submission, this.dedupeWindowMs));
+  }
+
+  /**
+   * A page of readings, newest first, from `after` (exclusive; a row's ts and id) on. Only the
+   * partitions the time range touches are read (ordered by partition, each by its index).
+   */
+  query(filter: MetricFilter, limit: number, after?: { ts: string; id: string }): Promise<MetricRow[]> {
+    const where = conditions(filter, 2);
+    const params = [...where.params];
+    let cursor = "";
+    if (after) {
+      params.push(after.ts, after.id);
+      const ts = `$${params.length - 1}::timestamptz`;
+      cursor = ` AND (ts < ${ts} OR (ts = ${ts} AND id < $${params.length}::bigint))`;
+    }
+    params.push(limit);
+    return this.sql<MetricRow>(
+      `SELECT id::text AS id, agent_id, name, value, ${iso("ts")} AS ts, dedupe_id, tags,
+              ${iso("received_at")} AS received_at, ${iso("stored_at")} AS stored_at
+       FROM metrics WHERE ${where.sql}${cursor}
+       ORDER BY ts DESC, id DESC LIMIT $${params.length}`,
+      params,
+    );
+  }
+
+  /**
+   * A metric's readings over [from, to) in buckets of `stepMs` starting at `from`, with the asked
+   * aggregates per bucket; buckets without readings are left out.
+   */
+  series(
+    filter: MetricFilter & { name: string; from: number; to: number },
+    stepMs: number,
+    aggregates: SeriesAggregate[],
+  ): Promise<SeriesBucket[]> {
+    const where = conditions(filter, 4);
+    const columns = aggregates.map((agg) => `${AGGREGATE_SQL[agg]} AS "${agg}"`).join(", ");
+    const bucket = "date_bin(make_interval(secs => $2::float8 / 1000), ts, to_timestamp($3::float8 / 1000))";
+    return this.sql<SeriesBucket>(
+      `SELECT ${iso(bucket)} AS start, ${columns}
+       FROM metrics WHERE ${where.sql}
+       GROUP BY ${bucket} ORDER BY ${bucket}`,
+      [filter.tenantId, stepMs, filter.from, ...where.params.slice(1)],
+    );
+  }
+
+  /** The last value of every series of the tenant (or of one agent), by agent and name, from `after` on. */
+  latest(
+    scope: { tenantId: string; agentId?: string },
+    limit: number,
+    after?: { agentId: string; name: string },
+  ): Promise<LatestRow[]> {
+    const params: unknown[] = [scope.tenantId];
+    let where = "tenant_id = $1::uuid";
+    if (scope.agentId !== undefined) {
+      params.push(scope.agentId);
+      where += ` AND agent_id = $${params.length}`;
+    }
+    if (after) {
+      params.push(after.agentId, after.name);
+      where += ` AND (agent_id, name) > ($${params.length - 1}, $${params.length})`;
+    }
+    params.push(limit);
+    return this.sql<LatestRow>(
+      `SELECT agent_id, name, value, ${iso("ts")} AS ts, tags, ${iso("received_at")} AS received_at
+       FROM metric_latest WHERE ${where} ORDER BY agent_id, name LIMIT $${params.length}`,
+      params,
+    );
+  }
 }

@@ -1,9 +1,8 @@
 import type { Logger } from "pino";
-import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { FanOut, StoredMetric } from "../live/fanout.ts";
 import { rateLimitedLog } from "../logger.ts";
-import { storeSubmission, storeSubmissionQuietly } from "../store/metrics.ts";
+import type { MetricStore } from "../store/metrics.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 
 /**
@@ -13,19 +12,19 @@ import type { Telemetry } from "../telemetry/metrics.ts";
  * find its submission already applied.
  */
 export function createProcessor(deps: {
-  prisma: PrismaClient;
+  metrics: MetricStore;
   fanout: FanOut;
   telemetry: Telemetry;
   logger: Logger;
 }): SubmissionProcessor {
-  const { prisma, fanout, telemetry, logger } = deps;
+  const { metrics, fanout, telemetry, logger } = deps;
   const logFanoutError = rateLimitedLog(logger, 5, 60_000);
   return async (submission) => {
     const stopTimer = telemetry.batchDuration.startTimer();
     let stored: StoredMetric[] = [];
     try {
-      if (await fanout.hasSubscribers(submission.tenantId)) stored = await storeSubmission(prisma, submission);
-      else await storeSubmissionQuietly(prisma, submission);
+      if (await fanout.hasSubscribers(submission.tenantId)) stored = await metrics.store(submission);
+      else await metrics.storeQuietly(submission);
     } catch (error) {
       telemetry.jobsFailed.inc();
       throw error;

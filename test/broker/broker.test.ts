@@ -98,9 +98,13 @@ for (const { mode, skip } of [
       const agent = await asAgent(a);
       const feedback = inbox(agent);
       await agent.subscribeAsync(feedbackOf(a));
-      await agent.publishAsync(topicOf(a, "batch"), JSON.stringify([1, { value: 2, timestamp: 1767225600 }, "x"]), {
-        qos: 1,
-      });
+      await agent.publishAsync(
+        topicOf(a, "batch"),
+        JSON.stringify([1, { value: 2, timestamp: Date.now() - 60_000 }, "x"]),
+        {
+          qos: 1,
+        },
+      );
       const stored = await rows(a, "batch", 2);
       expect(stored.map((r: { value: number }) => r.value).sort()).toEqual([1, 2]);
       const [message] = await feedback.waitFor(1);

@@ -9,6 +9,7 @@ const limits: PayloadLimits = {
   maxTagLength: 8,
   maxDedupeIdLength: 6,
   maxFutureSkewMs: 60_000,
+  maxAgeMs: 30 * 86_400_000,
 };
 const now = Date.parse("2026-06-01T12:00:00Z");
 const read = (raw: unknown) => parseReading(raw, "m", now, limits);
@@ -74,6 +75,19 @@ describe("parseReading", () => {
     ["an ISO time too far in the future", "2030-01-01T00:00:00Z"],
   ])("refuses %s as bad_timestamp", (_label, timestamp) => {
     expect(reasonOf(read({ value: 1, timestamp }))).toBe("bad_timestamp");
+  });
+
+  it("refuses a reading older than the retention as too_old, and takes one just within it", () => {
+    expect(reasonOf(read({ value: 1, timestamp: now - 31 * 86_400_000 }))).toBe("too_old");
+    expect(reasonOf(read({ value: 1, timestamp: new Date(now - 31 * 86_400_000).toISOString() }))).toBe("too_old");
+    expect(reasonOf(read({ value: 1, timestamp: now - 29 * 86_400_000 }))).toBe("accepted");
+  });
+
+  it.each([
+    ["a NUL", "a\u0000"],
+    ["half a surrogate pair", "\ud800x"],
+  ])("refuses a dedupe_id with %s", (_label, dedupe_id) => {
+    expect(reasonOf(read({ value: 1, dedupe_id }))).toBe("bad_dedupe_id");
   });
 
   it("accepts a timestamp within the allowed clock skew", () => {

@@ -70,14 +70,19 @@ describe("migrate (PGlite)", () => {
         finished_at: expect.any(Date),
       }),
     );
-    const tables = await db.query<{ tablename: string }>(
-      "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+    // Tables, not their partitions (which the partitioned ones have from the start).
+    const tables = await db.query<{ relname: string }>(
+      `SELECT relname FROM pg_class
+       WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') AND NOT relispartition
+       ORDER BY relname`,
     );
-    expect(tables.rows.map((r) => r.tablename)).toEqual([
+    expect(tables.rows.map((r) => r.relname)).toEqual([
       "_prisma_migrations",
       "agents",
       "credentials",
       "ingest_submissions",
+      "metric_dedupe",
+      "metric_latest",
       "metrics",
       "tenant_limits",
       "tenants",

@@ -12,7 +12,7 @@ import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import { FanOut } from "../../src/live/fanout.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
-import { pruneSubmissions, storeSubmission, storeSubmissionQuietly } from "../../src/store/metrics.ts";
+import { MetricStore } from "../../src/store/metrics.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
@@ -24,129 +24,15 @@ import {
   deleteRedisPrefix,
   distributedUnavailable,
   REDIS_URL,
-  tempDir,
   uniqueId,
 } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
 const logger = pino({ level: "silent" });
+const DAY = 86_400_000;
 
 function submission(tenantId: string, metrics: MetricSubmission["metrics"]): MetricSubmission {
   return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt: Date.now(), metrics };
-}
-
-async function countRows(db: Database, tenantId: string) {
-  return {
-    metrics: await db.prisma.metric.count({ where: { tenantId } }),
-    submissions: await db.prisma.ingestSubmission.count({ where: { tenantId } }),
-  };
-}
-
-const backends = [
-  { name: "PGlite", skip: false },
-  { name: "PostgreSQL", skip: skipDistributed },
-];
-
-for (const backend of backends) {
-  describe.skipIf(backend.skip)(`storeSubmission (${backend.name})`, () => {
-    let db: Database;
-    let tenantId: string;
-    let cleanup: () => Promise<void>;
-
-    beforeAll(async () => {
-      if (backend.name === "PGlite") {
-        const dir = await tempDir();
-        db = await openDatabase({ dataDir: dir.dir }, { migrate: true, logger });
-        cleanup = dir.remove;
-      } else {
-        const test = await createTestDatabase();
-        db = await openDatabase({ url: test.url }, { migrate: true, logger });
-        cleanup = test.drop;
-      }
-      tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
-    });
-    afterAll(async () => {
-      await db?.close();
-      await cleanup?.();
-    });
-
-    it("applies a replayed submission once, rows without dedupe_id included", async () => {
-      const before = await countRows(db, tenantId);
-      const job = submission(tenantId, [
-        { name: "a", value: 1, ts: Date.now() },
-        { name: "b", value: 2, ts: Date.now(), dedupeId: `d-${uniqueId()}` },
-      ]);
-      expect(await storeSubmission(db.prisma, job)).toHaveLength(2);
-      expect(await storeSubmission(db.prisma, job)).toEqual([]);
-      expect(await countRows(db, tenantId)).toEqual({
-        metrics: before.metrics + 2,
-        submissions: before.submissions + 1,
-      });
-    });
-
-    it("writes nothing of a submission that fails part-way", async () => {
-      const before = await countRows(db, tenantId);
-      // The name bypasses the parser to reach the database's own check, as a corrupt job would.
-      const job = submission(tenantId, [
-        { name: "fine", value: 1, ts: Date.now() },
-        { name: "not a valid name", value: 2, ts: Date.now() },
-      ]);
-      await expect(storeSubmission(db.prisma, job)).rejects.toThrow(/metrics_name_check/);
-      expect(await countRows(db, tenantId)).toEqual(before);
-    });
-
-    it("stores each reading under its own agent when it names one", async () => {
-      const job = submission(tenantId, [
-        { name: "mixed_agents", value: 1, ts: Date.now() },
-        { name: "mixed_agents", value: 2, ts: Date.now(), agentId: "dev-2" },
-      ]);
-      const stored = await storeSubmission(db.prisma, job);
-      expect(stored.map((m) => [m.agentId, m.value])).toEqual([
-        ["dev-1", 1],
-        ["dev-2", 2],
-      ]);
-      const rows = await db.prisma.metric.findMany({
-        where: { tenantId, name: "mixed_agents" },
-        orderBy: { value: "asc" },
-      });
-      expect(rows.map((r) => r.agentId)).toEqual(["dev-1", "dev-2"]);
-    });
-
-    it("stores quietly exactly what it stores with read-back", async () => {
-      const job = submission(tenantId, [{ name: "quiet", value: 1, ts: Date.now() }]);
-      await storeSubmissionQuietly(db.prisma, job);
-      await storeSubmissionQuietly(db.prisma, job);
-      expect(await db.prisma.metric.count({ where: { tenantId, name: "quiet" } })).toBe(1);
-    });
-
-    it("forgets submission ids older than the retention, and only those", async () => {
-      const old = submission(tenantId, [{ name: "retention", value: 1, ts: Date.now() }]);
-      old.receivedAt = Date.now() - 10 * 3600_000;
-      const recent = submission(tenantId, [{ name: "retention", value: 2, ts: Date.now() }]);
-      await storeSubmission(db.prisma, old);
-      await storeSubmission(db.prisma, recent);
-      await pruneSubmissions(db.prisma, new Date(Date.now() - 3600_000));
-      const kept = await db.prisma.ingestSubmission.findMany({ where: { id: { in: [old.id, recent.id] } } });
-      expect(kept.map((k) => k.id)).toEqual([recent.id]);
-      // The rows themselves stay: only the replay guard is pruned.
-      expect(await db.prisma.metric.count({ where: { tenantId, name: "retention" } })).toBe(2);
-    });
-
-    it("skips a dedupe_id seen before, within one submission and across submissions", async () => {
-      const dedupeId = `d-${uniqueId()}`;
-      const first = await storeSubmission(
-        db.prisma,
-        submission(tenantId, [
-          { name: "x", value: 1, ts: Date.now(), dedupeId },
-          { name: "x", value: 2, ts: Date.now(), dedupeId },
-        ]),
-      );
-      expect(first.map((m) => m.value)).toEqual([1]);
-      const second = await storeSubmission(db.prisma, submission(tenantId, [{ name: "x", value: 3, ts: 0, dedupeId }]));
-      expect(second).toEqual([]);
-      expect(await db.prisma.metric.count({ where: { tenantId, dedupeId } })).toBe(1);
-    });
-  });
 }
 
 describe("InProcessQueue", () => {
@@ -216,7 +102,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const fanout = new FanOut(new LocalPubSub());
-    const process = createProcessor({ prisma: db.prisma, fanout, telemetry, logger });
+    const process = createProcessor({ metrics: new MetricStore(db.sql, DAY), fanout, telemetry, logger });
     const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
     const worker = await startBullmqWorker(workerOptions(process, telemetry, () => db.ping()));
     const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
@@ -253,7 +139,12 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const own = await openDatabase({ url: postgres.url }, { migrate: true, logger });
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
     const telemetry = createTelemetry();
-    const process = createProcessor({ prisma: own.prisma, fanout: new FanOut(new LocalPubSub()), telemetry, logger });
+    const process = createProcessor({
+      metrics: new MetricStore(own.sql, DAY),
+      fanout: new FanOut(new LocalPubSub()),
+      telemetry,
+      logger,
+    });
     const queue = await BullmqSubmissionQueue.open({
       redisUrl: REDIS_URL,
       prefix: outagePrefix,
@@ -351,7 +242,12 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const deadRedis = new RedisPubSub(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
-    const process = createProcessor({ prisma: db.prisma, fanout: new FanOut(deadRedis), telemetry, logger });
+    const process = createProcessor({
+      metrics: new MetricStore(db.sql, DAY),
+      fanout: new FanOut(deadRedis),
+      telemetry,
+      logger,
+    });
     try {
       await process(submission(tenantId, [{ name: "x", value: 1, ts: Date.now() }]));
       expect(await db.prisma.metric.count({ where: { tenantId } })).toBe(1);

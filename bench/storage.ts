@@ -1,0 +1,201 @@
+/**
+ * Storage as it grows (`npm run bench -- --only=storage`, up to half an hour): one database, filled
+ * server-side to each size in turn with readings spread over the retention window; at each size the
+ * production insert rate (batches of 1,000 readings: 100 tenants, 1,000 agents, 20 metric names,
+ * random-looking dedupe ids), the disk each stored reading takes, and p50/p99 over 50 runs of three
+ * API reads of a tenant with 1,000 agents: (a) the last hour of one agent's metric, (b) 24 hours of one
+ * metric at step=1m with agg=avg,max, (c) `latest` for the whole tenant.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import pg from "pg";
+import pino from "pino";
+import type { MetricPoint } from "../src/ingest/submission.ts";
+import { openDatabase } from "../src/store/database.ts";
+import { MetricStore } from "../src/store/metrics.ts";
+import { percentile, stop } from "./lib/processes.ts";
+import { ADMIN_TOKEN, createDatabase, serviceEnv, startService } from "./lib/targets.ts";
+
+const RETENTION_DAYS = 30;
+const BATCH = 1000;
+const INSERT_BATCHES = 100;
+const RUNS = 50;
+const BIG_AGENTS = 1000;
+const NAMES = 20;
+const TENANTS = 100;
+
+export interface StorageResult {
+  /** Readings in `metrics` when measured. */
+  rows: number;
+  insertRowsPerSecond: number;
+  /** Table and index bytes of `metrics` per reading. */
+  metricsBytesPerReading: number;
+  /** The same with the dedupe, latest-value and submission tables. */
+  allBytesPerReading: number;
+  queries: Record<"lastHour" | "series24h" | "latest", { p50Ms: number | null; p99Ms: number | null; items: number }>;
+}
+
+/**
+ * Fills `count` more readings, spread evenly over the retention window: a tenth on the dashboard agent's
+ * twenty metrics (one reading each about every 17 s at 30 M), four tenths over the tenant's other
+ * 999 agents, half over 99 tenants of ten agents each. Dedupe rows for the last day, as the window keeps.
+ */
+async function fill(client: pg.Client, tenants: string[], count: number, offset: number): Promise<void> {
+  const span = RETENTION_DAYS * 86_400_000 - 3_600_000;
+  await client.query(
+    `INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, received_at)
+     SELECT t.tenant,
+            CASE WHEN i % 10 = 0 THEN 'agent-0' WHEN i % 10 < 5 THEN 'agent-' || (1 + i % ${BIG_AGENTS - 1})
+                 ELSE 'agent-' || (i % 10) END,
+            'm' || (i / 10) % ${NAMES},
+            (i % 1000) + 0.5,
+            t.ts,
+            substr(md5(i::text), 1, 16),
+            t.ts
+     FROM generate_series($2::bigint, $3::bigint) AS i,
+          LATERAL (SELECT CASE WHEN i % 10 < 5 THEN ($1::uuid[])[1] ELSE ($1::uuid[])[2 + i % ${TENANTS - 1}] END AS tenant,
+                          now() - make_interval(secs => ($3::bigint - i)::float8 / $4::float8 * $5::float8 / 1000) AS ts) AS t`,
+    [tenants, offset, offset + count - 1, count, span],
+  );
+  await client.query(
+    `INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)
+     SELECT tenant_id, dedupe_id, received_at FROM metrics
+     WHERE received_at >= now() - interval '1 day' AND dedupe_id IS NOT NULL
+     ON CONFLICT DO NOTHING`,
+  );
+  await client.query(
+    `INSERT INTO metric_latest (tenant_id, agent_id, name, value, ts, tags, received_at)
+     SELECT DISTINCT ON (tenant_id, agent_id, name) tenant_id, agent_id, name, value, ts, tags, received_at
+     FROM metrics ORDER BY tenant_id, agent_id, name, ts DESC
+     ON CONFLICT (tenant_id, agent_id, name) DO UPDATE SET value = excluded.value, ts = excluded.ts,
+       received_at = excluded.received_at`,
+  );
+  await client.query("VACUUM ANALYZE metrics, metric_dedupe, metric_latest");
+}
+
+async function sizes(client: pg.Client): Promise<{ rows: number; metricsBytes: number; allBytes: number }> {
+  const total = (table: string) =>
+    `(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+      WHERE i.inhparent = '${table}'::regclass)`;
+  const { rows } = await client.query(
+    `SELECT (SELECT count(*) FROM metrics)::bigint AS rows, ${total("metrics")}::bigint AS metrics,
+            ${total("metric_dedupe")} + ${total("ingest_submissions")} + pg_total_relation_size('metric_latest') AS others`,
+  );
+  const row = rows[0] as { rows: string; metrics: string; others: string };
+  return {
+    rows: Number(row.rows),
+    metricsBytes: Number(row.metrics),
+    allBytes: Number(row.metrics) + Number(row.others),
+  };
+}
+
+/** Production inserts: what a worker writes now, into the hot partition. */
+async function insertRate(store: MetricStore, tenants: string[]): Promise<number> {
+  const batches = Array.from({ length: INSERT_BATCHES }, (_, b) => {
+    const now = Date.now();
+    const metrics: MetricPoint[] = Array.from({ length: BATCH }, (_, i) => ({
+      agentId: `agent-${(b * BATCH + i) % BIG_AGENTS}`,
+      name: `m${i % NAMES}`,
+      value: i + 0.5,
+      ts: now - i,
+      dedupeId: randomBytes(8).toString("hex"),
+    }));
+    return { tenantId: tenants[b % TENANTS] as string, metrics };
+  });
+  const started = performance.now();
+  for (const { tenantId, metrics } of batches) {
+    await store.storeQuietly({
+      id: randomUUID(),
+      tenantId,
+      agentId: "agent-0",
+      source: "mqtt",
+      receivedAt: Date.now(),
+      metrics,
+    });
+  }
+  return (INSERT_BATCHES * BATCH) / ((performance.now() - started) / 1000);
+}
+
+async function latencies(url: string, token: string): Promise<StorageResult["queries"]> {
+  const now = Date.now();
+  const paths = {
+    lastHour: `/api/v1/metrics?agent_id=agent-0&name=m3&from=${now - 3_600_000}&limit=1000`,
+    series24h: `/api/v1/metrics/series?agent_id=agent-0&name=m3&from=${now - 86_400_000}&to=${now}&step=1m&agg=avg,max`,
+    latest: `/api/v1/metrics/latest?limit=${BIG_AGENTS * NAMES}`,
+  };
+  const result = {} as StorageResult["queries"];
+  for (const [query, path] of Object.entries(paths) as [keyof typeof paths, string][]) {
+    const times: number[] = [];
+    let items = 0;
+    for (let run = 0; run < RUNS; run++) {
+      // Until the last byte of the answer has arrived; reading it is the client's business.
+      const started = performance.now();
+      const response = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      const bytes = await response.arrayBuffer();
+      times.push(performance.now() - started);
+      const body = JSON.parse(Buffer.from(bytes).toString("utf8")) as { items?: unknown[]; buckets?: unknown[] };
+      items = (body.items ?? body.buckets ?? []).length;
+    }
+    times.sort((a, b) => a - b);
+    result[query] = { p50Ms: percentile(times, 50), p99Ms: percentile(times, 99), items };
+  }
+  return result;
+}
+
+export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
+  const db = await createDatabase();
+  const env = await serviceEnv({
+    DATABASE_URL: db.url,
+    REDIS_URL: "redis://127.0.0.1:6379",
+    REDIS_PREFIX: `edge-ingest-bench-${randomBytes(4).toString("hex")}`,
+    ROLES: "api,worker",
+    ADMIN_TOKEN,
+    METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
+    QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
+  });
+  const service = await startService("storage", env);
+  const client = new pg.Client({ connectionString: db.url });
+  await client.connect();
+  const database = await openDatabase({ url: db.url }, { migrate: false, logger: pino({ level: "silent" }) });
+  const results: StorageResult[] = [];
+  try {
+    const httpUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
+    const admin = async (route: string, body: unknown) => {
+      const response = await fetch(`${httpUrl}${route}`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      return (await response.json()) as Record<string, string>;
+    };
+    const tenants: string[] = [];
+    for (let t = 0; t < TENANTS; t++)
+      tenants.push((await admin("/api/v1/admin/tenants", { name: `t${t}` })).id as string);
+    const token = (await admin(`/api/v1/admin/tenants/${tenants[0]}/tokens`, { role: "viewer" })).token as string;
+    const store = new MetricStore(database.sql, 86_400_000);
+    let filled = 0;
+    for (const size of sizes_) {
+      if (size > filled) {
+        process.stderr.write(`storage: filling to ${size.toLocaleString("en-US")} readings…\n`);
+        await fill(client, tenants, size - filled, filled);
+        filled = size;
+      }
+      process.stderr.write(`storage: measuring at ${size.toLocaleString("en-US")}…\n`);
+      const insertRowsPerSecond = await insertRate(store, tenants);
+      const measured = await sizes(client);
+      results.push({
+        rows: measured.rows,
+        insertRowsPerSecond,
+        metricsBytesPerReading: measured.metricsBytes / Math.max(measured.rows, 1),
+        allBytesPerReading: measured.allBytes / Math.max(measured.rows, 1),
+        queries: await latencies(httpUrl, token),
+      });
+    }
+  } finally {
+    await database.close();
+    await client.end();
+    await stop(service);
+    await db.drop();
+  }
+  return results;
+}

@@ -1,0 +1,298 @@
+import { randomUUID } from "node:crypto";
+import { cp, mkdir, readdir } from "node:fs/promises";
+import path from "node:path";
+import pino from "pino";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MetricSubmission } from "../../src/ingest/submission.ts";
+import { type Database, openDatabase } from "../../src/store/database.ts";
+import { MetricStore } from "../../src/store/metrics.ts";
+import { MIGRATIONS_DIR, migrate } from "../../src/store/migrate.ts";
+import { maintainPartitions, type RetentionSettings } from "../../src/store/partitions.ts";
+import { createTestDatabase, distributedUnavailable, tempDir, uniqueId } from "../helpers/services.ts";
+
+const skipPostgres = Boolean(await distributedUnavailable());
+const logger = pino({ level: "silent" });
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const settings: RetentionSettings = {
+  partitionHours: 24,
+  metricsRetentionDays: 30,
+  futureSkewMs: DAY,
+  dedupeWindowHours: 24,
+  submissionRetentionHours: 168,
+};
+
+function submission(tenantId: string, metrics: MetricSubmission["metrics"], receivedAt = Date.now()): MetricSubmission {
+  return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt, metrics };
+}
+
+/** A database of each kind the service runs on, migrated, removed afterwards. */
+async function freshDatabase(
+  kind: "PGlite" | "PostgreSQL",
+  migrate = true,
+): Promise<{ db: Database; remove(): Promise<void> }> {
+  if (kind === "PGlite") {
+    const dir = await tempDir();
+    const db = await openDatabase({ dataDir: dir.dir }, { migrate, logger });
+    return {
+      db,
+      remove: async () => {
+        await db.close();
+        await dir.remove();
+      },
+    };
+  }
+  const test = await createTestDatabase();
+  const db = await openDatabase({ url: test.url }, { migrate, logger });
+  return {
+    db,
+    remove: async () => {
+      await db.close();
+      await test.drop();
+    },
+  };
+}
+
+const partitionsOf = async (db: Database, table: string) =>
+  (
+    await db.prisma.$queryRawUnsafe<{ name: string }[]>(
+      "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY 1",
+      table,
+    )
+  ).map((row) => row.name);
+
+for (const kind of ["PGlite", "PostgreSQL"] as const) {
+  describe.skipIf(kind === "PostgreSQL" && skipPostgres)(`metric store (${kind})`, () => {
+    let db: Database;
+    let remove: () => Promise<void>;
+    let store: MetricStore;
+    let tenantId: string;
+    const count = (where: { name?: string; dedupeId?: string } = {}) =>
+      db.prisma.metric.count({ where: { tenantId, ...where } });
+
+    beforeAll(async () => {
+      ({ db, remove } = await freshDatabase(kind));
+      await db.withSession((session) => maintainPartitions(session, settings, logger));
+      store = new MetricStore(db.sql, settings.dedupeWindowHours * HOUR);
+      tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    });
+    afterAll(() => remove?.());
+
+    it("applies a replayed submission once, rows without dedupe_id included", async () => {
+      const job = submission(tenantId, [
+        { name: "replayed", value: 1, ts: Date.now() },
+        { name: "replayed", value: 2, ts: Date.now(), dedupeId: `d-${uniqueId()}` },
+      ]);
+      expect(await store.store(job)).toHaveLength(2);
+      expect(await store.store(job)).toEqual([]);
+      expect(await count({ name: "replayed" })).toBe(2);
+    });
+
+    it("writes nothing of a submission that fails part-way", async () => {
+      // The name bypasses the parser to reach the database's own check, as a corrupt job would.
+      const job = submission(tenantId, [
+        { name: "fine", value: 1, ts: Date.now() },
+        { name: "not a valid name", value: 2, ts: Date.now() },
+      ]);
+      await expect(store.store(job)).rejects.toThrow(/metrics_name_check/);
+      expect(await count({ name: "fine" })).toBe(0);
+      expect(await db.prisma.ingestSubmission.count({ where: { id: job.id } })).toBe(0);
+    });
+
+    it("stores each reading under its own agent, and quietly exactly as with read-back", async () => {
+      const stored = await store.store(
+        submission(tenantId, [
+          { name: "mixed", value: 1, ts: Date.now() },
+          { name: "mixed", value: 2, ts: Date.now(), agentId: "dev-2" },
+        ]),
+      );
+      expect(stored.map((m) => [m.agentId, m.value])).toEqual([
+        ["dev-1", 1],
+        ["dev-2", 2],
+      ]);
+      const quiet = submission(tenantId, [{ name: "quiet", value: 1, ts: Date.now() }]);
+      await store.storeQuietly(quiet);
+      await store.storeQuietly(quiet);
+      expect(await count({ name: "quiet" })).toBe(1);
+    });
+
+    it("stores a dedupe_id once within the window, within a submission and across, and again after it", async () => {
+      const dedupeId = `d-${uniqueId()}`;
+      const now = Date.now();
+      const reading = (value: number) => ({ name: "deduped", value, ts: now, dedupeId });
+      const first = await store.store(submission(tenantId, [reading(1), reading(2)], now - 30 * HOUR));
+      expect(first.map((m) => m.value)).toEqual([1]);
+      expect(await store.store(submission(tenantId, [reading(3)], now - 7 * HOUR))).toEqual([]);
+      // 29 hours after the first, past the 24-hour window: stored again, and deduped from there.
+      expect((await store.store(submission(tenantId, [reading(4)], now - HOUR))).map((m) => m.value)).toEqual([4]);
+      expect(await store.store(submission(tenantId, [reading(5)], now))).toEqual([]);
+      expect(await count({ dedupeId })).toBe(2);
+    });
+
+    it("stores and finds readings on both sides of a partition boundary", async () => {
+      const midnight = Math.floor(Date.now() / DAY) * DAY;
+      await store.store(
+        submission(tenantId, [
+          { name: "boundary", value: 1, ts: midnight - 1 },
+          { name: "boundary", value: 2, ts: midnight },
+          { name: "boundary", value: 3, ts: midnight + 1 },
+        ]),
+      );
+      const all = await store.query({ tenantId, name: "boundary", from: midnight - DAY, to: midnight + DAY }, 10);
+      expect(all.map((row) => row.value)).toEqual([3, 2, 1]);
+      const after = await store.query({ tenantId, name: "boundary", from: midnight }, 10);
+      expect(after.map((row) => row.value)).toEqual([3, 2]);
+      const page = await store.query({ tenantId, name: "boundary" }, 10, {
+        ts: all[1]?.ts as string,
+        id: all[1]?.id as string,
+      });
+      expect(page.map((row) => row.value)).toEqual([1]);
+    });
+
+    it("aggregates a series in time buckets as computed by hand, and keeps the latest value of each series", async () => {
+      const start = Date.parse("2026-11-20T10:00:00Z");
+      const minute = 60_000;
+      const readings = [
+        { at: 5_000, value: 1 },
+        { at: 20_000, value: 5 },
+        { at: 59_999, value: 3 },
+        { at: minute + 1_000, value: 10 },
+        { at: 3 * minute, value: -2 },
+        { at: 3 * minute + 30_000, value: 4 },
+      ];
+      await store.store(
+        submission(
+          tenantId,
+          readings.map(({ at, value }) => ({ name: "series", value, ts: start + at })),
+        ),
+      );
+      const series = await store.series(
+        { tenantId, agentId: "dev-1", name: "series", from: start, to: start + 4 * minute },
+        minute,
+        ["avg", "min", "max", "sum", "count", "last"],
+      );
+      expect(series).toEqual([
+        { start: "2026-11-20T10:00:00.000Z", avg: 3, min: 1, max: 5, sum: 9, count: 3, last: 3 },
+        { start: "2026-11-20T10:01:00.000Z", avg: 10, min: 10, max: 10, sum: 10, count: 1, last: 10 },
+        { start: "2026-11-20T10:03:00.000Z", avg: 1, min: -2, max: 4, sum: 2, count: 2, last: 4 },
+      ]);
+      const [latest] = await store.latest({ tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
+      expect(latest).toMatchObject({ agent_id: "dev-1", name: "series", value: 4, ts: "2026-11-20T10:03:30.000Z" });
+
+      // A reading older than the latest one, sent later, does not replace its value.
+      await store.store(submission(tenantId, [{ name: "series", value: 99, ts: start }]));
+      const [still] = await store.latest({ tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
+      expect(still?.value).toBe(4);
+      expect(Date.parse(still?.received_at as string)).toBeGreaterThan(Date.now() - 60_000);
+    });
+
+    it("shows one tenant's readings, series and latest values to that tenant only", async () => {
+      const other = (await db.prisma.tenant.create({ data: { name: "other" } })).id;
+      await store.store(submission(other, [{ name: "private", value: 7, ts: Date.now() }]));
+      expect(await store.query({ tenantId, name: "private" }, 10)).toEqual([]);
+      expect(
+        await store.series({ tenantId, name: "private", from: Date.now() - HOUR, to: Date.now() + HOUR }, HOUR, [
+          "count",
+        ]),
+      ).toEqual([]);
+      expect((await store.latest({ tenantId }, 1000)).filter((row) => row.name === "private")).toEqual([]);
+      expect((await store.latest({ tenantId: other }, 10)).map((row) => row.value)).toEqual([7]);
+    });
+
+    it("drops whole partitions past the retention and nothing newer", async () => {
+      const now = Date.now();
+      // 35½ days ago the maintenance made the partitions of then; a reading of 35 days ago lives there.
+      await db.withSession((session) => maintainPartitions(session, settings, logger, now - 35.5 * DAY));
+      await store.store(
+        submission(tenantId, [
+          { name: "retained", value: 35, ts: now - 35 * DAY },
+          { name: "retained", value: 29, ts: now - 29 * DAY },
+          { name: "retained", value: 0, ts: now },
+        ]),
+      );
+      const before = await partitionsOf(db, "metrics");
+      const result = await db.withSession((session) => maintainPartitions(session, settings, logger, now));
+      const after = await partitionsOf(db, "metrics");
+      expect(result?.dropped.length).toBeGreaterThan(5);
+      expect(after).toEqual(before.filter((name) => !result?.dropped.includes(name)));
+      const kept = await store.query({ tenantId, name: "retained" }, 10);
+      expect(kept.map((row) => row.value)).toEqual([0, 29]);
+      // Every partition kept reaches into the retention (plus one partition of grace).
+      const oldest = after[0] as string;
+      expect(
+        Date.parse(`${oldest.slice(9, 13)}-${oldest.slice(13, 15)}-${oldest.slice(15, 17)}T00:00:00Z`),
+      ).toBeGreaterThan(now - 32 * DAY);
+    });
+  });
+
+  describe.skipIf(kind === "PostgreSQL" && skipPostgres)(
+    `migrating a populated database to partitions (${kind})`,
+    () => {
+      it("keeps every row, its id, its dedupe and the latest values, and goes on from there", async () => {
+        const { db, remove } = await freshDatabase(kind, false);
+        try {
+          // The migrations as they were before partitioning, then rows the old way.
+          const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true }))
+            .filter((e) => e.isDirectory())
+            .map((e) => e.name)
+            .sort();
+          const partitioning = all.indexOf("20261127010000_partitioned_metrics");
+          const before = await tempDir();
+          for (const name of all.slice(0, partitioning)) {
+            await mkdir(path.join(before.dir, name));
+            await cp(path.join(MIGRATIONS_DIR, name, "migration.sql"), path.join(before.dir, name, "migration.sql"));
+          }
+          await db.withSession((session) => migrate(session, logger, before.dir));
+          await before.remove();
+          const tenantId = (await db.prisma.tenant.create({ data: { name: "old" } })).id;
+          const now = Date.now();
+          const rows = Array.from({ length: 300 }, (_, i) => ({
+            agent: `dev-${i % 3}`,
+            name: `m${i % 5}`,
+            value: i,
+            ts: new Date(now - (300 - i) * 10 * 60_000).toISOString(),
+            dedupe: i % 2 === 0 ? `old-${i}` : null,
+          }));
+          await db.prisma.$executeRawUnsafe(
+            `INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, received_at)
+           SELECT $1::uuid, r.agent, r.name, r.value, r.ts::timestamptz, r.dedupe, r.ts::timestamptz
+           FROM jsonb_to_recordset($2::jsonb) AS r(agent text, name text, value float8, ts text, dedupe text)`,
+            tenantId,
+            JSON.stringify(rows),
+          );
+          await db.prisma.$executeRawUnsafe(
+            "INSERT INTO ingest_submissions (id, tenant_id, received_at) VALUES ($1::uuid, $2::uuid, now())",
+            randomUUID(),
+            tenantId,
+          );
+          const oldRows = await db.prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
+            "SELECT id::text AS id, value FROM metrics ORDER BY id",
+          );
+
+          await db.withSession((session) => migrate(session, logger));
+          await db.withSession((session) => maintainPartitions(session, settings, logger));
+
+          const newRows = await db.prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
+            "SELECT id::text AS id, value FROM metrics ORDER BY id",
+          );
+          expect(newRows).toEqual(oldRows);
+          expect(await partitionsOf(db, "metrics")).not.toContain("metrics");
+          expect(await db.prisma.ingestSubmission.count()).toBe(1);
+          const store = new MetricStore(db.sql, DAY);
+          const latest = await store.latest({ tenantId }, 100);
+          expect(latest).toHaveLength(15);
+          expect(latest.find((row) => row.agent_id === "dev-2" && row.name === "m4")?.value).toBe(299);
+          // A reading of the last day is still deduped; new ones get ids after the old ones.
+          const again = await store.store(
+            submission(tenantId, [{ name: "m0", value: -1, ts: now, dedupeId: "old-298" }]),
+          );
+          expect(again).toEqual([]);
+          const fresh = await store.store(submission(tenantId, [{ name: "m0", value: 1, ts: now, dedupeId: "new-1" }]));
+          expect(BigInt(fresh[0]?.id as string)).toBeGreaterThan(BigInt(oldRows.at(-1)?.id as string));
+        } finally {
+          await remove();
+        }
+      });
+    },
+  );
+}
