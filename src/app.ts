@@ -1,9 +1,10 @@
 import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import type { FastifyInstance } from "fastify";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
-import { buildApiServer } from "./api/server.ts";
+import { buildHttpServer } from "./api/server.ts";
 import { type RunningBroker, startBroker } from "./broker/broker.ts";
 import { LocalRetainedLedger, RedisRetainedLedger } from "./broker/retained-quota.ts";
 import type { Config } from "./config.ts";
@@ -20,9 +21,11 @@ import { TenantLimitsStore } from "./limits/limits-store.ts";
 import { RateLimiter } from "./limits/rate-limiter.ts";
 import { LocalTenantTokens, RedisTenantTokens } from "./limits/tenant-tokens.ts";
 import { FanOut } from "./live/fanout.ts";
+import { LiveRejections } from "./live/rejections.ts";
 import { rateLimitedLog } from "./logger.ts";
 import { LocalPresence, RedisPresence } from "./presence/presence.ts";
 import { createPubSub } from "./pubsub.ts";
+import { AgentDirectory } from "./store/agents.ts";
 import { openDatabase } from "./store/database.ts";
 import { MetricStore } from "./store/metrics.ts";
 import { maintainPartitions } from "./store/partitions.ts";
@@ -31,8 +34,10 @@ import { startBullmqWorker } from "./worker/bullmq-worker.ts";
 import { createProcessor } from "./worker/processor.ts";
 
 export interface RunningApp {
-  /** Base URL of the HTTP API, when this process runs the `api` role. */
-  httpUrl?: string;
+  /** Base URL of the HTTP server (probes and metrics; the API too with the `api` role). */
+  httpUrl: string;
+  /** The HTTP server itself, whose routes the OpenAPI document must all list. */
+  http: FastifyInstance;
   /** Bound MQTT ports, when this process runs the `broker` role. */
   mqttPorts?: RunningBroker["ports"];
   /** Stops taking work, finishes what is in flight, then closes every backend. Idempotent. */
@@ -70,6 +75,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const pubsub = createPubSub(config.REDIS_URL, config.REDIS_PREFIX, logger);
     closers.push(() => pubsub.close());
     const fanout = new FanOut(pubsub);
+    const rejections = new LiveRejections(pubsub);
     const revocations = new Revocations(pubsub);
     const credentials = new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS);
     await revocations.onRevoked((username) => credentials.forget(username));
@@ -202,6 +208,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         revocations,
         intake,
         fanout,
+        rejections,
         telemetry,
         limiter,
         tenantLimits,
@@ -214,33 +221,35 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       mqttPorts = broker.ports;
     }
 
-    let httpUrl: string | undefined;
-    if (config.ROLES.has("api")) {
-      const api = await buildApiServer({
-        config,
-        logger,
-        metrics,
-        credentials,
-        identifier,
-        revocations,
-        intake,
-        queue,
-        fanout,
-        telemetry,
-        limiter,
-        tenantLimits,
-        checks: {
-          database: () => db.ping(),
-          queue: () => queue.ping(),
-          ...readiness,
-        },
-      });
-      await api.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
-      closers.push(() => api.close());
-      const { port } = api.server.address() as AddressInfo;
-      const host = config.HTTP_HOST === "0.0.0.0" || config.HTTP_HOST === "::" ? "127.0.0.1" : config.HTTP_HOST;
-      httpUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
-    }
+    // Every process answers probes and scrapes; only the api role serves the API and the console.
+    const http = await buildHttpServer({
+      config,
+      logger,
+      telemetry,
+      checks: { database: () => db.ping(), queue: () => queue.ping(), ...readiness },
+      mqttPorts: { port: mqttPorts?.tcp ?? config.MQTT_PORT, ws_port: mqttPorts?.ws ?? config.MQTT_WS_PORT },
+      api: config.ROLES.has("api")
+        ? {
+            metrics,
+            agents: new AgentDirectory(db.sql),
+            credentials,
+            identifier,
+            revocations,
+            intake,
+            queue,
+            fanout,
+            rejections,
+            limiter,
+            tenantLimits,
+            presence,
+          }
+        : undefined,
+    });
+    await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
+    closers.push(() => http.close());
+    const { port } = http.server.address() as AddressInfo;
+    const host = config.HTTP_HOST === "0.0.0.0" || config.HTTP_HOST === "::" ? "127.0.0.1" : config.HTTP_HOST;
+    const httpUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 
     logger.info(
       {
@@ -255,7 +264,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       `edge-ingest started (${config.mode}: database ${db.backend}, queue ${queue.backend}, fan-out ${fanout.backend})`,
     );
     let closing: Promise<void> | undefined;
-    return { httpUrl, mqttPorts, close: () => (closing ??= close()) };
+    return { httpUrl, http, mqttPorts, close: () => (closing ??= close()) };
   } catch (error) {
     await close();
     throw error;

@@ -91,6 +91,9 @@ const envSchema = z.object({
   MQTT_BATCH_LINGER_MS: int(0, 10_000).default(5),
   MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  // Unset: coloured lines on a terminal, JSON lines otherwise (a file, a pipe, a log collector).
+  LOG_FORMAT: z.enum(["json", "pretty"], { error: 'must be "json" or "pretty"' }).optional(),
+  SHUTDOWN_TIMEOUT_MS: int(1000, 3_600_000).default(30_000),
   MIGRATE_ON_START: bool.default(true),
   HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
   MAX_BATCH_ITEMS: int(1, 100_000).default(1000),

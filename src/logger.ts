@@ -1,9 +1,20 @@
 import pino, { type Logger } from "pino";
 
-/** Structured JSON logs; anything that may carry a secret is redacted before it is written. */
-export function createLogger(level: string): Logger {
+export type LogFormat = "json" | "pretty";
+
+/** JSON lines for machines; coloured lines for a person at a terminal, unless `format` says otherwise. */
+export function resolveLogFormat(format: LogFormat | undefined, isTTY = Boolean(process.stdout.isTTY)): LogFormat {
+  return format ?? (isTTY ? "pretty" : "json");
+}
+
+/** Structured logs; anything that may carry a secret is redacted before it is written. */
+export function createLogger(level: string, format: LogFormat = "json"): Logger {
   return pino({
     level,
+    // pino-pretty runs in a worker thread of its own, so formatting never holds up the broker.
+    ...(format === "pretty" && {
+      transport: { target: "pino-pretty", options: { colorize: true, translateTime: "SYS:HH:MM:ss.l" } },
+    }),
     redact: {
       paths: [
         "password",

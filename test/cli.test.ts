@@ -187,6 +187,24 @@ describe("edge-ingest CLI on its own", () => {
     }
   });
 
+  it("logs JSON lines unless LOG_FORMAT=pretty asks for lines a person reads", async () => {
+    for (const [format, check] of [
+      ["json", (line: string) => expect(JSON.parse(line)).toMatchObject({ level: 30, msg: "applied migration" })],
+      ["pretty", (line: string) => expect(line).toMatch(/INFO.*applied migration/)],
+    ] as const) {
+      const data = await tempDir();
+      try {
+        const result = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "info", LOG_FORMAT: format });
+        const line = result.stdout.split("\n").find((l) => l.includes("applied migration")) ?? "";
+        check(line);
+        if (format === "pretty") expect(line).not.toMatch(/^\{/);
+      } finally {
+        await data.remove();
+      }
+    }
+    expect((await cli(["migrate"], { LOG_FORMAT: "xml" })).stderr).toMatch(/LOG_FORMAT: must be "json" or "pretty"/);
+  });
+
   it("says when no server answers", async () => {
     const result = await cli(["tenant", "create", "--name", "x", "--token", "t"], {
       HTTP_PORT: String(await freePort()),

@@ -9,7 +9,10 @@ declare module "fastify" {
     principal: Principal;
   }
   interface FastifyInstance {
-    /** preHandler: resolves `request.principal` or answers 401. */
+    /**
+     * onRequest hook: resolves `request.principal` or answers 401, before the body is read or the
+     * request validated (a stranger learns nothing about what would be valid).
+     */
     authenticate(request: FastifyRequest): Promise<void>;
   }
 }

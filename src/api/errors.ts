@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
 import { ConflictError, NotFoundError } from "../credentials/store.ts";
 import { QueueUnavailableError } from "../ingest/queue.ts";
@@ -26,8 +27,27 @@ const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: "unsupported_media_type" },
 };
 
+/** A refused field with a code of its own, by where it was; any other refused field is `bad_request`. */
+const FIELD_CODES: Record<string, string> = {
+  "querystring/agent_id": "bad_agent_id",
+  "body/agent_id": "bad_agent_id",
+  "querystring/name": "bad_name",
+};
+
+/** A request the route's schema refused: its first problem, named by field. */
+function validationError(error: FastifyError): ApiError {
+  const [first] = error.validation ?? [];
+  const field = first?.instancePath.split("/")[1] ?? "";
+  const message = first?.message ?? "invalid request";
+  // Messages the schemas wrote themselves name their field; zod's own ones do not.
+  const named = field === "" || message.startsWith(field) ? message : `${field}: ${message}`;
+  const where = error.validationContext && field === "" ? `${error.validationContext}: ` : "";
+  return new ApiError(400, FIELD_CODES[`${error.validationContext}/${field}`] ?? "bad_request", `${where}${named}`);
+}
+
 function toApiError(error: FastifyError | Error): ApiError {
   if (error instanceof ApiError) return error;
+  if (hasZodFastifySchemaValidationErrors(error)) return validationError(error as FastifyError);
   if (error instanceof QueueUnavailableError) {
     return new ApiError(503, "unavailable", `${error.message}; nothing was stored, retry later`);
   }

@@ -1,6 +1,7 @@
 import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
+import { consolePlugin } from "../console/plugin.ts";
 import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
@@ -9,35 +10,54 @@ import type { SubmissionQueue } from "../ingest/queue.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
+import type { LiveRejections } from "../live/rejections.ts";
+import type { Presence } from "../presence/presence.ts";
+import type { AgentDirectory } from "../store/agents.ts";
 import type { MetricStore } from "../store/metrics.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin } from "./errors.ts";
+import { openapiPlugin } from "./openapi.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { agentRoutes } from "./routes/agents.ts";
 import { healthRoutes, type ReadinessCheck } from "./routes/health.ts";
 import { ingestRoutes } from "./routes/ingest.ts";
 import { queryRoutes } from "./routes/query.ts";
 import { streamRoutes } from "./routes/stream.ts";
 
+/** What the `api` role serves besides the probes: the API and the console. */
 export interface ApiDeps {
-  config: Config;
-  logger: Logger;
   metrics: MetricStore;
+  agents: AgentDirectory;
   credentials: CredentialStore;
   identifier: Identifier;
   revocations: Revocations;
   intake: Intake;
   queue: SubmissionQueue;
   fanout: FanOut;
-  telemetry: Telemetry;
+  rejections: LiveRejections;
   limiter: RateLimiter;
   tenantLimits: TenantLimitsStore;
-  checks: Record<string, ReadinessCheck>;
+  presence: Presence;
 }
 
-/** The HTTP API, assembled from its plugins. */
-export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
-  const { config, telemetry } = deps;
+export interface HttpDeps {
+  config: Config;
+  logger: Logger;
+  telemetry: Telemetry;
+  checks: Record<string, ReadinessCheck>;
+  /** Present in a process with the `api` role. */
+  api?: ApiDeps;
+  /** Where devices connect, as the console tells them: this process's brokers, else the configured ports. */
+  mqttPorts: { port: number; ws_port: number };
+}
+
+/**
+ * The HTTP server of every process: /healthz, /readyz and /metrics whatever the roles, and with
+ * the `api` role the API, its OpenAPI document and the console. Assembled here from its plugins.
+ */
+export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
+  const { config, telemetry, api } = deps;
   const app = Fastify({
     loggerInstance: deps.logger,
     // One line per request would dominate the logs at ingest rates; errors are still logged.
@@ -54,30 +74,44 @@ export async function buildApiServer(deps: ApiDeps): Promise<FastifyInstance> {
       }
     },
   });
-  await app.register(authPlugin, { identifier: deps.identifier });
+  await app.register(openapiPlugin);
   await app.register(healthRoutes, { checks: deps.checks, registry: telemetry.registry });
+  if (!api) return app;
+
+  await app.register(authPlugin, { identifier: api.identifier });
   await app.register(ingestRoutes, {
-    intake: deps.intake,
-    limiter: deps.limiter,
+    intake: api.intake,
+    limiter: api.limiter,
     telemetry,
     limits: config.payloadLimits,
+    rejections: api.rejections,
   });
   await app.register(queryRoutes, {
-    metrics: deps.metrics,
+    metrics: api.metrics,
     maxLimit: config.QUERY_MAX_LIMIT,
     maxSeriesPoints: config.SERIES_MAX_POINTS,
   });
   await app.register(streamRoutes, {
-    fanout: deps.fanout,
-    revocations: deps.revocations,
+    fanout: api.fanout,
+    rejections: api.rejections,
+    revocations: api.revocations,
     heartbeatMs: config.SSE_HEARTBEAT_MS,
     maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
   });
-  await app.register(adminRoutes, {
-    credentials: deps.credentials,
-    revocations: deps.revocations,
-    tenantLimits: deps.tenantLimits,
-    queue: deps.queue,
+  await app.register(agentRoutes, {
+    credentials: api.credentials,
+    agents: api.agents,
+    presence: api.presence,
+    maxLimit: config.QUERY_MAX_LIMIT,
+    mqtt: deps.mqttPorts,
   });
+  await app.register(adminRoutes, {
+    credentials: api.credentials,
+    revocations: api.revocations,
+    tenantLimits: api.tenantLimits,
+    queue: api.queue,
+    presence: api.presence,
+  });
+  await app.register(consolePlugin);
   return app;
 }

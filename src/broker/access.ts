@@ -123,3 +123,17 @@ export function agentOfClientId(namespacedId: string): { tenantId: string; agent
   const match = NAMESPACE_PATTERN.exec(namespacedId);
   return match ? { tenantId: match[1] as string, agentId: match[2] as string } : undefined;
 }
+
+/** Who holds a connection, from its namespaced client id: an agent or a viewer, and the id it sent. */
+export function holderOfClientId(
+  namespacedId: string,
+):
+  | { kind: "agent"; agentId: string; clientId: string }
+  | { kind: "viewer"; username: string; clientId: string }
+  | undefined {
+  const agent = NAMESPACE_PATTERN.exec(namespacedId);
+  if (agent) return { kind: "agent", agentId: agent[2] as string, clientId: namespacedId.slice(agent[0].length) };
+  const viewer = /^v\/([^/]+)\//.exec(namespacedId);
+  if (viewer) return { kind: "viewer", username: viewer[1] as string, clientId: namespacedId.slice(viewer[0].length) };
+  return undefined;
+}

@@ -13,6 +13,7 @@ import type { Intake } from "../ingest/intake.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
+import type { LiveRejections } from "../live/rejections.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Presence } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
@@ -35,6 +36,7 @@ export interface BrokerDeps {
   revocations: Revocations;
   intake: Intake;
   fanout: FanOut;
+  rejections: LiveRejections;
   telemetry: Telemetry;
   limiter: RateLimiter;
   tenantLimits: TenantLimitsStore;
@@ -92,7 +94,20 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
   });
   const sessions = new Sessions();
   let broker: Aedes | undefined;
+  const logLiveError = rateLimitedLog(logger, 5, 60_000);
   const feedback = new FeedbackCoalescer(config.MQTT_FEEDBACK_INTERVAL_MS, (tenantId, agentId, message) => {
+    // The tenant's console sees what the agent is told.
+    deps.rejections
+      .publish(tenantId, {
+        agent_id: agentId,
+        source: "mqtt",
+        reason: message.reason,
+        message: message.message,
+        count: message.count,
+        topic: message.topic,
+        at: new Date().toISOString(),
+      })
+      .catch((error: Error) => logLiveError({ reason: error.message }, "cannot send a rejection to the console"));
     broker?.publish(
       {
         cmd: "publish",

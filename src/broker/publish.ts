@@ -168,6 +168,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     batcher.add(decision.tenantId, decision.agentId, points, receivedAt).then(
       () => {
         discard(packet);
+        if (packet.qos > 0) telemetry.mqttPubackSeconds.observe((Date.now() - receivedAt) / 1000);
         done(null);
       },
       (error: Error) => {

@@ -1,7 +1,7 @@
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { LIMITS } from "../limits/tenant-limits.ts";
-import { createLogger } from "../logger.ts";
+import { createLogger, resolveLogFormat } from "../logger.ts";
 import { migratePglite, migratePostgres } from "../store/database.ts";
 import { CliError, callAdminApi, resolveAdminToken } from "./admin-client.ts";
 import { serve } from "./serve.ts";
@@ -68,7 +68,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     if (command === "serve") return await serve(loadConfig(env));
     if (command === "migrate") {
       const config = loadConfig(env);
-      const logger = createLogger(config.LOG_LEVEL);
+      const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));
       const applied = config.DATABASE_URL
         ? await migratePostgres(config.DATABASE_URL, logger)
         : await migratePglite(config.DATA_DIR, logger);

@@ -1,13 +1,15 @@
 import { StartupError, startApp } from "../app.ts";
 import type { Config } from "../config.ts";
-import { createLogger } from "../logger.ts";
+import { createLogger, resolveLogFormat } from "../logger.ts";
 
 /**
  * Runs the service until SIGTERM or SIGINT, then stops taking work, finishes what is in flight and
- * closes cleanly (exit code 0). A second signal while stopping gives up at once (exit code 1).
+ * closes cleanly (exit code 0). A second signal while stopping, or SHUTDOWN_TIMEOUT_MS passing,
+ * gives up (exit code 1): what was not acknowledged is sent again by its client, and jobs left
+ * running are handed to another worker, so giving up loses nothing acknowledged.
  */
 export async function serve(config: Config): Promise<number> {
-  const logger = createLogger(config.LOG_LEVEL);
+  const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
     app = await startApp(config, logger);
@@ -20,14 +22,19 @@ export async function serve(config: Config): Promise<number> {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);
   });
-  logger.info({ signal }, "shutting down: finishing in-flight work");
-  const forceExit = () => {
-    logger.warn("second signal: exiting without finishing in-flight work");
+  logger.info({ signal, timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, "shutting down: finishing in-flight work");
+  const giveUp = (why: string) => {
+    logger.warn(`${why}: exiting without finishing in-flight work`);
     process.exit(1);
   };
-  process.once("SIGTERM", forceExit);
-  process.once("SIGINT", forceExit);
+  process.once("SIGTERM", () => giveUp("second signal"));
+  process.once("SIGINT", () => giveUp("second signal"));
+  const deadline = setTimeout(
+    () => giveUp(`still stopping after SHUTDOWN_TIMEOUT_MS (${config.SHUTDOWN_TIMEOUT_MS} ms)`),
+    config.SHUTDOWN_TIMEOUT_MS,
+  ).unref();
   await app.close();
+  clearTimeout(deadline);
   logger.info("stopped");
   return 0;
 }

@@ -78,6 +78,42 @@ export class CredentialStore {
     return (await this.prisma.tenant.count({ where: { id: tenantId } })) > 0;
   }
 
+  async tenantName(tenantId: string): Promise<string | undefined> {
+    return (await this.prisma.tenant.findUnique({ where: { id: tenantId }, select: { name: true } }))?.name;
+  }
+
+  /** Every tenant, oldest first, with how many agents and unrevoked credentials it has. */
+  async listTenants(): Promise<
+    { id: string; name: string; createdAt: Date; agents: number; activeCredentials: number }[]
+  > {
+    const [tenants, active] = await Promise.all([
+      this.prisma.tenant.findMany({ orderBy: { createdAt: "asc" }, include: { _count: { select: { agents: true } } } }),
+      this.prisma.credential.groupBy({ by: ["tenantId"], where: { revokedAt: null }, _count: { _all: true } }),
+    ]);
+    const activeByTenant = new Map(active.map((row) => [row.tenantId, row._count._all]));
+    return tenants.map((tenant) => ({
+      id: tenant.id,
+      name: tenant.name,
+      createdAt: tenant.createdAt,
+      agents: tenant._count.agents,
+      activeCredentials: activeByTenant.get(tenant.id) ?? 0,
+    }));
+  }
+
+  /** A tenant's credentials, newest first; never their secrets (only hashes are kept anyway). */
+  async listCredentials(
+    tenantId: string,
+  ): Promise<
+    { username: string; role: "agent" | TokenRole; agentId: string | null; createdAt: Date; revokedAt: Date | null }[]
+  > {
+    if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
+    return this.prisma.credential.findMany({
+      where: { tenantId },
+      orderBy: { createdAt: "desc" },
+      select: { username: true, role: true, agentId: true, createdAt: true, revokedAt: true },
+    });
+  }
+
   /** Registers an agent with its MQTT credential; the password is returned once and never stored. */
   async createAgent(tenantId: string, agentId: string): Promise<{ username: string; password: string }> {
     if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);

@@ -22,9 +22,10 @@ export function presenceMember(brokerId: string, serial: number, clientId: strin
   return `${brokerId}|${serial}|${clientId}`;
 }
 
-/** The namespaced client id of a member. */
-export function clientIdOfMember(member: string): string {
-  return member.split("|").slice(2).join("|");
+/** The broker and the namespaced client id of a member. */
+export function parseMember(member: string): { brokerId: string; clientId: string } {
+  const [brokerId = "", , ...clientId] = member.split("|");
+  return { brokerId, clientId: clientId.join("|") };
 }
 
 /** Embedded mode: one broker, so its own connections are all there are. */

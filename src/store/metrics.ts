@@ -3,8 +3,8 @@ import type { StoredMetric } from "../live/fanout.ts";
 import type { Sql } from "./database.ts";
 
 // One statement, so one transaction: the submission id is claimed, each dedupe_id is claimed for the
-// dedupe window, the readings are inserted and every series' latest value is moved on, or nothing
-// is. A retried job whose claim already exists does nothing; a dedupe_id already seen within the
+// dedupe window, the readings are inserted, every series' latest value is moved on and each agent's
+// readings of the minute are counted, or nothing is. A retried job whose claim already exists does nothing; a dedupe_id already seen within the
 // window (or twice in the submission) is stored once. The readings go in as one JSON parameter,
 // unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the statement text
 // never changes. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent, $5 readings,
@@ -49,6 +49,13 @@ WITH claim AS (
     tags = CASE WHEN excluded.ts >= metric_latest.ts THEN excluded.tags ELSE metric_latest.tags END,
     ts = greatest(metric_latest.ts, excluded.ts),
     received_at = greatest(metric_latest.received_at, excluded.received_at)
+), activity AS (
+  INSERT INTO agent_activity (tenant_id, agent_id, minute, readings)
+  SELECT $2::uuid, agent_id, date_trunc('minute', to_timestamp($3::float8 / 1000)), count(*)
+  FROM inserted
+  GROUP BY agent_id
+  ORDER BY agent_id
+  ON CONFLICT (tenant_id, agent_id, minute) DO UPDATE SET readings = agent_activity.readings + excluded.readings
 )
 ${
   returning
@@ -104,7 +111,7 @@ export interface MetricRow {
 }
 
 /** A timestamp as the API writes it: ISO-8601 in UTC with milliseconds, as JavaScript's toISOString. */
-const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+export const iso = (column: string) => `to_char(${column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
 
 /** The filter as SQL conditions on `metrics`, parameters from `$first` on. */
 function conditions(filter: MetricFilter, first: number): { sql: string; params: unknown[] } {

@@ -90,6 +90,9 @@ const TABLES: ManagedTable[] = [
   },
 ];
 
+/** How long per-minute reading counts are kept (the agents API reads the last hour of them). */
+const ACTIVITY_KEEP_MS = 2 * HOUR;
+
 /** Ours and `prisma migrate`'s are other keys: maintenance runs in one process of the deployment at a time. */
 const MAINTENANCE_LOCK = 72707370;
 
@@ -112,7 +115,7 @@ const quoted = (name: string) => `"${name.replaceAll('"', '""')}"`;
 
 /**
  * Creates the partitions the tables will need and drops the ones past their retention (whole
- * partitions, never DELETE). Skips, returning nothing, when another process holds the maintenance lock.
+ * partitions, never DELETE), and prunes the small per-minute activity counts. Skips, returning nothing, when another process holds the maintenance lock.
  */
 export async function maintainPartitions(
   session: SqlSession,
@@ -149,6 +152,10 @@ export async function maintainPartitions(
         dropped.push(partition.name);
       }
     }
+    // Per-minute counts of readings: only the last hour is ever read.
+    await session.query("DELETE FROM agent_activity WHERE minute < to_timestamp($1::float8 / 1000)", [
+      now - ACTIVITY_KEEP_MS,
+    ]);
   } finally {
     await session.query("SELECT pg_advisory_unlock($1)", [MAINTENANCE_LOCK]);
   }

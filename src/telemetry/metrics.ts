@@ -111,6 +111,12 @@ export function createTelemetry() {
       help: "Subscription filters refused by the ACL",
       registers: [registry],
     }),
+    mqttPubackSeconds: new Histogram({
+      name: "edge_ingest_mqtt_puback_seconds",
+      help: "Time from receiving a QoS 1/2 metric publish to acknowledging it (its submission is durable)",
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: [registry],
+    }),
     batchDuration: new Histogram({
       name: "edge_ingest_worker_batch_duration_seconds",
       help: "Time to store one submission",

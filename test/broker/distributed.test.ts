@@ -1,64 +1,14 @@
-import type { MqttClient } from "mqtt";
-import pino from "pino";
-import { afterEach, describe, expect, it } from "vitest";
-import { type RunningApp, startApp } from "../../src/app.ts";
-import { loadConfig } from "../../src/config.ts";
+import { describe, expect, it } from "vitest";
+import type { RunningApp } from "../../src/app.ts";
 import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
 import { connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { distributedNodes } from "../helpers/nodes.ts";
 import { startOwnRedis } from "../helpers/redis-server.ts";
-import {
-  createTestDatabase,
-  deleteRedisPrefix,
-  distributedUnavailable,
-  REDIS_URL,
-  uniqueId,
-} from "../helpers/services.ts";
+import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
 
 const skip = Boolean(await distributedUnavailable());
 const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
-const cleanups: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  while (cleanups.length) await cleanups.pop()?.();
-});
-
-async function startNode(env: Record<string, string>): Promise<RunningApp> {
-  const app = await startApp(
-    loadConfig({
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: "0",
-      MQTT_HOST: "127.0.0.1",
-      MQTT_PORT: "0",
-      MQTT_WS_PORT: "0",
-      ADMIN_TOKEN,
-      LOG_LEVEL: "silent",
-      REDIS_PERSISTENCE: "none",
-      ...env,
-    }),
-    pino({ level: "silent" }),
-  );
-  cleanups.push(() => app.close());
-  return app;
-}
-
-/** The environment of nodes sharing one database and one Redis prefix, both of the test's own. */
-async function sharedBackends(): Promise<Record<string, string>> {
-  const db = await createTestDatabase();
-  cleanups.push(db.drop);
-  const prefix = `edge-ingest-test-${uniqueId()}`;
-  cleanups.push(() => deleteRedisPrefix(prefix));
-  return { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
-}
-
-/** Two nodes on shared backends: every role, and a second broker. */
-async function startPair(): Promise<[RunningApp, RunningApp]> {
-  const shared = await sharedBackends();
-  return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
-}
-
-function track(client: MqttClient): MqttClient {
-  cleanups.push(() => client.endAsync(true));
-  return client;
-}
+const { cleanups, startNode, sharedBackends, startPair, track } = distributedNodes(ADMIN_TOKEN);
 
 describe.skipIf(skip)("distributed broker", () => {
   it("withholds the PUBACK while the queue is down, and stores the resent message once when it is back", async () => {
@@ -67,7 +17,7 @@ describe.skipIf(skip)("distributed broker", () => {
     const db = await createTestDatabase();
     cleanups.push(db.drop);
     const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });
-    const tenant = await createTenant(app.httpUrl as string, ADMIN_TOKEN);
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
     const agent = track(
       await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
         username: tenant.agent.username,
@@ -107,7 +57,7 @@ describe.skipIf(skip)("distributed broker", () => {
     const shared = await sharedBackends();
     // No worker yet: every submission stays queued.
     const broker = await startNode({ ...shared, ROLES: "api,broker", QUEUE_MAX_DEPTH: "2", MQTT_BATCH_LINGER_MS: "0" });
-    const tenant = await createTenant(broker.httpUrl as string, ADMIN_TOKEN);
+    const tenant = await createTenant(broker.httpUrl, ADMIN_TOKEN);
     const agent = track(
       await connect(`mqtt://127.0.0.1:${broker.mqttPorts?.tcp}`, {
         username: tenant.agent.username,
@@ -137,7 +87,7 @@ describe.skipIf(skip)("distributed broker", () => {
 
   it("runs two brokers on one Redis: messages cross between them and a persistent session moves", async () => {
     const [first, second] = await startPair();
-    const tenant = await createTenant(first.httpUrl as string, ADMIN_TOKEN);
+    const tenant = await createTenant(first.httpUrl, ADMIN_TOKEN);
     const url = (app: RunningApp) => `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
     const topic = (metric: string) => `metrics/${tenant.tenantId}/${tenant.agent.agentId}/${metric}`;
     const feedback = `ingest/${tenant.tenantId}/${tenant.agent.agentId}/errors`;
@@ -170,7 +120,7 @@ describe.skipIf(skip)("distributed broker", () => {
 
   it("disconnects a revoked agent on another broker", async () => {
     const [api, broker] = await startPair();
-    const tenant = await createTenant(api.httpUrl as string, ADMIN_TOKEN);
+    const tenant = await createTenant(api.httpUrl, ADMIN_TOKEN);
     const agent = track(
       await connect(`mqtt://127.0.0.1:${broker.mqttPorts?.tcp}`, {
         username: tenant.agent.username,

@@ -163,7 +163,7 @@ describe.skipIf(skipDistributed)("a tenant's connection quota across brokers", (
     };
     const first = await start("api,broker,worker");
     const second = await start("broker");
-    const tenant = await createTenant(first.httpUrl as string, adminToken, "spread");
+    const tenant = await createTenant(first.httpUrl, adminToken, "spread");
     const login = { username: tenant.agent.username, password: tenant.agent.password };
     const onFirst = await connect(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login);
     cleanups.push(() => onFirst.endAsync(true));

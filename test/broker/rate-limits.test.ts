@@ -114,7 +114,7 @@ describe.skipIf(skipDistributed)("a tenant's rate across brokers", () => {
     };
     const first = await start("api,broker,worker");
     const second = await start("api,broker");
-    const url = first.httpUrl as string;
+    const url = first.httpUrl;
     const one = await createTenant(url, `admin-${"y".repeat(40)}`, "one");
     const agentTwo = await fetch(`${url}/api/v1/admin/tenants/${one.tenantId}/agents`, {
       method: "POST",
@@ -127,7 +127,7 @@ describe.skipIf(skipDistributed)("a tenant's rate across brokers", () => {
       await flood(Number(first.mqttPorts?.tcp), one, FLOOD),
       await flood(Number(second.mqttPorts?.tcp), two, FLOOD),
     ];
-    const taken = async () => (await accepted(url)) + (await accepted(second.httpUrl as string));
+    const taken = async () => (await accepted(url)) + (await accepted(second.httpUrl));
     await sleep(1000);
     const atOne = await taken();
     await sleep(3000);

@@ -8,8 +8,11 @@ import { afterAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../src/store/database.ts";
 import { createTenant } from "../helpers/http.ts";
 import { connect } from "../helpers/mqtt.ts";
-import { freePort } from "../helpers/redis-server.ts";
-import { tempDir } from "../helpers/services.ts";
+import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
+import { startServiceProcess } from "../helpers/service-process.ts";
+import { distributedUnavailable, tempDir } from "../helpers/services.ts";
+
+const skip = Boolean(await distributedUnavailable());
 
 const BIN = fileURLToPath(new URL("../../bin/edge-ingest.js", import.meta.url));
 
@@ -98,6 +101,46 @@ describe("SIGTERM under MQTT load", () => {
       expect(lost).toEqual([]);
     } finally {
       await db.close();
+    }
+  });
+});
+
+describe.skipIf(skip)("SIGTERM when in-flight work cannot finish", () => {
+  it("gives up after SHUTDOWN_TIMEOUT_MS with exit code 1, the stuck publish never acknowledged", {
+    timeout: 60_000,
+  }, async () => {
+    const redis = await startOwnRedis();
+    const service = await startServiceProcess("distributed", {
+      REDIS_URL: redis.url,
+      ROLES: "api,broker",
+      SHUTDOWN_TIMEOUT_MS: "2000",
+    });
+    try {
+      const tenant = await createTenant(service.httpUrl, service.adminToken, "stuck-1");
+      const agent = await connect(`mqtt://127.0.0.1:${service.mqttPort}`, {
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+      });
+      // Redis stops answering: the publish waits for a queue that never takes it.
+      redis.pause();
+      let acknowledged = false;
+      agent.publishAsync(`metrics/${tenant.tenantId}/stuck-1/load`, "1", { qos: 1 }).then(
+        () => (acknowledged = true),
+        () => undefined,
+      );
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      const exited = new Promise<number | null>((resolve) => service.child.once("exit", resolve));
+      const stoppingAt = Date.now();
+      service.child.kill("SIGTERM");
+      expect(await exited).toBe(1);
+      expect(Date.now() - stoppingAt).toBeGreaterThanOrEqual(2000);
+      expect(Date.now() - stoppingAt).toBeLessThan(10_000);
+      expect(acknowledged).toBe(false);
+      agent.end(true);
+    } finally {
+      redis.resume();
+      await service.cleanup();
+      await redis.remove();
     }
   });
 });

@@ -45,7 +45,7 @@ export async function startTestApp(
     const adminToken = (await readFile(path.join(data.dir, "admin-token"), "utf8")).trim();
     return {
       app,
-      url: app.httpUrl as string,
+      url: app.httpUrl,
       adminToken,
       dataDir: data.dir,
       cleanup: async () => {
@@ -69,7 +69,7 @@ export async function startTestApp(
   const app = await startApp(config, testLogger(base.LOG_LEVEL, logLines));
   return {
     app,
-    url: app.httpUrl as string,
+    url: app.httpUrl,
     adminToken,
     databaseUrl: db.url,
     redisPrefix,

@@ -37,9 +37,14 @@ export interface TenantFixture {
 }
 
 /** A tenant with one agent, an ingest token and a viewer token, made through the admin API. */
-export async function createTenant(baseUrl: string, adminToken: string, agentId = "agent-1"): Promise<TenantFixture> {
+export async function createTenant(
+  baseUrl: string,
+  adminToken: string,
+  agentId = "agent-1",
+  name = "test tenant",
+): Promise<TenantFixture> {
   const admin = bearer(adminToken);
-  const tenant = await request(`${baseUrl}/api/v1/admin/tenants`, { auth: admin, body: { name: "test tenant" } });
+  const tenant = await request(`${baseUrl}/api/v1/admin/tenants`, { auth: admin, body: { name } });
   if (tenant.status !== 201) throw new Error(`tenant create: ${tenant.status} ${JSON.stringify(tenant.body)}`);
   const tenantId = tenant.body.id as string;
   const agent = await request(`${baseUrl}/api/v1/admin/tenants/${tenantId}/agents`, {

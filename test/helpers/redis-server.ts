@@ -22,6 +22,9 @@ export interface OwnRedis {
   start(): Promise<void>;
   /** Kills it (SIGKILL). */
   stop(): Promise<void>;
+  /** Freezes it (SIGSTOP): connections stay open, nothing is answered, until `resume`. */
+  pause(): void;
+  resume(): void;
   /** Kills it and removes its files. */
   remove(): Promise<void>;
 }
@@ -68,6 +71,8 @@ export async function startOwnRedis(
     url,
     start,
     stop,
+    pause: () => child?.kill("SIGSTOP"),
+    resume: () => child?.kill("SIGCONT"),
     remove: async () => {
       await stop();
       await rm(dir, { recursive: true, force: true });

@@ -78,7 +78,7 @@ describe.skipIf(skip)("a distributed process on its queue's Redis", () => {
     cleanups.push(redis.remove);
     const app = await start(redis, { REDIS_CHECK_INTERVAL_MS: "100" });
     cleanups.push(() => app.close());
-    const url = app.httpUrl as string;
+    const url = app.httpUrl;
     expect((await request(`${url}/readyz`)).body.checks.redis).toBe("ok");
     expect((await request<string>(`${url}/metrics`)).body).toMatch(/edge_ingest_redis_check\{check="persistence"\} 1/);
 

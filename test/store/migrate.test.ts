@@ -78,6 +78,7 @@ describe("migrate (PGlite)", () => {
     );
     expect(tables.rows.map((r) => r.relname)).toEqual([
       "_prisma_migrations",
+      "agent_activity",
       "agents",
       "credentials",
       "ingest_submissions",

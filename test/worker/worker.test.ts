@@ -203,7 +203,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     );
     const database = await openDatabase({ url: test.url }, { migrate: false, logger });
     try {
-      const url = app.httpUrl as string;
+      const url = app.httpUrl;
       const tenant = await createTenant(url, adminToken);
       // A rule the database enforces and the service does not know: the submission fails for good.
       await database.prisma.$executeRawUnsafe(`ALTER TABLE metrics ADD CONSTRAINT test_blocked CHECK (value <> 666)`);
@@ -274,7 +274,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       logger,
     );
     try {
-      const tenant = await createTenant(app.httpUrl as string, "a".repeat(40));
+      const tenant = await createTenant(app.httpUrl, "a".repeat(40));
       const post = () =>
         request(`${app.httpUrl}/api/v1/metrics`, {
           auth: tenant.agent.auth,

@@ -1,28 +1,42 @@
-import type { FastifyInstance } from "fastify";
+import type { FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
+import { holderOfClientId } from "../../broker/access.ts";
 import type { Revocations } from "../../credentials/revocations.ts";
-import type { CredentialStore, TokenRole } from "../../credentials/store.ts";
-import { AGENT_ID_PATTERN, isStorableText } from "../../ingest/payload.ts";
+import type { CredentialStore } from "../../credentials/store.ts";
+import { isStorableText } from "../../ingest/payload.ts";
 import type { SubmissionQueue } from "../../ingest/queue.ts";
 import type { TenantLimitsStore } from "../../limits/limits-store.ts";
 import { effectiveLimits, LIMITS, type LimitOverrides } from "../../limits/tenant-limits.ts";
+import { type Presence, parseMember } from "../../presence/presence.ts";
 import { requireAdmin } from "../access.ts";
 import { ApiError } from "../errors.ts";
+import { agentId, clientSummary, credentialSummary, errorReplies, tenantId, tenantSummary } from "../schemas.ts";
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const TOKEN_ROLES: TokenRole[] = ["ingest", "viewer"];
+const tenantParams = z.object({ id: z.string().describe("the tenant's id (a UUID)") });
 
-function tenantParam(params: unknown): string {
-  const { id } = params as { id: string };
-  if (!UUID.test(id)) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
-  return id;
+/** The tenant id of a path: one that is not a UUID names no tenant, 404 as for one that does not exist. */
+function tenantOf(params: { id: string }): string {
+  if (!tenantId.safeParse(params.id).success)
+    throw new ApiError(404, "not_found", `tenant ${params.id} does not exist`);
+  return params.id;
 }
 
-function bodyField(body: unknown, field: string): unknown {
-  return typeof body === "object" && body !== null ? (body as Record<string, unknown>)[field] : undefined;
-}
+const limitValues = z.object(Object.fromEntries(LIMITS.map(({ api }) => [api, z.int().nullable()])));
+const limitsReply = z.object({
+  tenant_id: z.string(),
+  limits: limitValues.describe("what holds"),
+  overrides: limitValues.describe("this tenant's own values (null: the default)"),
+  defaults: limitValues.describe("the configured defaults"),
+});
 
-/** Admin API (Bearer admin token): tenants, agents, tokens, revocation. Secrets are shown once. */
+const iso = (date: Date | null) => (date ? date.toISOString() : null);
+
+/**
+ * Admin API (Bearer admin token): tenants, agents, tokens, credentials and their revocation, limits,
+ * connected clients, failed jobs. Secrets are shown once, when made.
+ */
 export const adminRoutes = fp(
   async (
     app: FastifyInstance,
@@ -31,47 +45,161 @@ export const adminRoutes = fp(
       revocations: Revocations;
       tenantLimits: TenantLimitsStore;
       queue: SubmissionQueue;
+      presence: Presence;
     },
   ) => {
-    const { credentials, revocations, tenantLimits, queue } = options;
+    const { credentials, revocations, tenantLimits, queue, presence } = options;
+    const api = app.withTypeProvider<ZodTypeProvider>();
     const admin = {
-      preHandler: async (request: Parameters<typeof app.authenticate>[0]) => {
+      onRequest: async (request: FastifyRequest) => {
         await app.authenticate(request);
         requireAdmin(request.principal);
       },
     };
+    const tags = ["admin"];
+    const security = [{ bearer: [] }];
 
-    app.post("/api/v1/admin/tenants", admin, async (request, reply) => {
-      const name = bodyField(request.body, "name");
-      if (typeof name !== "string" || name.trim().length === 0 || name.length > 200 || !isStorableText(name)) {
-        throw new ApiError(
-          400,
-          "bad_request",
-          "name must be a non-empty string of at most 200 characters, with no NUL",
-        );
-      }
-      return reply.status(201).send(await credentials.createTenant(name.trim()));
-    });
+    api.get(
+      "/api/v1/admin/tenants",
+      {
+        ...admin,
+        schema: { summary: "Every tenant", tags, security, response: { 200: z.array(tenantSummary), ...errorReplies } },
+      },
+      async () =>
+        (await credentials.listTenants()).map((tenant) => ({
+          id: tenant.id,
+          name: tenant.name,
+          created_at: tenant.createdAt.toISOString(),
+          agents: tenant.agents,
+          active_credentials: tenant.activeCredentials,
+        })),
+    );
 
-    app.post("/api/v1/admin/tenants/:id/agents", admin, async (request, reply) => {
-      const tenantId = tenantParam(request.params);
-      const agentId = bodyField(request.body, "agent_id");
-      if (typeof agentId !== "string" || !AGENT_ID_PATTERN.test(agentId)) {
-        throw new ApiError(400, "bad_agent_id", "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
-      }
-      const { username, password } = await credentials.createAgent(tenantId, agentId);
-      return reply.status(201).send({ tenant_id: tenantId, agent_id: agentId, username, password });
-    });
+    api.post(
+      "/api/v1/admin/tenants",
+      {
+        ...admin,
+        schema: {
+          summary: "Create a tenant",
+          tags,
+          security,
+          body: z.object({
+            name: z
+              .string({ error: "name must be a non-empty string of at most 200 characters, with no NUL" })
+              .trim()
+              .min(1, { error: "name must be a non-empty string of at most 200 characters, with no NUL" })
+              .max(200, { error: "name must be a non-empty string of at most 200 characters, with no NUL" })
+              .refine(isStorableText, {
+                error: "name must be a non-empty string of at most 200 characters, with no NUL",
+              }),
+          }),
+          response: { 201: z.object({ id: z.string(), name: z.string() }), ...errorReplies },
+        },
+      },
+      async (request, reply) => reply.status(201).send(await credentials.createTenant(request.body.name)),
+    );
 
-    app.post("/api/v1/admin/tenants/:id/tokens", admin, async (request, reply) => {
-      const tenantId = tenantParam(request.params);
-      const role = bodyField(request.body, "role");
-      if (!TOKEN_ROLES.includes(role as TokenRole)) {
-        throw new ApiError(400, "bad_request", `role must be one of ${TOKEN_ROLES.join(", ")}`);
-      }
-      const { username, token } = await credentials.createToken(tenantId, role as TokenRole);
-      return reply.status(201).send({ tenant_id: tenantId, role, username, token });
-    });
+    api.post(
+      "/api/v1/admin/tenants/:id/agents",
+      {
+        ...admin,
+        schema: {
+          summary: "Register an agent; its MQTT password is in this reply only",
+          tags,
+          security,
+          params: tenantParams,
+          body: z.object({ agent_id: agentId }),
+          response: {
+            201: z.object({ tenant_id: z.string(), agent_id: z.string(), username: z.string(), password: z.string() }),
+            ...errorReplies,
+          },
+        },
+      },
+      async (request, reply) => {
+        const { username, password } = await credentials.createAgent(tenantOf(request.params), request.body.agent_id);
+        return reply
+          .status(201)
+          .send({ tenant_id: request.params.id, agent_id: request.body.agent_id, username, password });
+      },
+    );
+
+    api.post(
+      "/api/v1/admin/tenants/:id/tokens",
+      {
+        ...admin,
+        schema: {
+          summary: "Create a tenant token (ingest or viewer); the token is in this reply only",
+          tags,
+          security,
+          params: tenantParams,
+          body: z.object({ role: z.enum(["ingest", "viewer"], { error: "role must be one of ingest, viewer" }) }),
+          response: {
+            201: z.object({ tenant_id: z.string(), role: z.string(), username: z.string(), token: z.string() }),
+            ...errorReplies,
+          },
+        },
+      },
+      async (request, reply) => {
+        const { role } = request.body;
+        const { username, token } = await credentials.createToken(tenantOf(request.params), role);
+        return reply.status(201).send({ tenant_id: request.params.id, role, username, token });
+      },
+    );
+
+    api.get(
+      "/api/v1/admin/tenants/:id/credentials",
+      {
+        ...admin,
+        schema: {
+          summary: "A tenant's credentials (agents' and tokens'), newest first, revoked ones included",
+          tags,
+          security,
+          params: tenantParams,
+          response: { 200: z.array(credentialSummary), ...errorReplies },
+        },
+      },
+      async (request) =>
+        (await credentials.listCredentials(tenantOf(request.params))).map((credential) => ({
+          username: credential.username,
+          role: credential.role,
+          agent_id: credential.agentId,
+          created_at: credential.createdAt.toISOString(),
+          revoked_at: iso(credential.revokedAt),
+        })),
+    );
+
+    api.get(
+      "/api/v1/admin/tenants/:id/clients",
+      {
+        ...admin,
+        schema: {
+          summary: "The tenant's open MQTT connections, on every broker",
+          tags,
+          security,
+          params: tenantParams,
+          response: { 200: z.array(clientSummary), ...errorReplies },
+        },
+      },
+      async (request) => {
+        const id = tenantOf(request.params);
+        if (!(await credentials.tenantExists(id))) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
+        const members = await presence.members(id);
+        return members.flatMap((member) => {
+          const { brokerId, clientId } = parseMember(member);
+          const holder = holderOfClientId(clientId);
+          if (!holder) return [];
+          return [
+            {
+              client_id: holder.clientId,
+              broker: brokerId,
+              kind: holder.kind,
+              agent_id: holder.kind === "agent" ? holder.agentId : null,
+              username: holder.kind === "viewer" ? holder.username : null,
+            },
+          ];
+        });
+      },
+    );
 
     /** A tenant's limits in the API's names: what holds, its overrides, and the defaults. */
     const limitsView = (tenantId: string, overrides: LimitOverrides) => {
@@ -85,50 +213,85 @@ export const adminRoutes = fp(
       };
     };
 
-    app.get("/api/v1/admin/tenants/:id/limits", admin, async (request) => {
-      const tenantId = tenantParam(request.params);
-      if (!(await credentials.tenantExists(tenantId))) {
-        throw new ApiError(404, "not_found", `tenant ${tenantId} does not exist`);
-      }
-      return limitsView(tenantId, await tenantLimits.overrides(tenantId));
-    });
-
-    app.put(
+    api.get(
       "/api/v1/admin/tenants/:id/limits",
       {
         ...admin,
         schema: {
-          body: {
-            type: "object",
-            additionalProperties: false,
-            minProperties: 1,
-            properties: Object.fromEntries(
-              LIMITS.map(({ api }) => [api, { type: ["integer", "null"], minimum: 1, maximum: 2_147_483_647 }]),
-            ),
-          },
+          summary: "A tenant's limits",
+          tags,
+          security,
+          params: tenantParams,
+          response: { 200: limitsReply, ...errorReplies },
         },
       },
       async (request) => {
-        const tenantId = tenantParam(request.params);
-        const body = request.body as Record<string, number | null>;
-        const changes = Object.fromEntries(
-          LIMITS.filter(({ api }) => api in body).map(({ key, api }) => [key, body[api]]),
-        ) as LimitOverrides;
-        return limitsView(tenantId, await tenantLimits.set(tenantId, changes));
+        const id = tenantOf(request.params);
+        if (!(await credentials.tenantExists(id))) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
+        return limitsView(id, await tenantLimits.overrides(id));
       },
     );
 
-    app.get(
+    api.put(
+      "/api/v1/admin/tenants/:id/limits",
+      {
+        ...admin,
+        schema: {
+          summary: "Override some of a tenant's limits (null: back to the default)",
+          tags,
+          security,
+          params: tenantParams,
+          body: z
+            .strictObject(
+              Object.fromEntries(
+                LIMITS.map(({ api }) => [api, z.int().min(1).max(2_147_483_647).nullable().optional()]),
+              ),
+            )
+            .refine((body) => Object.keys(body).length > 0, { error: "give at least one limit" }),
+          response: { 200: limitsReply, ...errorReplies },
+        },
+      },
+      async (request) => {
+        const body = request.body as Record<string, number | null | undefined>;
+        const changes = Object.fromEntries(
+          LIMITS.filter(({ api }) => body[api] !== undefined).map(({ key, api }) => [key, body[api]]),
+        ) as LimitOverrides;
+        const id = tenantOf(request.params);
+        return limitsView(id, await tenantLimits.set(id, changes));
+      },
+    );
+
+    api.get(
       "/api/v1/admin/jobs/failed",
       {
         ...admin,
         schema: {
-          querystring: { type: "object", properties: { limit: { type: "integer", minimum: 0, maximum: 1000 } } },
+          summary: "Submissions that used every attempt, waiting to be retried",
+          tags,
+          security,
+          querystring: z.object({ limit: z.coerce.number().int().min(0).max(1000).default(20) }),
+          response: {
+            200: z.object({
+              count: z.int(),
+              oldest_failed_at: z.string().nullable(),
+              reasons: z.array(z.object({ reason: z.string(), count: z.int() })).describe("the most common first"),
+              jobs: z.array(
+                z.object({
+                  id: z.string(),
+                  tenant_id: z.string(),
+                  readings: z.int(),
+                  reason: z.string(),
+                  failed_at: z.string(),
+                  attempts: z.int(),
+                }),
+              ),
+            }),
+            ...errorReplies,
+          },
         },
       },
       async (request) => {
-        const { limit = 20 } = request.query as { limit?: number };
-        const failed = await queue.failedJobs(limit);
+        const failed = await queue.failedJobs(request.query.limit);
         return {
           count: failed.count,
           oldest_failed_at: failed.oldestFailedAt ? new Date(failed.oldestFailedAt).toISOString() : null,
@@ -145,43 +308,60 @@ export const adminRoutes = fp(
       },
     );
 
-    app.post(
+    api.post(
       "/api/v1/admin/jobs/failed/retry",
       {
         ...admin,
         schema: {
-          body: {
-            type: "object",
-            additionalProperties: false,
-            properties: {
-              all: { type: "boolean" },
-              ids: { type: "array", items: { type: "string", pattern: "^[0-9a-f-]{36}$" }, maxItems: 10_000 },
-            },
-          },
+          summary: "Put failed submissions back in the queue",
+          tags,
+          security,
+          body: z
+            .strictObject({
+              all: z.boolean().optional(),
+              ids: z
+                .array(z.string().regex(/^[0-9a-f-]{36}$/))
+                .max(10_000)
+                .optional(),
+            })
+            .refine((body) => Boolean(body.all) !== (body.ids !== undefined), {
+              error: 'give either {"all": true} or {"ids": [...]}',
+            }),
+          response: { 200: z.object({ retried: z.int() }), ...errorReplies },
         },
       },
       async (request) => {
-        const { all, ids } = request.body as { all?: boolean; ids?: string[] };
-        if (Boolean(all) === (ids !== undefined)) {
-          throw new ApiError(400, "bad_request", 'give either {"all": true} or {"ids": [...]}');
-        }
+        const { all, ids } = request.body;
         return { retried: await queue.retryFailed(all ? "all" : (ids as string[])) };
       },
     );
 
-    app.delete("/api/v1/admin/credentials/:username", admin, async (request, reply) => {
-      const { username } = request.params as { username: string };
-      if (!(await credentials.revoke(username))) {
-        throw new ApiError(404, "not_found", `credential ${username} does not exist`);
-      }
-      // The revocation is committed; telling the other processes only makes it take effect sooner.
-      await revocations
-        .announce(username)
-        .catch((error: Error) =>
-          request.log.warn({ err: error, username }, "could not announce a revocation; caches expire it"),
-        );
-      return reply.status(204).send();
-    });
+    api.delete(
+      "/api/v1/admin/credentials/:username",
+      {
+        ...admin,
+        schema: {
+          summary: "Revoke a credential: its connections and streams end, on every process",
+          tags,
+          security,
+          params: z.object({ username: z.string() }),
+          response: { 204: z.undefined().describe("revoked (or already revoked)"), ...errorReplies },
+        },
+      },
+      async (request, reply) => {
+        const { username } = request.params;
+        if (!(await credentials.revoke(username))) {
+          throw new ApiError(404, "not_found", `credential ${username} does not exist`);
+        }
+        // The revocation is committed; telling the other processes only makes it take effect sooner.
+        await revocations
+          .announce(username)
+          .catch((error: Error) =>
+            request.log.warn({ err: error, username }, "could not announce a revocation; caches expire it"),
+          );
+        return reply.status(204).send();
+      },
+    );
   },
-  { name: "admin-routes", dependencies: ["auth"] },
+  { name: "admin-routes", dependencies: ["auth", "openapi"] },
 );

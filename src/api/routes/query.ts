@@ -1,9 +1,25 @@
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
+import type { ZodTypeProvider } from "fastify-type-provider-zod";
+import { z } from "zod";
 import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../../ingest/payload.ts";
-import { type MetricStore, SERIES_AGGREGATES, type SeriesAggregate } from "../../store/metrics.ts";
-import { metricNameFilter, readScope } from "../access.ts";
+import type { MetricStore } from "../../store/metrics.ts";
+import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
+import {
+  agentId,
+  aggregatesParam,
+  cursorParam,
+  errorReplies,
+  latestRow,
+  metricName,
+  metricRow,
+  page,
+  pageLimit,
+  seriesBucket,
+  stepParam,
+  timeParam,
+} from "../schemas.ts";
 
 const badRequest = (message: string) => new ApiError(400, "bad_request", message);
 
@@ -20,32 +36,6 @@ function decodeCursor<T>(raw: string, valid: (position: Record<string, unknown>)
   throw badRequest("cursor is not one this API returned");
 }
 
-/** `from` / `to`: ISO-8601 or epoch milliseconds. */
-function parseTime(name: string, raw: string | undefined): number | undefined {
-  if (raw === undefined) return undefined;
-  const ms = /^\d+$/.test(raw) ? Number(raw) : Date.parse(raw);
-  if (!Number.isFinite(ms)) throw badRequest(`${name} must be ISO-8601 or epoch milliseconds`);
-  return ms;
-}
-
-const STEP_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `step`: a whole number of seconds, minutes, hours or days (`30s`, `1m`, `6h`, `1d`). */
-function parseStep(raw: string | undefined): number {
-  const match = /^([1-9]\d{0,6})([smhd])$/.exec(raw ?? "");
-  if (!match) throw badRequest("step must be a whole number and a unit: s, m, h or d (e.g. 1m)");
-  return Number(match[1]) * (STEP_UNITS[match[2] as string] as number);
-}
-
-function parseAggregates(raw: string | undefined): SeriesAggregate[] {
-  const asked = (raw ?? "avg").split(",").filter(Boolean);
-  const unknown = asked.filter((a) => !SERIES_AGGREGATES.includes(a as SeriesAggregate));
-  if (asked.length === 0 || unknown.length > 0) {
-    throw badRequest(`agg must be a comma-separated list of ${SERIES_AGGREGATES.join(", ")}`);
-  }
-  return [...new Set(asked)] as SeriesAggregate[];
-}
-
 /**
  * The read API, one tenant at a time: readings (newest first, paginated), a metric's aggregated
  * series in time buckets, and the latest value of every series.
@@ -53,76 +43,119 @@ function parseAggregates(raw: string | undefined): SeriesAggregate[] {
 export const queryRoutes = fp(
   async (app: FastifyInstance, options: { metrics: MetricStore; maxLimit: number; maxSeriesPoints: number }) => {
     const { metrics, maxLimit } = options;
-    const pageSize = (raw: string | undefined) => {
-      const limit = raw === undefined ? Math.min(100, maxLimit) : Number(raw);
-      if (!Number.isInteger(limit) || limit < 1 || limit > maxLimit) {
-        throw badRequest(`limit must be a whole number from 1 to ${maxLimit}`);
-      }
-      return limit;
-    };
+    const api = app.withTypeProvider<ZodTypeProvider>();
+    const tags = ["metrics"];
 
-    app.get("/api/v1/metrics", { preHandler: app.authenticate }, async (request) => {
-      const q = request.query as Record<string, string | undefined>;
-      const scope = readScope(request.principal, q.agent_id);
-      const limit = pageSize(q.limit);
-      const after =
-        q.cursor === undefined
-          ? undefined
-          : decodeCursor<{ ts: string; id: string }>(
-              q.cursor,
-              (c) => typeof c.ts === "string" && Number.isFinite(Date.parse(c.ts)) && /^\d+$/.test(String(c.id)),
-            );
-      const rows = await metrics.query(
-        { ...scope, name: metricNameFilter(q.name), from: parseTime("from", q.from), to: parseTime("to", q.to) },
-        limit + 1,
-        after,
-      );
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        items: page,
-        next_cursor: rows.length > limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null,
-      };
-    });
+    api.get(
+      "/api/v1/metrics",
+      {
+        onRequest: app.authenticate,
+        schema: {
+          summary: "Readings, newest first, a page at a time",
+          tags,
+          querystring: z.object({
+            agent_id: agentId.optional(),
+            name: metricName.optional(),
+            from: timeParam("from").optional(),
+            to: timeParam("to").optional(),
+            limit: pageLimit(maxLimit),
+            cursor: cursorParam.optional(),
+          }),
+          response: { 200: page(metricRow), ...errorReplies },
+        },
+      },
+      async (request) => {
+        const q = request.query;
+        const scope = readScope(request.principal, q.agent_id);
+        const after =
+          q.cursor === undefined
+            ? undefined
+            : decodeCursor<{ ts: string; id: string }>(
+                q.cursor,
+                (c) => typeof c.ts === "string" && Number.isFinite(Date.parse(c.ts)) && /^\d+$/.test(String(c.id)),
+              );
+        const rows = await metrics.query({ ...scope, name: q.name, from: q.from, to: q.to }, q.limit + 1, after);
+        const items = rows.slice(0, q.limit);
+        const last = items.at(-1);
+        return {
+          items,
+          next_cursor: rows.length > q.limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null,
+        };
+      },
+    );
 
-    app.get("/api/v1/metrics/series", { preHandler: app.authenticate }, async (request) => {
-      const q = request.query as Record<string, string | undefined>;
-      const scope = readScope(request.principal, q.agent_id);
-      const name = metricNameFilter(q.name);
-      if (name === undefined) throw new ApiError(400, "bad_name", "name is required");
-      const from = parseTime("from", q.from);
-      const to = parseTime("to", q.to);
-      if (from === undefined || to === undefined || to <= from) {
-        throw badRequest("from and to are required, from before to");
-      }
-      const stepMs = parseStep(q.step);
-      if ((to - from) / stepMs > options.maxSeriesPoints) {
-        throw badRequest(`at most ${options.maxSeriesPoints} buckets: widen step or narrow from..to`);
-      }
-      const aggregates = parseAggregates(q.agg);
-      const buckets = await metrics.series({ ...scope, name, from, to }, stepMs, aggregates);
-      return { name, ...(scope.agentId && { agent_id: scope.agentId }), step_ms: stepMs, buckets };
-    });
+    api.get(
+      "/api/v1/metrics/series",
+      {
+        onRequest: app.authenticate,
+        schema: {
+          summary: "A metric's readings aggregated in time buckets",
+          tags,
+          querystring: z.object({
+            name: metricName,
+            agent_id: agentId.optional(),
+            from: timeParam("from"),
+            to: timeParam("to"),
+            step: stepParam,
+            agg: aggregatesParam,
+          }),
+          response: {
+            200: z.object({
+              name: z.string(),
+              agent_id: z.string().optional(),
+              step_ms: z.int(),
+              buckets: z.array(seriesBucket),
+            }),
+            ...errorReplies,
+          },
+        },
+      },
+      async (request) => {
+        const { name, from, to, step, agg } = request.query;
+        const scope = readScope(request.principal, request.query.agent_id);
+        if (to <= from) throw badRequest("from must be before to");
+        if ((to - from) / step > options.maxSeriesPoints) {
+          throw badRequest(`at most ${options.maxSeriesPoints} buckets: widen step or narrow from..to`);
+        }
+        const buckets = await metrics.series({ ...scope, name, from, to }, step, agg);
+        return { name, ...(scope.agentId && { agent_id: scope.agentId }), step_ms: step, buckets };
+      },
+    );
 
-    app.get("/api/v1/metrics/latest", { preHandler: app.authenticate }, async (request) => {
-      const q = request.query as Record<string, string | undefined>;
-      const scope = readScope(request.principal, q.agent_id);
-      const limit = pageSize(q.limit);
-      const after =
-        q.cursor === undefined
-          ? undefined
-          : decodeCursor<{ agentId: string; name: string }>(
-              q.cursor,
-              (c) => AGENT_ID_PATTERN.test(String(c.agentId)) && METRIC_NAME_PATTERN.test(String(c.name)),
-            );
-      const rows = await metrics.latest(scope, limit + 1, after);
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        items: page,
-        next_cursor: rows.length > limit && last ? encodeCursor({ agentId: last.agent_id, name: last.name }) : null,
-      };
-    });
+    api.get(
+      "/api/v1/metrics/latest",
+      {
+        onRequest: app.authenticate,
+        schema: {
+          summary: "The latest value of every series, by agent and name",
+          tags,
+          querystring: z.object({
+            agent_id: agentId.optional(),
+            limit: pageLimit(maxLimit),
+            cursor: cursorParam.optional(),
+          }),
+          response: { 200: page(latestRow), ...errorReplies },
+        },
+      },
+      async (request) => {
+        const q = request.query;
+        const scope = readScope(request.principal, q.agent_id);
+        const after =
+          q.cursor === undefined
+            ? undefined
+            : decodeCursor<{ agentId: string; name: string }>(
+                q.cursor,
+                (c) => AGENT_ID_PATTERN.test(String(c.agentId)) && METRIC_NAME_PATTERN.test(String(c.name)),
+              );
+        const rows = await metrics.latest(scope, q.limit + 1, after);
+        const items = rows.slice(0, q.limit);
+        const last = items.at(-1);
+        return {
+          items,
+          next_cursor: rows.length > q.limit && last ? encodeCursor({ agentId: last.agent_id, name: last.name }) : null,
+        };
+      },
+    );
   },
-  { name: "query-routes", dependencies: ["auth"] },
+  { name: "query-routes", dependencies: ["auth", "openapi"] },
 );

@@ -1,0 +1,470 @@
+// The edge-ingest console: plain DOM, the public API, and uPlot. The token lives in sessionStorage
+// (this tab only) and travels in the Authorization header, never in a URL.
+
+const TOKEN_KEY = "edge-ingest-token";
+const REFRESH_MS = 5000;
+const CHART_WINDOW_S = 3600;
+const MAX_REJECTIONS = 100;
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  who: undefined,
+  /** Viewer view: the chosen agent and metric, the chart and its points. */
+  agent: undefined,
+  metric: undefined,
+  chart: undefined,
+  points: [[], []],
+  /** Admin view: the chosen tenant. */
+  tenant: undefined,
+  timers: [],
+  stream: undefined,
+};
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (response.status === 204) return undefined;
+  const payload = await response.json().catch(() => ({}));
+  if (!response.ok) throw new ApiError(response.status, payload.error?.message ?? `HTTP ${response.status}`);
+  return payload;
+}
+
+/** Builds an element: `el("td", {className: "x"}, "text", child)`; text is never parsed as HTML. */
+function el(tag, properties = {}, ...children) {
+  const element = Object.assign(document.createElement(tag), properties);
+  for (const child of children) element.append(child instanceof Node ? child : String(child ?? ""));
+  return element;
+}
+
+function fillTable(table, rows) {
+  table.querySelector("tbody").replaceChildren(...rows);
+}
+
+function ago(iso) {
+  if (!iso) return "never";
+  const seconds = Math.max(0, Math.round((Date.now() - Date.parse(iso)) / 1000));
+  if (seconds < 60) return `${seconds} s ago`;
+  if (seconds < 3600) return `${Math.round(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.round(seconds / 3600)} h ago`;
+  return new Date(iso).toLocaleString();
+}
+
+const time = (iso) => new Date(iso).toLocaleTimeString();
+
+function every(ms, task) {
+  const run = () => task().catch(showFailure);
+  run();
+  state.timers.push(setInterval(run, ms));
+}
+
+function showFailure(error) {
+  if (error instanceof ApiError && error.status === 401)
+    return signOut("Your token was revoked or is no longer valid.");
+  const target = state.who?.kind === "admin" ? $("#admin-error") : $("#sign-in-error");
+  target.textContent = error.message;
+}
+
+// ---- sign-in ----------------------------------------------------------------------------------
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    state.who = await api("/api/v1/whoami");
+  } catch (error) {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("#sign-in-error").textContent =
+      error instanceof ApiError && error.status === 401 ? "That token is unknown or revoked." : error.message;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#sign-in").hidden = true;
+  $("#sign-out").hidden = false;
+  if (state.who.kind === "admin") {
+    $("#who").textContent = "admin";
+    showAdmin();
+  } else {
+    $("#who").textContent = `${state.who.tenant_name} · ${state.who.role ?? state.who.kind}`;
+    showViewer();
+  }
+}
+
+function signOut(message = "") {
+  for (const timer of state.timers) clearInterval(timer);
+  state.timers = [];
+  state.stream?.abort();
+  sessionStorage.removeItem(TOKEN_KEY);
+  Object.assign(state, { token: null, who: undefined, agent: undefined, metric: undefined, tenant: undefined });
+  state.chart?.destroy();
+  state.chart = undefined;
+  $("#viewer").hidden = true;
+  $("#admin").hidden = true;
+  $("#sign-out").hidden = true;
+  $("#sign-in").hidden = false;
+  $("#who").textContent = "";
+  $("#sign-in-error").textContent = message;
+}
+
+// ---- viewer -----------------------------------------------------------------------------------
+
+function showViewer() {
+  $("#viewer").hidden = false;
+  every(REFRESH_MS, loadAgents);
+  follow("/api/v1/stream?include=metrics,rejections", { metric: onMetric, rejection: onRejection });
+}
+
+async function loadAgents() {
+  const { items } = await api("/api/v1/agents?limit=1000");
+  $("#agents-empty").hidden = items.length > 0;
+  fillTable(
+    $("#agents"),
+    items.map((agent) => {
+      const row = el(
+        "tr",
+        { className: `selectable${agent.agent_id === state.agent ? " selected" : ""}` },
+        el("td", {}, agent.agent_id),
+        el(
+          "td",
+          {},
+          el("span", { className: `dot${agent.connected ? " on" : ""}` }),
+          agent.connected ? `yes (${agent.connections})` : "no",
+        ),
+        el("td", { title: agent.last_seen_at ?? "" }, ago(agent.last_seen_at)),
+        el("td", {}, agent.readings_last_hour.toLocaleString()),
+      );
+      row.dataset.agent = agent.agent_id;
+      row.addEventListener("click", () => selectAgent(agent.agent_id).catch(showFailure));
+      return row;
+    }),
+  );
+  const select = $("#chart-agent");
+  const known = [...select.options].map((option) => option.value).join();
+  if (known !== items.map((agent) => agent.agent_id).join()) {
+    select.replaceChildren(...items.map((agent) => el("option", { value: agent.agent_id }, agent.agent_id)));
+  }
+  if (state.agent === undefined && items.length > 0) await selectAgent(items[0].agent_id);
+  else select.value = state.agent ?? "";
+}
+
+async function selectAgent(agentId) {
+  state.agent = agentId;
+  $("#chart-agent").value = agentId;
+  $("#latest-agent").textContent = `of ${agentId}`;
+  for (const row of $("#agents").querySelectorAll("tbody tr")) {
+    row.classList.toggle("selected", row.dataset.agent === agentId);
+  }
+  const { items } = await api(`/api/v1/metrics/latest?agent_id=${encodeURIComponent(agentId)}&limit=1000`);
+  fillTable($("#latest"), items.map(latestRow));
+  setMetricChoices(items.map((item) => item.name));
+  await loadChart();
+}
+
+function latestRow(item) {
+  const row = el(
+    "tr",
+    {},
+    el("td", {}, item.name),
+    el("td", { className: "value" }, item.value),
+    el("td", { title: item.ts }, time(item.ts)),
+    el("td", {}, el("code", {}, item.tags ? JSON.stringify(item.tags) : "")),
+  );
+  row.dataset.metric = item.name;
+  return row;
+}
+
+function setMetricChoices(names) {
+  const select = $("#chart-metric");
+  select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
+  if (!names.includes(state.metric)) state.metric = names[0];
+  select.value = state.metric ?? "";
+}
+
+async function loadChart() {
+  state.points = [[], []];
+  if (state.agent && state.metric) {
+    const to = Date.now() + 60_000;
+    const from = to - CHART_WINDOW_S * 1000;
+    const query = new URLSearchParams({ agent_id: state.agent, name: state.metric, from, to, step: "10s", agg: "avg" });
+    const { buckets } = await api(`/api/v1/metrics/series?${query}`);
+    state.points = [buckets.map((bucket) => Date.parse(bucket.start) / 1000), buckets.map((bucket) => bucket.avg)];
+  }
+  drawChart(true);
+}
+
+/** Draws the points; `rebuild` for another agent or metric (a new series label). */
+function drawChart(rebuild = false) {
+  if (rebuild) {
+    state.chart?.destroy();
+    state.chart = undefined;
+  }
+  if (state.chart) state.chart.setData(state.points);
+  else {
+    const options = {
+      width: Math.max(320, $("#chart").clientWidth),
+      height: 280,
+      series: [{}, { label: state.metric ?? "value", stroke: "#1769aa", width: 2, points: { show: true, size: 4 } }],
+      axes: [{}, { size: 60 }],
+    };
+    state.chart = new uPlot(options, state.points, $("#chart"));
+  }
+  $("#chart-count").textContent = `${state.points[0].length} points`;
+}
+
+function onMetric(metric) {
+  if (metric.agent_id !== state.agent) return;
+  const latest = $("#latest tbody");
+  const existing = latest.querySelector(`tr[data-metric="${CSS.escape(metric.name)}"]`);
+  const row = latestRow(metric);
+  if (existing) existing.replaceWith(row);
+  else {
+    latest.append(row);
+    const before = state.metric;
+    setMetricChoices([...latest.querySelectorAll("tr")].map((tr) => tr.dataset.metric));
+    if (state.metric !== before) drawChart(true);
+  }
+  if (metric.name !== state.metric) return;
+  const x = Date.parse(metric.ts) / 1000;
+  const [xs, ys] = state.points;
+  // Readings arrive in time order; an older one (sent late) goes in its place.
+  let at = xs.length;
+  while (at > 0 && xs[at - 1] > x) at--;
+  xs.splice(at, 0, x);
+  ys.splice(at, 0, metric.value);
+  while (xs.length > 0 && xs[0] < x - CHART_WINDOW_S) {
+    xs.shift();
+    ys.shift();
+  }
+  drawChart();
+}
+
+function onRejection(rejection) {
+  $("#rejections-empty").hidden = true;
+  const body = $("#rejections tbody");
+  body.prepend(
+    el(
+      "tr",
+      {},
+      el("td", { title: rejection.at }, time(rejection.at)),
+      el("td", {}, rejection.agent_id),
+      el("td", {}, rejection.source),
+      el("td", { className: "reason" }, rejection.reason),
+      el("td", {}, rejection.count),
+      el("td", { className: "message" }, rejection.message),
+    ),
+  );
+  while (body.children.length > MAX_REJECTIONS) body.lastElementChild.remove();
+}
+
+/**
+ * Server-Sent Events over fetch, so the token goes in a header (EventSource can only put it in the
+ * URL). Reconnects after a pause until signed out.
+ */
+async function follow(path, handlers) {
+  const controller = new AbortController();
+  state.stream = controller;
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetch(path, {
+        headers: { authorization: `Bearer ${state.token}` },
+        signal: controller.signal,
+      });
+      if (response.status === 401) return signOut("Your token was revoked or is no longer valid.");
+      if (!response.ok) throw new Error(`stream: HTTP ${response.status}`);
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        for (let end = buffer.indexOf("\n\n"); end >= 0; end = buffer.indexOf("\n\n")) {
+          dispatch(buffer.slice(0, end), handlers);
+          buffer = buffer.slice(end + 2);
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+      console.warn(error);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+  }
+}
+
+function dispatch(block, handlers) {
+  let event = "message";
+  let data = "";
+  for (const line of block.split("\n")) {
+    if (line.startsWith("event: ")) event = line.slice(7);
+    else if (line.startsWith("data: ")) data += line.slice(6);
+  }
+  if (data && handlers[event]) handlers[event](JSON.parse(data));
+}
+
+// ---- admin ------------------------------------------------------------------------------------
+
+function showAdmin() {
+  $("#admin").hidden = false;
+  every(REFRESH_MS, async () => {
+    await loadTenants();
+    if (state.tenant) await loadTenantDetails();
+  });
+}
+
+async function loadTenants() {
+  const tenants = await api("/api/v1/admin/tenants");
+  fillTable(
+    $("#tenants"),
+    tenants.map((tenant) => {
+      const row = el(
+        "tr",
+        { className: `selectable${tenant.id === state.tenant?.id ? " selected" : ""}` },
+        el("td", {}, tenant.name),
+        el("td", {}, el("code", {}, tenant.id)),
+        el("td", {}, tenant.agents),
+        el("td", {}, tenant.active_credentials),
+      );
+      row.dataset.tenant = tenant.id;
+      row.addEventListener("click", () => selectTenant(tenant).catch(showFailure));
+      return row;
+    }),
+  );
+}
+
+async function selectTenant(tenant) {
+  state.tenant = tenant;
+  $("#tenant-name").textContent = tenant.name;
+  $("#tenant-panel").hidden = false;
+  $("#tenant-details").hidden = false;
+  $("#secret").hidden = true;
+  for (const row of $("#tenants").querySelectorAll("tbody tr")) {
+    row.classList.toggle("selected", row.dataset.tenant === tenant.id);
+  }
+  await loadTenantDetails();
+}
+
+async function loadTenantDetails() {
+  const tenantPath = `/api/v1/admin/tenants/${state.tenant.id}`;
+  const [credentials, clients] = await Promise.all([api(`${tenantPath}/credentials`), api(`${tenantPath}/clients`)]);
+  fillTable(
+    $("#credentials"),
+    credentials.map((credential) => {
+      const revoke = el("button", { type: "button", className: "danger" }, "Revoke");
+      revoke.addEventListener("click", () => revokeCredential(credential).catch(showFailure));
+      const row = el(
+        "tr",
+        { className: credential.revoked_at ? "revoked" : "" },
+        el("td", {}, el("code", {}, credential.username)),
+        el("td", {}, credential.role),
+        el("td", {}, credential.agent_id ?? ""),
+        el("td", { title: credential.created_at }, ago(credential.created_at)),
+        el("td", {}, credential.revoked_at ? `revoked ${ago(credential.revoked_at)}` : "active"),
+        el("td", {}, credential.revoked_at ? "" : revoke),
+      );
+      row.dataset.username = credential.username;
+      return row;
+    }),
+  );
+  $("#clients-empty").hidden = clients.length > 0;
+  fillTable(
+    $("#clients"),
+    clients.map((client) =>
+      el(
+        "tr",
+        {},
+        el("td", {}, el("code", {}, client.client_id)),
+        el("td", {}, client.kind),
+        el("td", {}, client.agent_id ?? client.username),
+        el("td", {}, el("code", {}, client.broker.slice(0, 8))),
+      ),
+    ),
+  );
+}
+
+async function revokeCredential(credential) {
+  const what = credential.agent_id ? `agent ${credential.agent_id}'s credential` : `the ${credential.role} token`;
+  if (!confirm(`Revoke ${what} (${credential.username})? Its connections close at once.`)) return;
+  await api(`/api/v1/admin/credentials/${encodeURIComponent(credential.username)}`, { method: "DELETE" });
+  await Promise.all([loadTenantDetails(), loadTenants()]);
+}
+
+function showSecret(text) {
+  $("#secret-text").textContent = text;
+  $("#secret").hidden = false;
+}
+
+function shellQuote(value) {
+  return `'${String(value).replaceAll("'", "'\\''")}'`;
+}
+
+async function createAgent(agentId) {
+  const agent = await api(`/api/v1/admin/tenants/${state.tenant.id}/agents`, {
+    body: { agent_id: agentId },
+    method: "POST",
+  });
+  const topic = `metrics/${agent.tenant_id}/${agent.agent_id}/temperature`;
+  showSecret(
+    [
+      `agent ${agent.agent_id}`,
+      `username: ${agent.username}`,
+      `password: ${agent.password}`,
+      "",
+      "Publish a reading:",
+      `mosquitto_pub -h ${location.hostname} -p ${state.who.mqtt.port} -q 1 -u ${shellQuote(agent.username)} -P ${shellQuote(agent.password)} -t ${shellQuote(topic)} -m '{"value": 21.5}'`,
+    ].join("\n"),
+  );
+  await Promise.all([loadTenantDetails(), loadTenants()]);
+}
+
+async function createToken(role) {
+  const token = await api(`/api/v1/admin/tenants/${state.tenant.id}/tokens`, { body: { role }, method: "POST" });
+  showSecret(`${role} token for ${state.tenant.name}:\n${token.token}`);
+  await loadTenantDetails();
+}
+
+// ---- wiring -----------------------------------------------------------------------------------
+
+function onSubmit(selector, handler) {
+  $(selector).addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = event.currentTarget;
+    $("#admin-error").textContent = "";
+    handler(new FormData(form))
+      .then(() => form.reset())
+      .catch(showFailure);
+  });
+}
+
+$("#sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  $("#sign-in-error").textContent = "";
+  signIn($("#token").value.trim());
+  $("#token").value = "";
+});
+$("#sign-out").addEventListener("click", () => signOut());
+$("#chart-agent").addEventListener("change", (event) => selectAgent(event.target.value).catch(showFailure));
+$("#chart-metric").addEventListener("change", (event) => {
+  state.metric = event.target.value;
+  loadChart().catch(showFailure);
+});
+$("#copy-secret").addEventListener("click", () => navigator.clipboard?.writeText($("#secret-text").textContent));
+onSubmit("#create-tenant", async (form) => {
+  const tenant = await api("/api/v1/admin/tenants", { body: { name: form.get("name") }, method: "POST" });
+  await loadTenants();
+  await selectTenant({ ...tenant, agents: 0, active_credentials: 0 });
+});
+onSubmit("#create-agent", (form) => createAgent(form.get("agent_id")));
+onSubmit("#create-token", (form) => createToken(form.get("role")));
+window.addEventListener("resize", () =>
+  state.chart?.setSize({ width: Math.max(320, $("#chart").clientWidth), height: 280 }),
+);
+
+if (state.token) signIn(state.token);

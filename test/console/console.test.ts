@@ -1,0 +1,138 @@
+import { access } from "node:fs/promises";
+import path from "node:path";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestApp, type TestApp } from "../helpers/app.ts";
+import { createTenant, request, type TenantFixture } from "../helpers/http.ts";
+import { connackOf, connect } from "../helpers/mqtt.ts";
+
+// Debian's chromium (apt-get install chromium), driven by playwright-core: no browser download.
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const installed = await access(CHROMIUM).then(
+  () => true,
+  () => false,
+);
+if (!installed && process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs the chromium package`);
+/** Where `npm run screenshots` wants the console's pictures (docs/). */
+const SCREENSHOTS = process.env.CONSOLE_SCREENSHOTS;
+
+describe.skipIf(!installed)("the web console in a real browser", () => {
+  let t: TestApp;
+  let browser: Browser;
+  let acme: TenantFixture;
+  let rival: TenantFixture;
+  let mqttUrl: string;
+
+  beforeAll(async () => {
+    t = await startTestApp("embedded", { MQTT_FEEDBACK_INTERVAL_MS: "100" });
+    mqttUrl = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+    acme = await createTenant(t.url, t.adminToken, "boiler-1", "Acme Heating");
+    rival = await createTenant(t.url, t.adminToken, "rival-secret-agent", "Rival Works");
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await t?.cleanup();
+  });
+
+  async function signIn(token: string): Promise<Page> {
+    const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
+    page.on("dialog", (dialog) => void dialog.accept());
+    await page.goto(t.url);
+    await page.fill("#token", token);
+    await page.click("#sign-in-form button[type=submit]");
+    return page;
+  }
+
+  it("shows a viewer its agents, a reading sent over MQTT live on the chart and in the latest table, and a rejection with its reason", async () => {
+    const boiler = await connect(mqttUrl, { username: acme.agent.username, password: acme.agent.password });
+    // History before the page opens: it comes from the series API.
+    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/temperature`, "20.5", { qos: 1 });
+    const page = await signIn(acme.viewerToken);
+    await expect.poll(() => page.textContent("[data-testid=who]")).toContain("Acme Heating");
+    const agents = page.locator("[data-testid=agents] tbody tr");
+    await expect.poll(() => agents.allTextContents()).toEqual([expect.stringContaining("boiler-1")]);
+    expect(await page.textContent("[data-testid=agents]")).not.toContain("rival-secret-agent");
+    await expect.poll(() => page.textContent("[data-testid=chart-count]")).toBe("1 points");
+
+    await boiler.publishAsync(
+      `metrics/${acme.tenantId}/boiler-1/temperature`,
+      JSON.stringify({ value: 73.25, dedupe_id: "browser-1" }),
+      { qos: 1 },
+    );
+    await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("73.25");
+    await expect.poll(() => page.textContent("[data-testid=chart-count]")).toBe("2 points");
+    expect(await page.locator("[data-testid=chart] canvas").count()).toBe(1);
+
+    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/temperature`, '{"value": "very hot"}', { qos: 1 });
+    const rejections = page.locator("[data-testid=rejections] tbody tr");
+    await expect.poll(() => rejections.first().textContent()).toContain("bad_value");
+    expect(await rejections.first().textContent()).toContain("boiler-1");
+
+    // The rival tenant's reading never reaches this page.
+    const rivalAgent = await connect(mqttUrl, { username: rival.agent.username, password: rival.agent.password });
+    await rivalAgent.publishAsync(`metrics/${rival.tenantId}/rival-secret-agent/temperature`, "999", { qos: 1 });
+    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/pressure`, "1.5", { qos: 1 });
+    await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("pressure");
+    expect(await page.textContent("main")).not.toContain("999");
+    expect(await page.textContent("main")).not.toContain("rival-secret-agent");
+    // The token is never in a URL the page asked for.
+    expect(page.url()).not.toContain(acme.viewerToken);
+
+    if (SCREENSHOTS) await page.screenshot({ path: path.join(SCREENSHOTS, "console-viewer.png"), fullPage: true });
+    await Promise.all([boiler.endAsync(), rivalAgent.endAsync()]);
+    await page.close();
+  });
+
+  it("lets the admin register an agent, whose credential works over MQTT, and revoke it", async () => {
+    const page = await signIn(t.adminToken);
+    await expect.poll(() => page.textContent("[data-testid=who]")).toBe("admin");
+    const tenantRows = page.locator("[data-testid=tenants] tbody tr");
+    await expect.poll(() => tenantRows.count()).toBe(2);
+    await page.click(`[data-testid=tenants] tr[data-tenant="${acme.tenantId}"]`);
+
+    await page.fill("#create-agent input[name=agent_id]", "pump-7");
+    await page.click("#create-agent button");
+    const secret = page.locator("[data-testid=secret] pre");
+    await expect.poll(() => secret.textContent()).toContain("mosquitto_pub");
+    const text = (await secret.textContent()) ?? "";
+    const username = /username: (\S+)/.exec(text)?.[1] as string;
+    const password = /password: (\S+)/.exec(text)?.[1] as string;
+    expect(text).toContain(`-t 'metrics/${acme.tenantId}/pump-7/temperature'`);
+    expect(text).toContain(`-p ${t.app.mqttPorts?.tcp}`);
+    expect(await connackOf(mqttUrl, { username, password })).toBe("connected");
+
+    const pump = await connect(mqttUrl, { clientId: "pump-7-main", username, password });
+    await expect.poll(() => page.textContent("[data-testid=clients]"), { timeout: 10_000 }).toContain("pump-7-main");
+    if (SCREENSHOTS) await page.screenshot({ path: path.join(SCREENSHOTS, "console-admin.png"), fullPage: true });
+
+    const closed = new Promise<void>((resolve) => pump.once("close", () => resolve()));
+    await page.click(`[data-testid=credentials] tr[data-username="${username}"] button`);
+    await expect
+      .poll(() => page.textContent(`[data-testid=credentials] tr[data-username="${username}"]`))
+      .toContain("revoked");
+    await closed;
+    expect(await connackOf(mqttUrl, { username, password })).toBe(4);
+    const credentials = await request(`${t.url}/api/v1/admin/tenants/${acme.tenantId}/credentials`, {
+      auth: `Bearer ${t.adminToken}`,
+    });
+    expect(credentials.body.find((c: { username: string }) => c.username === username).revoked_at).not.toBeNull();
+    await pump.endAsync(true);
+    await page.close();
+  });
+
+  it("refuses an unknown token and serves its files with a content security policy", async () => {
+    const page = await signIn("tk_nobody.nothing");
+    await expect.poll(() => page.textContent("#sign-in-error")).toContain("unknown or revoked");
+    expect(await page.isVisible("#viewer")).toBe(false);
+    await page.close();
+    const index = await fetch(`${t.url}/`);
+    expect(index.headers.get("content-security-policy")).toContain("script-src 'self'");
+    expect((await fetch(`${t.url}/vendor/uplot/uPlot.iife.min.js`)).status).toBe(200);
+    expect((await request(`${t.url}/no-such-page`)).body.error.code).toBe("not_found");
+  });
+});

@@ -1,0 +1,61 @@
+import type { MqttClient } from "mqtt";
+import pino from "pino";
+import { afterEach } from "vitest";
+import { type RunningApp, startApp } from "../../src/app.ts";
+import { loadConfig } from "../../src/config.ts";
+import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueId } from "./services.ts";
+
+/**
+ * Processes of one distributed deployment in the test process, on backends of the test's own;
+ * everything started or tracked is stopped and removed after each test. Call at the top of a file.
+ */
+export function distributedNodes(adminToken: string) {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    while (cleanups.length) await cleanups.pop()?.();
+  });
+
+  async function startNode(env: Record<string, string>): Promise<RunningApp> {
+    const app = await startApp(
+      loadConfig({
+        HTTP_HOST: "127.0.0.1",
+        HTTP_PORT: "0",
+        MQTT_HOST: "127.0.0.1",
+        MQTT_PORT: "0",
+        MQTT_WS_PORT: "0",
+        ADMIN_TOKEN: adminToken,
+        LOG_LEVEL: "silent",
+        REDIS_PERSISTENCE: "none",
+        ...env,
+      }),
+      pino({ level: "silent" }),
+    );
+    cleanups.push(() => app.close());
+    return app;
+  }
+
+  /** The environment of nodes sharing one database and one Redis prefix, both of the test's own. */
+  async function sharedBackends(): Promise<Record<string, string>> {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const prefix = `edge-ingest-test-${uniqueId()}`;
+    cleanups.push(() => deleteRedisPrefix(prefix));
+    return { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix };
+  }
+
+  return {
+    cleanups,
+    startNode,
+    sharedBackends,
+    /** Two nodes on shared backends: every role, and a second broker. */
+    startPair: async (): Promise<[RunningApp, RunningApp]> => {
+      const shared = await sharedBackends();
+      return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
+    },
+    /** Ends the client after the test. */
+    track: (client: MqttClient): MqttClient => {
+      cleanups.push(() => client.endAsync(true));
+      return client;
+    },
+  };
+}
