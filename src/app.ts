@@ -42,6 +42,8 @@ export interface RunningApp {
   mqttPorts?: RunningBroker["ports"];
   /** Stops taking work, finishes what is in flight, then closes every backend. Idempotent. */
   close(): Promise<void>;
+  /** While closing: the part it waits for now. */
+  closingStep(): string | undefined;
 }
 
 /** How often partitions are created ahead and dropped past retention. */
@@ -57,9 +59,17 @@ const DEPTH_SAMPLE_MS = 250;
 /** Assembles the process: backends for the mode, then the roles asked for, in dependency order. */
 export async function startApp(config: Config, logger: Logger): Promise<RunningApp> {
   // Closed in reverse order of opening: roles first, backends last.
-  const closers: (() => Promise<void>)[] = [];
+  const closers: { name: string; close: () => Promise<void> }[] = [];
+  /** What closing is waiting for, for a shutdown that takes too long to say. */
+  let closingStep: string | undefined;
   const close = async () => {
-    while (closers.length > 0) await closers.pop()?.();
+    for (let closer = closers.pop(); closer; closer = closers.pop()) {
+      closingStep = closer.name;
+      const started = Date.now();
+      await closer.close();
+      logger.debug({ step: closer.name, ms: Date.now() - started }, "stopped");
+    }
+    closingStep = undefined;
   };
   try {
     const distributed = config.mode === "distributed";
@@ -69,11 +79,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       migrate: config.MIGRATE_ON_START,
       logger,
     });
-    closers.push(() => db.close());
+    closers.push({ name: "database", close: () => db.close() });
 
     const telemetry = createTelemetry();
     const pubsub = createPubSub(config.REDIS_URL, config.REDIS_PREFIX, logger);
-    closers.push(() => pubsub.close());
+    closers.push({ name: "pub/sub", close: () => pubsub.close() });
     const fanout = new FanOut(pubsub);
     const rejections = new LiveRejections(pubsub);
     const revocations = new Revocations(pubsub);
@@ -88,7 +98,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       const redis = new Redis(config.REDIS_URL, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
       const logRedisError = rateLimitedLog(logger, 5, 60_000);
       redis.on("error", (error: Error) => logRedisError({ err: error }, "coordination Redis connection error"));
-      closers.push(async () => redis.disconnect());
+      closers.push({ name: "coordination Redis", close: async () => redis.disconnect() });
       coordination = redis;
       // Acknowledged means Redis has the job: a Redis that could lose it is refused at start.
       const durability = new RedisDurability(redis, config.REDIS_PERSISTENCE, telemetry, logger);
@@ -96,7 +106,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       if (report.problems.length > 0) throw new StartupError(report.problems.join("\n  "));
       for (const warning of report.warnings) logger.warn(warning);
       durability.watch(config.REDIS_CHECK_INTERVAL_MS);
-      closers.push(async () => durability.close());
+      closers.push({ name: "Redis durability check", close: async () => durability.close() });
       readiness.redis = durability.readiness;
     }
     const tenantLimits = await TenantLimitsStore.open(
@@ -112,14 +122,14 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       (error) =>
         logLeaseError({ err: error }, "cannot lease a tenant's rate budget; its tenant limit is lifted meanwhile"),
     );
-    closers.push(async () => limiter.close());
+    closers.push({ name: "rate limiter", close: async () => limiter.close() });
     const logPresenceError = rateLimitedLog(logger, 5, 60_000);
     const presence = coordination
       ? new RedisPresence(coordination, config.REDIS_PREFIX, (error) =>
           logPresenceError({ err: error }, "cannot renew this broker's connections in Redis"),
         )
       : new LocalPresence();
-    closers.push(async () => presence.close());
+    closers.push({ name: "presence", close: async () => presence.close() });
     const metrics = new MetricStore(db.sql, config.DEDUPE_WINDOW_HOURS * 3_600_000);
     const process = createProcessor({ metrics, fanout, telemetry, logger });
 
@@ -135,7 +145,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     } else {
       queue = new InProcessQueue(process, config.EMBEDDED_QUEUE_MAX_PENDING);
     }
-    closers.push(() => queue.close());
+    closers.push({ name: "queue", close: () => queue.close() });
     telemetry.setQueueSources({ depth: () => queue.depth(), failed: async () => (await queue.failedJobs(0)).count });
     const logDepthError = rateLimitedLog(logger, 5, 60_000);
     // In-process queues are bounded by themselves; a shared one is bounded by its depth.
@@ -149,7 +159,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           )
         : undefined;
     const intake = new Intake(queue, telemetry, depthGate);
-    closers.push(async () => intake.close());
+    closers.push({ name: "intake", close: async () => intake.close() });
 
     if (config.ROLES.has("worker")) {
       // Partitions for what the worker will write exist before it writes (and old ones go), then hourly.
@@ -170,7 +180,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           ),
         MAINTENANCE_INTERVAL_MS,
       ).unref();
-      closers.push(async () => clearInterval(maintenance));
+      closers.push({ name: "partition maintenance", close: async () => clearInterval(maintenance) });
       if (config.REDIS_URL) {
         const worker = await startBullmqWorker({
           redisUrl: config.REDIS_URL,
@@ -186,7 +196,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           telemetry,
           logger,
         });
-        closers.push(() => worker.close());
+        closers.push({ name: "worker (jobs in flight)", close: () => worker.close() });
       }
     }
 
@@ -217,7 +227,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           ? new RedisRetainedLedger(coordination, config.REDIS_PREFIX, retainedLimits)
           : new LocalRetainedLedger(retainedLimits),
       });
-      closers.push(() => broker.close());
+      closers.push({ name: "broker (pending acknowledgements)", close: () => broker.close() });
       mqttPorts = broker.ports;
     }
 
@@ -246,7 +256,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         : undefined,
     });
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
-    closers.push(() => http.close());
+    closers.push({ name: "HTTP server (requests in flight)", close: () => http.close() });
     const { port } = http.server.address() as AddressInfo;
     const host = config.HTTP_HOST === "0.0.0.0" || config.HTTP_HOST === "::" ? "127.0.0.1" : config.HTTP_HOST;
     const httpUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -264,7 +274,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       `edge-ingest started (${config.mode}: database ${db.backend}, queue ${queue.backend}, fan-out ${fanout.backend})`,
     );
     let closing: Promise<void> | undefined;
-    return { httpUrl, http, mqttPorts, close: () => (closing ??= close()) };
+    return { httpUrl, http, mqttPorts, close: () => (closing ??= close()), closingStep: () => closingStep };
   } catch (error) {
     await close();
     throw error;

@@ -24,7 +24,7 @@ export async function serve(config: Config): Promise<number> {
   });
   logger.info({ signal, timeoutMs: config.SHUTDOWN_TIMEOUT_MS }, "shutting down: finishing in-flight work");
   const giveUp = (why: string) => {
-    logger.warn(`${why}: exiting without finishing in-flight work`);
+    logger.warn({ waitingFor: app.closingStep() }, `${why}: exiting without finishing in-flight work`);
     process.exit(1);
   };
   process.once("SIGTERM", () => giveUp("second signal"));

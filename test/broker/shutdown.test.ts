@@ -136,6 +136,7 @@ describe.skipIf(skip)("SIGTERM when in-flight work cannot finish", () => {
       expect(Date.now() - stoppingAt).toBeGreaterThanOrEqual(2000);
       expect(Date.now() - stoppingAt).toBeLessThan(10_000);
       expect(acknowledged).toBe(false);
+      expect(service.stdout()).toContain('"waitingFor":"broker (pending acknowledgements)"');
       agent.end(true);
     } finally {
       redis.resume();

@@ -3,6 +3,7 @@ import path from "node:path";
 import pino from "pino";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
+import { closeWithin } from "./nodes.ts";
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, tempDir, uniqueId } from "./services.ts";
 
 export type Mode = "embedded" | "distributed";
@@ -49,7 +50,7 @@ export async function startTestApp(
       adminToken,
       dataDir: data.dir,
       cleanup: async () => {
-        await app.close();
+        await closeWithin(app, 30_000);
         await data.remove();
       },
     };
@@ -74,7 +75,7 @@ export async function startTestApp(
     databaseUrl: db.url,
     redisPrefix,
     cleanup: async () => {
-      await app.close();
+      await closeWithin(app, 30_000);
       await db.drop();
       await deleteRedisPrefix(redisPrefix);
     },

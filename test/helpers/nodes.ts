@@ -5,6 +5,19 @@ import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueId } from "./services.ts";
 
+/** Closes an app, failing with what it still waits for rather than hanging the test run. */
+export async function closeWithin(app: RunningApp, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`app.close() still waits for ${app.closingStep()} after ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([app.close(), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /**
  * Processes of one distributed deployment in the test process, on backends of the test's own;
  * everything started or tracked is stopped and removed after each test. Call at the top of a file.
@@ -30,7 +43,7 @@ export function distributedNodes(adminToken: string) {
       }),
       pino({ level: "silent" }),
     );
-    cleanups.push(() => app.close());
+    cleanups.push(() => closeWithin(app, 30_000));
     return app;
   }
 

@@ -18,6 +18,8 @@ export interface ServiceProcess {
   alive(): boolean;
   /** The last lines the process wrote to stderr (crash reports land there). */
   stderr(): string;
+  /** The last lines the process logged (stdout). */
+  stdout(): string;
   /** Stops the process (SIGKILL if it will not stop) and removes what it created. */
   cleanup(): Promise<void>;
 }
@@ -57,6 +59,10 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stderr = "";
+  let stdout = "";
+  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+    stdout = (stdout + chunk).slice(-20_000);
+  });
   child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
     stderr = (stderr + chunk).slice(-20_000);
   });
@@ -93,6 +99,7 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
       },
       alive: () => child.exitCode === null && child.signalCode === null,
       stderr: () => stderr,
+      stdout: () => stdout,
       cleanup,
     };
   } catch (error) {
