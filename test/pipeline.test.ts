@@ -1,7 +1,7 @@
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Mode, startTestApp, type TestApp } from "./helpers/app.ts";
-import { basic, bearer, createTenant, eventually, request, type TenantFixture } from "./helpers/http.ts";
+import { basic, bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "./helpers/http.ts";
 import { distributedUnavailable } from "./helpers/services.ts";
 import { openStream } from "./helpers/sse.ts";
 
@@ -63,11 +63,12 @@ for (const { mode, skip } of modes) {
 
     it("stores a resent dedupe_id once", async () => {
       const metric = { name: "dedupe", value: 1, dedupe_id: "reading-42" };
+      const completed = () => metricValue(t.url, "edge_ingest_jobs_completed_total");
+      const before = await completed();
       expect((await post(a.agent.auth, { metrics: [metric] })).status).toBe(202);
       expect((await post(a.agent.auth, { metrics: [metric, { ...metric, value: 2 }] })).status).toBe(202);
-      await rowsOf(bearer(a.viewerToken), "name=dedupe", 1);
-      // Give a second, wrongly stored copy the time to show up before concluding there is none.
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // Both submissions processed: a second, wrongly stored copy would be there now.
+      await eventually(async () => ((await completed()) >= before + 2 ? true : undefined));
       const { body } = await query(bearer(a.viewerToken), "name=dedupe");
       expect(body.items).toHaveLength(1);
       expect(body.items[0]).toMatchObject({ value: 1, dedupe_id: "reading-42" });
@@ -264,6 +265,10 @@ for (const { mode, skip } of modes) {
       const username = c.viewerToken.split(".")[0];
       await request(`${t.url}/api/v1/admin/credentials/${username}`, { method: "DELETE", auth: bearer(t.adminToken) });
       await stream.ended;
+      // And a new stream with that token is refused.
+      const again = await request(`${t.url}/api/v1/stream`, { auth: bearer(c.viewerToken) });
+      expect(again.status).toBe(401);
+      expect(again.body.error.code).toBe("unauthorized");
     });
 
     it("pages through results with a cursor", async () => {

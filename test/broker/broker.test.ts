@@ -2,12 +2,14 @@ import { execFile } from "node:child_process";
 import { once } from "node:events";
 import net from "node:net";
 import { promisify } from "node:util";
+import { Queue } from "bullmq";
 import type { MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { INGEST_QUEUE_NAME } from "../../src/ingest/bullmq-queue.ts";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
 import { bearer, createTenant, eventually, request, type TenantFixture } from "../helpers/http.ts";
 import { closed, connackOf, connect, inbox, sleep, subscribeGrants } from "../helpers/mqtt.ts";
-import { distributedUnavailable } from "../helpers/services.ts";
+import { distributedUnavailable, REDIS_URL } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
 const run = promisify(execFile);
@@ -86,12 +88,32 @@ for (const { mode, skip } of [
       expect(row).toMatchObject({ agent_id: "dev-a", value: qos + 0.5, tags: { q: String(qos) } });
     });
 
-    it("acknowledges a QoS 1 publish only once its row is durable", async () => {
+    /** Whether the reading is durable at this instant: stored, or (distributed) held by a queued job. */
+    const durableNow = async (fixture: TenantFixture, name: string): Promise<boolean> => {
+      const stored = async () =>
+        (await request(`${t.url}/api/v1/metrics?name=${name}`, { auth: bearer(fixture.viewerToken) })).body.items
+          .length > 0;
+      if (await stored()) return true;
+      if (mode === "embedded") return false;
+      const queue = new Queue(INGEST_QUEUE_NAME, { connection: { url: REDIS_URL }, prefix: t.redisPrefix });
+      try {
+        const jobs = await queue.getJobs(["waiting", "active", "delayed", "prioritized", "completed"]);
+        if (jobs.some((job) => JSON.stringify(job.data).includes(`"name":"${name}"`))) return true;
+      } finally {
+        await queue.close();
+      }
+      // Stored (and its job removed) while the jobs were being read.
+      return stored();
+    };
+
+    it("acknowledges a QoS 1 publish only once its reading is durable", async () => {
       const agent = await asAgent(a);
-      await agent.publishAsync(topicOf(a, "durable"), "7", { qos: 1 });
       // In embedded mode the PUBACK follows the commit; in distributed mode, the Redis write.
-      const stored = mode === "embedded" ? await settledRows(a, "durable") : await rows(a, "durable", 1);
-      expect(stored.map((r: { value: number }) => r.value)).toEqual([7]);
+      // Asked the moment the PUBACK arrives: an acknowledgement sent any earlier finds nothing.
+      for (const n of [1, 2, 3, 4, 5]) {
+        await agent.publishAsync(topicOf(a, `durable-${n}`), String(n), { qos: 1 });
+        expect(await durableNow(a, `durable-${n}`), `reading ${n}`).toBe(true);
+      }
     });
 
     it("stores a batch payload and names the refused items on the feedback topic", async () => {
@@ -315,14 +337,24 @@ for (const { mode, skip } of [
 
     it.skipIf(!hasMosquittoClients)("serves mosquitto_sub as a viewer", async () => {
       const port = String(t.app.mqttPorts?.tcp);
-      const sub = run("mosquitto_sub", [
-        ...["-h", "127.0.0.1", "-p", port, "-u", "viewer", "-P", a.viewerToken],
+      // -d prints the protocol exchange (line-buffered by stdbuf, stdout being a pipe): the agent
+      // publishes once the SUBACK is in.
+      let output = "";
+      let subscribed!: () => void;
+      const suback = new Promise<void>((resolve) => (subscribed = resolve));
+      const sub = run("stdbuf", [
+        ...["-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", port, "-u", "viewer", "-P", a.viewerToken],
         ...["-t", `metrics/${a.tenantId}/+/from_sub`, "-C", "1", "-W", "10"],
       ]);
-      await sleep(500);
+      sub.child.stdout?.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+        if (output.includes("received SUBACK")) subscribed();
+      });
+      await suback;
       const agent = await asAgent(a);
       await agent.publishAsync(topicOf(a, "from_sub"), "9", { qos: 1 });
-      expect(JSON.parse((await sub).stdout)).toEqual({ value: 9, timestamp: expect.any(String) });
+      const payload = (await sub).stdout.split("\n").find((line) => line.startsWith("{")) ?? "";
+      expect(JSON.parse(payload)).toEqual({ value: 9, timestamp: expect.any(String) });
     });
   });
 }
@@ -376,9 +408,18 @@ describe("MQTT broker limits", () => {
 
   it("drops a connection that publishes past MQTT_MAX_TOPIC_LEVELS", async () => {
     const agent = await connect(tcp, login());
+    // At the limit (four levels) a publish is taken; one level deeper the connection is dropped.
+    await agent.publishAsync(`metrics/${tenant.tenantId}/limited/depth`, "1", { qos: 1 });
+    expect(agent.connected).toBe(true);
     const gone = closed(agent);
     agent.publish(`metrics/${tenant.tenantId}/limited/a/b/c`, "1", { qos: 0 });
     await gone;
+    expect(agent.connected).toBe(false);
+    const stored = await eventually(async () => {
+      const { body } = await request(`${t.url}/api/v1/metrics`, { auth: bearer(tenant.viewerToken) });
+      return body.items.length > 0 ? body.items : undefined;
+    });
+    expect(stored.map((row: { name: string }) => row.name)).toEqual(["depth"]);
   });
 
   it("drops a connection that sends no CONNECT within MQTT_CONNECT_TIMEOUT_MS", async () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
-import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
-import { connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
+import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startOwnRedis } from "../helpers/redis-server.ts";
 import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
@@ -128,10 +128,18 @@ describe.skipIf(skip)("distributed broker", () => {
       }),
     );
     const gone = new Promise<void>((resolve) => agent.once("close", () => resolve()));
-    await request(`${api.httpUrl}/api/v1/admin/credentials/${tenant.agent.username}`, {
+    const revoked = await request(`${api.httpUrl}/api/v1/admin/credentials/${tenant.agent.username}`, {
       method: "DELETE",
       auth: bearer(ADMIN_TOKEN),
     });
+    expect(revoked.status).toBe(204);
     await gone;
+    expect(agent.connected).toBe(false);
+    expect(await metricValue(broker.httpUrl, "edge_ingest_mqtt_forced_disconnects_total", { reason: "revoked" })).toBe(
+      1,
+    );
+    // And it cannot come back, on either broker.
+    const login = { username: tenant.agent.username, password: tenant.agent.password };
+    for (const node of [api, broker]) expect(await connackOf(`mqtt://127.0.0.1:${node.mqttPorts?.tcp}`, login)).toBe(4);
   });
 });
