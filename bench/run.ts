@@ -1,13 +1,15 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,insert,idle,noisy-neighbour] [--qos=0|1] [--profile]`: edge-ingest
- * against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message) and against bare Aedes,
- * at QoS 0 and 1, then the worker-insert micro-benchmark, the idle-connections and the noisy-neighbour scenarios. Prints tables and
+ * `npm run bench [-- --quick] [--only=scenario,...,insert,idle,noisy-neighbour,footprint,soak,storage] [--qos=0|1]
+ * [--profile]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
+ * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, the idle-connections, noisy-neighbour,
+ * footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick].json. Everything runs on free ports, with its own database,
  * Redis prefix and data directory, removed afterwards.
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { runFootprint } from "./footprint.ts";
 import { runIdle } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
@@ -15,6 +17,7 @@ import type { RowStats } from "./lib/rows.ts";
 import { startTarget, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
+import { runSoak } from "./soak.ts";
 import { runStorage } from "./storage.ts";
 
 const quick = process.argv.includes("--quick");
@@ -30,9 +33,17 @@ if (process.argv.includes("--profile")) {
   // Read by bench/lib/targets.ts: edge-ingest processes write V8 CPU profiles there.
   process.env.BENCH_PROFILE_DIR = path.join(ROOT, "bench", "profiles");
 }
+const argValue = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const sizes = quick
   ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000, noisySeconds: 5 }
-  : { publishers: 10, messages: 20_000, inflight: 100, idle: [2000, 10_000], insertRows: 100_000, noisySeconds: 20 };
+  : {
+      publishers: 10,
+      messages: 20_000,
+      inflight: 100,
+      idle: (argValue("idle") ?? "2000,10000").split(",").map(Number),
+      insertRows: 100_000,
+      noisySeconds: 20,
+    };
 
 const TARGETS: TargetName[] = ["aedes-bare", "seed-architecture", "edge-ingest-embedded", "edge-ingest-distributed"];
 const wanted = (name: string) => !only || only.includes(name);
@@ -163,6 +174,7 @@ async function main() {
   mkdirSync(scratch, { recursive: true });
   const started = Date.now();
   const scenarios: ScenarioResult[] = [];
+  let soak: Awaited<ReturnType<typeof runSoak>> | undefined;
   try {
     for (const qos of qosLevels) {
       for (const name of TARGETS.filter(wanted)) {
@@ -175,6 +187,20 @@ async function main() {
       const pacedAt = Math.round(flatOut.acknowledgedPerSecond / 2);
       process.stderr.write(`scenario ${flatOut.scenario} QoS 1 paced at ${pacedAt} msg/s…\n`);
       scenarios.push(await runScenario(flatOut.scenario, 1, scratch, pacedAt));
+    }
+    // The soak runs at 80 % of the distributed QoS 1 maximum of this run (measured first if need be).
+    if (wanted("soak") && !quick) {
+      let flatOut = scenarios.find((s) => s.scenario === "edge-ingest-distributed" && s.qos === 1 && !s.pacedAt);
+      if (!argValue("soak-rate") && !flatOut) {
+        process.stderr.write("soak: measuring the distributed QoS 1 maximum first…\n");
+        flatOut = await runScenario("edge-ingest-distributed", 1, scratch);
+        scenarios.push(flatOut);
+      }
+      const maximum = flatOut?.acknowledgedAndStoredPerSecond ?? flatOut?.acknowledgedPerSecond ?? 0;
+      const rate = Number(argValue("soak-rate") ?? Math.round(0.8 * maximum));
+      const seconds = Number(argValue("soak-seconds") ?? 600);
+      process.stderr.write(`soak: ${rate} readings/s for ${seconds} s…\n`);
+      soak = await runSoak(rate, seconds, scratch);
     }
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -197,6 +223,7 @@ async function main() {
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
   const idle = wanted("idle") ? await runIdle(sizes.idle) : undefined;
+  const footprint = wanted("footprint") ? await runFootprint(quick ? 5000 : 20_000) : undefined;
   if (wanted("noisy-neighbour"))
     process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
   const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
@@ -223,7 +250,9 @@ async function main() {
     ratios,
     insert,
     idle,
+    footprint,
     noisyNeighbour,
+    soak,
     storage,
   };
 
@@ -305,6 +334,47 @@ async function main() {
         ["idle connections", "broker RSS before MiB", "after MiB", "KiB per connection"],
         idle.map((r) => [fmt(r.connections), fmt(r.rssBeforeMiB), fmt(r.rssAfterMiB), fmt(r.kibPerConnection, 1)]),
       )}`,
+    );
+  }
+  if (footprint) {
+    const of = (role: string, from: string) => footprint.find((r) => r.role === role && r.from === from);
+    console.log(
+      `\n${table(
+        [
+          "role, no client, 20 s after start",
+          "RSS MiB (build)",
+          "RSS MiB (sources, tsx)",
+          "× sources",
+          "start s (build)",
+          "start s (sources)",
+        ],
+        [...new Set(footprint.map((r) => r.role))].map((role) => {
+          const built = of(role, "build");
+          const sources = of(role, "sources");
+          return [
+            role,
+            fmt(built?.rssMiB),
+            fmt(sources?.rssMiB),
+            fmt(built && sources ? built.rssMiB / sources.rssMiB : null, 2),
+            fmt(built?.startSeconds, 1),
+            fmt(sources?.startSeconds, 1),
+          ];
+        }),
+      )}`,
+    );
+  }
+  if (soak) {
+    console.log(
+      `\n${table(
+        ["soak process", "RSS after warm-up MiB", "at the end MiB", "max MiB", "slope MiB / 10 min"],
+        Object.entries(soak.trend).map(([name, t]) => [
+          name,
+          fmt(t.firstMiB),
+          fmt(t.lastMiB),
+          fmt(t.maxMiB),
+          fmt(t.slopeMiBPer10Min, 1),
+        ]),
+      )}\nsoak: ${fmt(soak.ratePerSecond)} readings/s offered for ${soak.seconds} s, ${fmt(soak.acknowledgedPerSecond)}/s acknowledged, ${fmt(soak.acknowledged)} acknowledged, ${fmt(soak.acknowledgedNotStored)} acknowledged but not stored`,
     );
   }
   if (noisyNeighbour) {

@@ -1,6 +1,10 @@
 #!/usr/bin/env node
-// The sources are TypeScript run by tsx (the generated Prisma client imports .ts paths).
-import { register } from "tsx/esm/api";
+// The compiled service (`npm run build` writes dist/; `npm start` builds first).
+import { existsSync } from "node:fs";
 
-register();
-await import("../src/main.ts");
+const main = new URL("../dist/main.js", import.meta.url);
+if (!existsSync(main)) {
+  console.error("edge-ingest is not built: run `npm run build` (or `npm start`, which builds first)");
+  process.exit(1);
+}
+await import(main.href);

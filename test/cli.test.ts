@@ -1,19 +1,18 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readdir } from "node:fs/promises";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS_DIR } from "../src/store/migrate.ts";
+import { CLI } from "./helpers/entry.ts";
 import { basic, request } from "./helpers/http.ts";
 import { freePort } from "./helpers/redis-server.ts";
 import { tempDir } from "./helpers/services.ts";
 
-const BIN = fileURLToPath(new URL("../bin/edge-ingest.js", import.meta.url));
 const run = promisify(execFile);
 
 async function cli(args: string[], env: Record<string, string>) {
   try {
-    const { stdout, stderr } = await run("node", [BIN, ...args], { env: { ...process.env, ...env } });
+    const { stdout, stderr } = await run(process.execPath, [...CLI, ...args], { env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -23,7 +22,10 @@ async function cli(args: string[], env: Record<string, string>) {
 
 /** Starts `edge-ingest serve` as its own process and resolves once it logs that it started. */
 function serve(env: Record<string, string>): Promise<{ child: ChildProcess; logs: string[] }> {
-  const child = spawn("node", [BIN, "serve"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, [...CLI, "serve"], {
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   const logs: string[] = [];
   return new Promise((resolve, reject) => {
     child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {

@@ -99,6 +99,20 @@ describe("docker-compose.yml", () => {
   });
 });
 
+describe("deploy/Dockerfile", () => {
+  it("copies files that exist, builds, and runs the compiled service on the default ports", async () => {
+    const dockerfile = await read("deploy/Dockerfile");
+    for (const [, sources] of dockerfile.matchAll(/^COPY (.+) \S+$/gm)) {
+      for (const source of (sources as string).split(" ")) await access(new URL(`../${source}`, import.meta.url));
+    }
+    expect(dockerfile).toMatch(/^RUN npm run build/m);
+    expect(dockerfile).toMatch(/^CMD \["node", "dist\/main\.js", "serve"\]$/m);
+    const defaults = loadConfig({});
+    const exposed = /^EXPOSE (.+)$/m.exec(dockerfile)?.[1]?.split(" ").map(Number);
+    expect(exposed).toEqual([defaults.HTTP_PORT, defaults.MQTT_PORT, defaults.MQTT_WS_PORT]);
+  });
+});
+
 describe("deploy/kubernetes", () => {
   type Manifest = {
     kind: string;

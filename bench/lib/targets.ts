@@ -1,3 +1,4 @@
+import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
@@ -6,7 +7,7 @@ import pino from "pino";
 import { migratePostgres } from "../../src/store/database.ts";
 import { createTestDatabase, deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL } from "../../test/helpers/services.ts";
 import type { Publisher } from "../load-generator.ts";
-import { freePort, type Managed, start, startNode, stop } from "./processes.ts";
+import { freePort, type Managed, ROOT, start, startNode, stop } from "./processes.ts";
 import { measurePglite, measurePostgres, type RowStats } from "./rows.ts";
 
 export { deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL };
@@ -71,10 +72,26 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
   };
 }
 
-export function startService(name: string, env: Record<string, string>): Promise<Managed> {
+let built = false;
+
+/**
+ * The service as it ships: compiled once per run (`npm run build`), run without a TypeScript
+ * loader; `from: "sources"` runs src/ through tsx instead, for comparison.
+ */
+export function startService(
+  name: string,
+  env: Record<string, string>,
+  options: { from?: "build" | "sources" } = {},
+): Promise<Managed> {
   const profileDir = process.env.BENCH_PROFILE_DIR;
   const nodeArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
-  return startNode(name, "src/main.ts", ["serve"], { env, nodeArgs, readyText: "edge-ingest started" });
+  const ready = { env, readyText: "edge-ingest started" };
+  if (options.from === "sources") return startNode(name, "src/main.ts", ["serve"], { ...ready, nodeArgs });
+  if (!built) {
+    execFileSync(process.execPath, [path.join(ROOT, "scripts/build.mjs")], { stdio: "inherit" });
+    built = true;
+  }
+  return start(name, process.execPath, [...nodeArgs, "dist/main.js", "serve"], ready);
 }
 
 /** A tenant with one agent per publisher, made through the admin API. */

@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { MqttClient } from "mqtt";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { openDatabase } from "../../src/store/database.ts";
+import { CLI } from "../helpers/entry.ts";
 import { createTenant } from "../helpers/http.ts";
 import { connect } from "../helpers/mqtt.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
@@ -14,11 +14,9 @@ import { distributedUnavailable, tempDir } from "../helpers/services.ts";
 
 const skip = Boolean(await distributedUnavailable());
 
-const BIN = fileURLToPath(new URL("../../bin/edge-ingest.js", import.meta.url));
-
 /** Starts `edge-ingest serve` (LOG_LEVEL info or finer) and resolves once it logged that it started. */
 function serve(env: Record<string, string>): Promise<ChildProcess> {
-  const child = spawn("node", [BIN, "serve"], {
+  const child = spawn(process.execPath, [...CLI, "serve"], {
     env: { ...process.env, ...env },
     stdio: ["ignore", "pipe", "inherit"],
   });

@@ -1,11 +1,9 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import type { Mode } from "./app.ts";
+import { CLI } from "./entry.ts";
 import { createTestDatabase, deleteRedisPrefix, REDIS_URL, tempDir, uniqueId } from "./services.ts";
-
-const BIN = fileURLToPath(new URL("../../bin/edge-ingest.js", import.meta.url));
 
 export interface ServiceProcess {
   child: ChildProcess;
@@ -43,7 +41,7 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
     removals.push(db.drop, () => deleteRedisPrefix(prefix));
     Object.assign(backendEnv, { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, REDIS_PERSISTENCE: "none" });
   }
-  const child = spawn(process.execPath, [BIN, "serve"], {
+  const child = spawn(process.execPath, [...CLI, "serve"], {
     env: {
       ...process.env,
       HTTP_HOST: "127.0.0.1",

@@ -1,0 +1,68 @@
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readFile, rm } from "node:fs/promises";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+import { bearer, request } from "./helpers/http.ts";
+import { tempDir, uniqueId } from "./helpers/services.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+// What `npm start`, the image and the benchmark run: the compiled service, built here into a
+// directory of the test's own (never the developer's dist/).
+describe("the build", () => {
+  const out = path.join(ROOT, `.build-test-${uniqueId()}`);
+  let child: ChildProcess | undefined;
+  let data: Awaited<ReturnType<typeof tempDir>> | undefined;
+  afterAll(async () => {
+    if (child?.exitCode === null) child.kill("SIGKILL");
+    await data?.remove();
+    await rm(out, { recursive: true, force: true });
+  });
+
+  it("compiles to JavaScript that serves the API, the console and MQTT without tsx", { timeout: 120_000 }, async () => {
+    await promisify(execFile)(process.execPath, [path.join(ROOT, "scripts/build.mjs"), path.basename(out)]);
+    data = await tempDir();
+    child = spawn(process.execPath, [path.join(out, "main.js"), "serve"], {
+      env: {
+        ...process.env,
+        DATA_DIR: data.dir,
+        HTTP_HOST: "127.0.0.1",
+        HTTP_PORT: "0",
+        MQTT_HOST: "127.0.0.1",
+        MQTT_PORT: "0",
+        MQTT_WS_PORT: "0",
+        LOG_LEVEL: "info",
+        LOG_FORMAT: "json",
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    const started = await new Promise<{ http: string; mqtt: { tcp: number } }>((resolve, reject) => {
+      let buffered = "";
+      child?.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+        buffered += chunk;
+        const line = buffered.split("\n").find((l) => l.includes('"edge-ingest started'));
+        if (line) resolve(JSON.parse(line));
+      });
+      child?.once("exit", (code) => reject(new Error(`the build exited with ${code}: ${buffered}`)));
+    });
+    expect(started.mqtt.tcp).toBeGreaterThan(0);
+    const index = await fetch(`${started.http}/`);
+    expect(index.status).toBe(200);
+    expect(await index.text()).toContain("edge-ingest console");
+    expect((await fetch(`${started.http}/console.js`)).status).toBe(200);
+    const adminToken = (await readFile(path.join(data.dir, "admin-token"), "utf8")).trim();
+    const tenant = await request(`${started.http}/api/v1/admin/tenants`, {
+      auth: bearer(adminToken),
+      body: { name: "built" },
+    });
+    expect(tenant.status).toBe(201);
+    expect((await request(`${started.http}/api/openapi.json`)).body.paths["/api/v1/agents"]).toBeDefined();
+
+    const exited = once(child, "exit");
+    child.kill("SIGTERM");
+    expect(await exited).toEqual([0, null]);
+  });
+});
