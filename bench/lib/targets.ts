@@ -68,6 +68,14 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
     LOG_LEVEL: "info",
     // The machine's Redis keeps nothing on disk (as in the seed architecture it is compared with).
     REDIS_PERSISTENCE: "none",
+    // The pipeline's speed is measured, not the rate limits (the noisy-neighbour scenario sets its own):
+    // by default one tenant's ten agents would be held to 1,000 readings/s each.
+    AGENT_MAX_READINGS_PER_SECOND: "1000000",
+    AGENT_READINGS_BURST: "1000000",
+    AGENT_MAX_BYTES_PER_SECOND: "1000000000",
+    AGENT_BYTES_BURST: "1000000000",
+    TENANT_MAX_READINGS_PER_SECOND: "10000000",
+    TENANT_READINGS_BURST: "10000000",
     ...extra,
   };
 }
