@@ -1,9 +1,5 @@
 import { randomUUID } from "node:crypto";
 import { Aedes } from "aedes";
-import aedesPersistenceRedis from "aedes-persistence-redis";
-import { Redis } from "ioredis";
-import mqemitter from "mqemitter";
-import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import type { Identifier } from "../credentials/identify.ts";
@@ -18,7 +14,7 @@ import { rateLimitedLog } from "../logger.ts";
 import type { Presence } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
 import { createConnectHooks } from "./authenticate.ts";
-import { BrokerEmitter } from "./emitter.ts";
+import { brokerBackends } from "./backends.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
@@ -51,34 +47,6 @@ export interface RunningBroker {
    * acknowledgements, then closes every client.
    */
   close(): Promise<void>;
-}
-
-/** Shared state across broker processes in distributed mode; in memory otherwise. */
-function brokerBackends(config: Config, logger: Logger) {
-  if (!config.REDIS_URL) return { options: {}, close: async () => {} };
-  // Keys go under REDIS_PREFIX, and so do the emitter's channels (src/broker/emitter.ts).
-  const persistenceConnection = new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` });
-  const logRedisError = rateLimitedLog(logger, 5, 60_000);
-  persistenceConnection.on("error", (error: Error) =>
-    logRedisError({ reason: error.message }, "broker persistence Redis error"),
-  );
-  const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
-  const pubConn = new Redis(config.REDIS_URL, { enableAutoPipelining: true });
-  const subConn = new Redis(config.REDIS_URL);
-  // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
-  const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
-  // It re-emits its connections' errors here; without a listener they would crash the process.
-  shared.state.on("error", (error: Error) => logRedisError({ reason: error.message }, "broker emitter Redis error"));
-  const closeShared = () => {
-    pubConn.disconnect();
-    subConn.disconnect();
-  };
-  return {
-    options: { persistence, mq: new BrokerEmitter(mqemitter(), shared, closeShared, `${config.REDIS_PREFIX}:mqtt/`) },
-    close: async () => {
-      await persistence.destroy();
-    },
-  };
 }
 
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {

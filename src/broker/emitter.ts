@@ -22,6 +22,7 @@ type Done = () => void;
 export class BrokerEmitter {
   /** Each listener as the shared emitter calls it: with the topic given back without the prefix. */
   private readonly unprefixed = new WeakMap<Listener, Listener>();
+  private closed = false;
 
   constructor(
     private readonly local: MQEmitter,
@@ -50,9 +51,12 @@ export class BrokerEmitter {
   }
 
   removeListener(topic: string, listener: Listener, done?: Done): void {
-    this.local.removeListener(topic, listener, () =>
-      this.shared.removeListener(this.prefix + topic, this.sharedListener(listener), done),
-    );
+    this.local.removeListener(topic, listener, () => {
+      // After close the shared emitter's connections are gone: an unsubscribe there would never be
+      // answered (ioredis strands a command sent after a disconnect while it was reconnecting).
+      if (this.closed) done?.();
+      else this.shared.removeListener(this.prefix + topic, this.sharedListener(listener), done);
+    });
   }
 
   emit(packet: Packet, done?: (error?: Error) => void): void {
@@ -61,6 +65,7 @@ export class BrokerEmitter {
   }
 
   close(done: () => void): void {
+    this.closed = true;
     this.local.close(() => {
       this.closeShared();
       done();

@@ -84,9 +84,11 @@ export async function startBullmqWorker(options: WorkerOptions): Promise<{ close
   await worker.waitUntilReady();
   return {
     // Waits for the jobs in progress to finish (those waiting for the database are put back).
+    // With Redis unreachable no job can be finished or put back, and BullMQ's close would wait for
+    // its QUIT forever: close at once, and the stalled check hands those jobs on after a restart.
     close: async () => {
       databaseWait.close();
-      await worker.close();
+      await worker.close(connection.status !== "ready");
       connection.disconnect();
     },
   };

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
 import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
 import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
-import { distributedNodes } from "../helpers/nodes.ts";
+import { closeWithin, distributedNodes } from "../helpers/nodes.ts";
 import { startOwnRedis } from "../helpers/redis-server.ts";
 import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
 
@@ -51,6 +51,32 @@ describe.skipIf(skip)("distributed broker", () => {
     expect(body.items[0]).toMatchObject({ value: 1, dedupe_id: "resent-1" });
     const metrics = (await request<string>(`${app.httpUrl}/metrics`)).body;
     expect(metrics).toMatch(/edge_ingest_mqtt_unacknowledged_total [1-9]/);
+  });
+
+  it("closes while Redis is down, a departed client's session writes still waiting for it", async () => {
+    const redis = await startOwnRedis();
+    cleanups.push(() => redis.remove());
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const login = { username: tenant.agent.username, password: tenant.agent.password };
+    const agent = await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, login);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on("unhandledRejection", onUnhandled);
+    cleanups.push(async () => {
+      process.off("unhandledRejection", onUnhandled);
+    });
+
+    await redis.stop();
+    // The broker forgets the client's will as it goes: a Redis write that cannot happen now.
+    await agent.endAsync();
+    await sleep(200);
+    await closeWithin(app, 30_000);
+    // Rejections surface after the connection's queue is flushed.
+    await sleep(100);
+    expect(unhandled).toEqual([]);
   });
 
   it("stops acknowledging while the queue is deeper than QUEUE_MAX_DEPTH, and resumes as workers drain it", async () => {

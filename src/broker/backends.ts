@@ -1,0 +1,54 @@
+import aedesPersistenceRedis from "aedes-persistence-redis";
+import { Redis } from "ioredis";
+import mqemitter from "mqemitter";
+import mqemitterRedis from "mqemitter-redis";
+import type { Logger } from "pino";
+import type { Config } from "../config.ts";
+import { rateLimitedLog } from "../logger.ts";
+import { BrokerEmitter } from "./emitter.ts";
+
+/**
+ * aedes-persistence-redis sends some commands without awaiting them (the will list's `lrem` and
+ * `rpush` on every connect and disconnect). When Redis stays unreachable past the connection's
+ * retries, or the connection closes with one in flight, that rejection would be unhandled and end
+ * the process. Every reply gets a handler here; a caller that awaits a command still gets its error.
+ */
+export function handleUnawaitedReplies(connection: Redis): Redis {
+  const send = connection.sendCommand.bind(connection);
+  connection.sendCommand = (...args) => {
+    const reply = send(...args);
+    if (reply instanceof Promise) reply.catch(() => undefined);
+    return reply;
+  };
+  return connection;
+}
+
+/** Shared state across broker processes in distributed mode; in memory otherwise. */
+export function brokerBackends(config: Config, logger: Logger) {
+  if (!config.REDIS_URL) return { options: {}, close: async () => {} };
+  // Keys go under REDIS_PREFIX, and so do the emitter's channels (src/broker/emitter.ts).
+  const persistenceConnection = handleUnawaitedReplies(
+    new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` }),
+  );
+  const logRedisError = rateLimitedLog(logger, 5, 60_000);
+  persistenceConnection.on("error", (error: Error) =>
+    logRedisError({ reason: error.message }, "broker persistence Redis error"),
+  );
+  const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
+  const pubConn = new Redis(config.REDIS_URL, { enableAutoPipelining: true });
+  const subConn = new Redis(config.REDIS_URL);
+  // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
+  const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
+  // It re-emits its connections' errors here; without a listener they would crash the process.
+  shared.state.on("error", (error: Error) => logRedisError({ reason: error.message }, "broker emitter Redis error"));
+  const closeShared = () => {
+    pubConn.disconnect();
+    subConn.disconnect();
+  };
+  return {
+    options: { persistence, mq: new BrokerEmitter(mqemitter(), shared, closeShared, `${config.REDIS_PREFIX}:mqtt/`) },
+    close: async () => {
+      await persistence.destroy();
+    },
+  };
+}
