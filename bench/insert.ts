@@ -36,7 +36,8 @@ function batchOf(offset: number): MetricPoint[] {
 }
 
 async function measure(db: Database, rows: number): Promise<{ production: number; createMany: number }> {
-  const tenantId = (await db.prisma.tenant.create({ data: { name: "bench" } })).id;
+  const prisma = await db.prisma();
+  const tenantId = (await prisma.tenant.create({ data: { name: "bench" } })).id;
   const rowsPerSecond = async (insert: (points: MetricPoint[]) => Promise<unknown>) => {
     const batches = Array.from({ length: rows / BATCH }, (_, b) => batchOf(b * BATCH + Math.random() * 1e12));
     const start = performance.now();
@@ -55,7 +56,7 @@ async function measure(db: Database, rows: number): Promise<{ production: number
     }),
   );
   const createMany = await rowsPerSecond((metrics) =>
-    db.prisma.metric.createMany({
+    prisma.metric.createMany({
       data: metrics.map((m) => ({
         tenantId,
         agentId: "a",

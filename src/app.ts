@@ -5,8 +5,7 @@ import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import { buildHttpServer } from "./api/server.ts";
-import { type RunningBroker, startBroker } from "./broker/broker.ts";
-import { LocalRetainedLedger, RedisRetainedLedger } from "./broker/retained-quota.ts";
+import type { RunningBroker } from "./broker/broker.ts";
 import type { Config } from "./config.ts";
 import { Identifier } from "./credentials/identify.ts";
 import { Revocations } from "./credentials/revocations.ts";
@@ -30,7 +29,6 @@ import { openDatabase } from "./store/database.ts";
 import { MetricStore } from "./store/metrics.ts";
 import { maintainPartitions } from "./store/partitions.ts";
 import { createTelemetry } from "./telemetry/metrics.ts";
-import { startBullmqWorker } from "./worker/bullmq-worker.ts";
 import { createProcessor } from "./worker/processor.ts";
 
 export interface RunningApp {
@@ -87,7 +85,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const fanout = new FanOut(pubsub);
     const rejections = new LiveRejections(pubsub);
     const revocations = new Revocations(pubsub);
-    const credentials = new CredentialStore(db.prisma, config.CREDENTIAL_CACHE_TTL_MS);
+    const credentials = new CredentialStore(db, config.CREDENTIAL_CACHE_TTL_MS);
     await revocations.onRevoked((username) => credentials.forget(username));
 
     // Budgets shared by every process of a distributed deployment (tenant rates, connections, retained messages).
@@ -110,7 +108,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       readiness.redis = durability.readiness;
     }
     const tenantLimits = await TenantLimitsStore.open(
-      db.prisma,
+      db,
       config.tenantLimits,
       config.TENANT_LIMITS_CACHE_TTL_MS,
       pubsub,
@@ -182,6 +180,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       ).unref();
       closers.push({ name: "partition maintenance", close: async () => clearInterval(maintenance) });
       if (config.REDIS_URL) {
+        const { startBullmqWorker } = await import("./worker/bullmq-worker.ts");
         const worker = await startBullmqWorker({
           redisUrl: config.REDIS_URL,
           prefix: config.REDIS_PREFIX,
@@ -211,6 +210,8 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       maxBytesPerPrincipal: config.MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL,
     };
     if (config.ROLES.has("broker")) {
+      const { startBroker } = await import("./broker/broker.ts");
+      const { LocalRetainedLedger, RedisRetainedLedger } = await import("./broker/retained-quota.ts");
       const broker = await startBroker({
         config,
         logger,

@@ -1,4 +1,5 @@
-import type { PrismaClient } from "../generated/prisma/client.ts";
+import type { Database } from "../store/database.ts";
+import { type CredentialRecord, findCredential } from "../store/lookups.ts";
 import {
   formatToken,
   generateSecret,
@@ -16,15 +17,6 @@ export type Principal =
   | { kind: "token"; username: string; tenantId: string; role: TokenRole }
   | { kind: "admin" };
 
-interface CredentialRow {
-  username: string;
-  role: "agent" | TokenRole;
-  tenantId: string;
-  agentId: string | null;
-  secretHash: string;
-  revokedAt: Date | null;
-}
-
 export class NotFoundError extends Error {
   override name = "NotFoundError";
 }
@@ -38,10 +30,11 @@ export class ConflictError extends Error {
  * does not become a database storm; revoking here drops the entry at once.
  */
 export class CredentialStore {
-  private readonly cache = new Map<string, { row: CredentialRow | null; expires: number }>();
+  private readonly cache = new Map<string, { row: CredentialRecord | null; expires: number }>();
 
+  /** Looks up through `db.sql` (src/store/lookups.ts), writes and lists through Prisma. */
   constructor(
-    private readonly prisma: PrismaClient,
+    private readonly db: Pick<Database, "prisma" | "sql">,
     private readonly cacheTtlMs: number,
   ) {}
 
@@ -56,11 +49,11 @@ export class CredentialStore {
     return { kind: "token", username, tenantId: row.tenantId, role: row.role };
   }
 
-  private async lookup(username: string): Promise<CredentialRow | null> {
+  private async lookup(username: string): Promise<CredentialRecord | null> {
     const now = Date.now();
     const cached = this.cache.get(username);
     if (cached && cached.expires > now) return cached.row;
-    const row = await this.prisma.credential.findUnique({ where: { username } });
+    const row = await findCredential(this.db.sql, username);
     this.cache.set(username, { row, expires: now + this.cacheTtlMs });
     return row;
   }
@@ -70,25 +63,27 @@ export class CredentialStore {
   }
 
   async createTenant(name: string): Promise<{ id: string; name: string }> {
-    const tenant = await this.prisma.tenant.create({ data: { name } });
+    const tenant = await (await this.db.prisma()).tenant.create({ data: { name } });
     return { id: tenant.id, name: tenant.name };
   }
 
   async tenantExists(tenantId: string): Promise<boolean> {
-    return (await this.prisma.tenant.count({ where: { id: tenantId } })) > 0;
+    return (await (await this.db.prisma()).tenant.count({ where: { id: tenantId } })) > 0;
   }
 
   async tenantName(tenantId: string): Promise<string | undefined> {
-    return (await this.prisma.tenant.findUnique({ where: { id: tenantId }, select: { name: true } }))?.name;
+    return (await (await this.db.prisma()).tenant.findUnique({ where: { id: tenantId }, select: { name: true } }))
+      ?.name;
   }
 
   /** Every tenant, oldest first, with how many agents and unrevoked credentials it has. */
   async listTenants(): Promise<
     { id: string; name: string; createdAt: Date; agents: number; activeCredentials: number }[]
   > {
+    const prisma = await this.db.prisma();
     const [tenants, active] = await Promise.all([
-      this.prisma.tenant.findMany({ orderBy: { createdAt: "asc" }, include: { _count: { select: { agents: true } } } }),
-      this.prisma.credential.groupBy({ by: ["tenantId"], where: { revokedAt: null }, _count: { _all: true } }),
+      prisma.tenant.findMany({ orderBy: { createdAt: "asc" }, include: { _count: { select: { agents: true } } } }),
+      prisma.credential.groupBy({ by: ["tenantId"], where: { revokedAt: null }, _count: { _all: true } }),
     ]);
     const activeByTenant = new Map(active.map((row) => [row.tenantId, row._count._all]));
     return tenants.map((tenant) => ({
@@ -107,7 +102,7 @@ export class CredentialStore {
     { username: string; role: "agent" | TokenRole; agentId: string | null; createdAt: Date; revokedAt: Date | null }[]
   > {
     if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
-    return this.prisma.credential.findMany({
+    return (await this.db.prisma()).credential.findMany({
       where: { tenantId },
       orderBy: { createdAt: "desc" },
       select: { username: true, role: true, agentId: true, createdAt: true, revokedAt: true },
@@ -120,9 +115,10 @@ export class CredentialStore {
     const username = generateUsername("agent");
     const password = generateSecret();
     try {
-      await this.prisma.$transaction([
-        this.prisma.agent.create({ data: { tenantId, agentId } }),
-        this.prisma.credential.create({
+      const prisma = await this.db.prisma();
+      await prisma.$transaction([
+        prisma.agent.create({ data: { tenantId, agentId } }),
+        prisma.credential.create({
           data: { username, role: "agent", tenantId, agentId, secretHash: hashSecret(username, password) },
         }),
       ]);
@@ -140,7 +136,7 @@ export class CredentialStore {
     if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
     const username = generateUsername("token");
     const secret = generateSecret();
-    await this.prisma.credential.create({
+    await (await this.db.prisma()).credential.create({
       data: { username, role, tenantId, secretHash: hashSecret(username, secret) },
     });
     return { username, token: formatToken(username, secret) };
@@ -149,11 +145,11 @@ export class CredentialStore {
   /** Revokes a credential; false when no such credential exists. Revoking twice is not an error. */
   async revoke(username: string): Promise<boolean> {
     if (!isCredentialUsername(username)) return false;
-    const { count } = await this.prisma.credential.updateMany({
+    const { count } = await (await this.db.prisma()).credential.updateMany({
       where: { username, revokedAt: null },
       data: { revokedAt: new Date() },
     });
     this.forget(username);
-    return count > 0 || (await this.prisma.credential.count({ where: { username } })) > 0;
+    return count > 0 || (await (await this.db.prisma()).credential.count({ where: { username } })) > 0;
   }
 }

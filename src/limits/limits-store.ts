@@ -1,6 +1,7 @@
 import { NotFoundError } from "../credentials/store.ts";
-import type { PrismaClient } from "../generated/prisma/client.ts";
 import type { PubSub } from "../pubsub.ts";
+import type { Database } from "../store/database.ts";
+import { findTenantLimits } from "../store/lookups.ts";
 import { effectiveLimits, LIMITS, type LimitOverrides, type TenantLimits } from "./tenant-limits.ts";
 
 /** Where a process says a tenant's limits changed, so every process reads them again. */
@@ -30,14 +31,15 @@ export class TenantLimitsStore implements LimitsSource {
   private readonly cache = new Map<string, Cached>();
 
   private constructor(
-    private readonly prisma: PrismaClient,
+    private readonly db: Pick<Database, "prisma" | "sql">,
     readonly defaults: TenantLimits,
     private readonly ttlMs: number,
     private readonly pubsub: PubSub,
   ) {}
 
-  static async open(prisma: PrismaClient, defaults: TenantLimits, ttlMs: number, pubsub: PubSub) {
-    const store = new TenantLimitsStore(prisma, defaults, ttlMs, pubsub);
+  /** Reads through `db.sql` (src/store/lookups.ts), writes through Prisma. */
+  static async open(db: Pick<Database, "prisma" | "sql">, defaults: TenantLimits, ttlMs: number, pubsub: PubSub) {
+    const store = new TenantLimitsStore(db, defaults, ttlMs, pubsub);
     await pubsub.subscribe(CHANGED_CHANNEL, (tenantId) => store.cache.delete(tenantId));
     return store;
   }
@@ -67,16 +69,21 @@ export class TenantLimitsStore implements LimitsSource {
 
   /** The tenant's overrides as stored (an absent row: none). */
   async overrides(tenantId: string): Promise<LimitOverrides> {
-    const row = await this.prisma.tenantLimit.findUnique({ where: { tenantId } });
-    return Object.fromEntries(LIMITS.map(({ key }) => [key, row?.[key] ?? null]));
+    const row = await findTenantLimits(
+      this.db.sql,
+      tenantId,
+      LIMITS.map(({ api }) => api),
+    );
+    return Object.fromEntries(LIMITS.map(({ key, api }) => [key, row?.[api] ?? null]));
   }
 
   /** Sets some overrides (null: back to the default) and tells every process. Returns all overrides. */
   async set(tenantId: string, changes: LimitOverrides): Promise<LimitOverrides> {
-    if ((await this.prisma.tenant.count({ where: { id: tenantId } })) === 0) {
+    const prisma = await this.db.prisma();
+    if ((await prisma.tenant.count({ where: { id: tenantId } })) === 0) {
       throw new NotFoundError(`tenant ${tenantId} does not exist`);
     }
-    await this.prisma.tenantLimit.upsert({
+    await prisma.tenantLimit.upsert({
       where: { tenantId },
       create: { tenantId, ...changes },
       update: changes,

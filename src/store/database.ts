@@ -1,11 +1,9 @@
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
-import { PGlite } from "@electric-sql/pglite";
-import { PrismaPg } from "@prisma/adapter-pg";
+import type { PGlite } from "@electric-sql/pglite";
 import pg from "pg";
-import { PrismaPGlite } from "pglite-prisma-adapter";
 import type { Logger } from "pino";
-import { PrismaClient } from "../generated/prisma/client.ts";
+import type { PrismaClient } from "../generated/prisma/client.ts";
 import { migrate, type SqlSession } from "./migrate.ts";
 
 /** A statement and its parameters, straight to the driver: the metric hot path does not go through Prisma. */
@@ -13,7 +11,8 @@ export type Sql = <T>(text: string, params: unknown[]) => Promise<T[]>;
 
 export interface Database {
   backend: "postgresql" | "pglite";
-  prisma: PrismaClient;
+  /** Prisma, loaded and created at the first call: brokers and workers never need it (src/store/lookups.ts). */
+  prisma(): Promise<PrismaClient>;
   sql: Sql;
   /** Throws unless the database answers. */
   ping(): Promise<void>;
@@ -24,10 +23,6 @@ export interface Database {
 
 /** Connections of the metric store's own pool (Prisma keeps its own for everything else). */
 const SQL_POOL_SIZE = 10;
-
-const ping = (prisma: PrismaClient) => async () => {
-  await prisma.$queryRawUnsafe("SELECT 1");
-};
 
 export type DatabaseTarget = { url: string } | { dataDir: string };
 
@@ -45,6 +40,30 @@ function pgSession(client: pg.Client): SqlSession {
     query: async <T>(sql: string, params?: unknown[]) => (await client.query(sql, params)).rows as T[],
     exec: async (sql: string) => {
       await client.query(sql);
+    },
+  };
+}
+
+/**
+ * Prisma's client module and its query compiler (WebAssembly) cost a process about 90 MiB: made at
+ * the first call, so only a process that writes tenants and credentials (the API) pays for them.
+ */
+function prismaOnFirstUse(
+  adapter: () => Promise<NonNullable<ConstructorParameters<typeof PrismaClient>[0]["adapter"]>>,
+) {
+  let client: Promise<PrismaClient> | undefined;
+  const create = async () => {
+    const [{ PrismaClient }, options] = await Promise.all([import("../generated/prisma/client.ts"), adapter()]);
+    return new PrismaClient({ adapter: options });
+  };
+  return {
+    prisma: () =>
+      (client ??= create().catch((error: unknown) => {
+        client = undefined;
+        throw error;
+      })),
+    close: async () => {
+      if (client) await (await client.catch(() => undefined))?.$disconnect();
     },
   };
 }
@@ -68,6 +87,8 @@ export function migratePostgres(url: string, logger: Logger): Promise<string[]> 
 async function openPglite(dataDir: string): Promise<PGlite> {
   const dir = path.join(dataDir, "pglite");
   await mkdir(dir, { recursive: true });
+  // Loaded only in embedded mode: a distributed process never needs the WebAssembly PostgreSQL.
+  const { PGlite } = await import("@electric-sql/pglite");
   return PGlite.create(dir);
 }
 
@@ -87,36 +108,51 @@ export async function openDatabase(
 ): Promise<Database> {
   if ("url" in target) {
     if (options.migrate) await migratePostgres(target.url, options.logger);
-    const prisma = new PrismaClient({ adapter: new PrismaPg({ connectionString: target.url }) });
-    await prisma.$connect();
+    const prisma = prismaOnFirstUse(async () => {
+      const { PrismaPg } = await import("@prisma/adapter-pg");
+      return new PrismaPg({ connectionString: target.url });
+    });
     const pool = new pg.Pool({ connectionString: target.url, max: SQL_POOL_SIZE });
     // A connection the server drops (restart, admin shutdown) errors here; queries on it fail and retry.
     pool.on("error", () => undefined);
+    const ping = async () => {
+      await pool.query("SELECT 1");
+    };
+    try {
+      await ping();
+    } catch (error) {
+      await pool.end();
+      throw error;
+    }
     return {
       backend: "postgresql",
-      prisma,
+      prisma: prisma.prisma,
       sql: async <T>(text: string, params: unknown[]) => (await pool.query(text, params)).rows as T[],
-      ping: ping(prisma),
+      ping,
       withSession: (work) => withPgSession(target.url, work),
       close: async () => {
-        await prisma.$disconnect();
+        await prisma.close();
         await pool.end();
       },
     };
   }
   const pglite = await openPglite(target.dataDir);
   if (options.migrate) await migrate(pgliteSession(pglite), options.logger);
-  const prisma = new PrismaClient({ adapter: new PrismaPGlite(pglite) });
-  await prisma.$connect();
+  const prisma = prismaOnFirstUse(async () => {
+    const { PrismaPGlite } = await import("pglite-prisma-adapter");
+    return new PrismaPGlite(pglite);
+  });
   return {
     backend: "pglite",
-    prisma,
+    prisma: prisma.prisma,
     sql: async <T>(text: string, params: unknown[]) => (await pglite.query<T>(text, params)).rows,
-    ping: ping(prisma),
+    ping: async () => {
+      await pglite.query("SELECT 1");
+    },
     // One connection in this process: sessions take turns (migrations and maintenance are short).
     withSession: (work) => work(pgliteSession(pglite)),
     close: async () => {
-      await prisma.$disconnect();
+      await prisma.close();
       await pglite.close();
     },
   };

@@ -90,7 +90,7 @@ describe("SIGTERM under MQTT load", () => {
     expect(acknowledged.length).toBeGreaterThan(50);
     const db = await openDatabase({ dataDir: data.dir }, { migrate: false, logger: pino({ level: "silent" }) });
     try {
-      const stored = await db.prisma.metric.findMany({
+      const stored = await (await db.prisma()).metric.findMany({
         where: { tenantId: tenant.tenantId },
         select: { dedupeId: true },
       });

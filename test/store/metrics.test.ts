@@ -3,6 +3,7 @@ import { cp, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { MetricStore } from "../../src/store/metrics.ts";
@@ -55,7 +56,9 @@ async function freshDatabase(
 
 const partitionsOf = async (db: Database, table: string) =>
   (
-    await db.prisma.$queryRawUnsafe<{ name: string }[]>(
+    await (
+      await db.prisma()
+    ).$queryRawUnsafe<{ name: string }[]>(
       "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = $1::regclass ORDER BY 1",
       table,
     )
@@ -64,17 +67,19 @@ const partitionsOf = async (db: Database, table: string) =>
 for (const kind of ["PGlite", "PostgreSQL"] as const) {
   describe.skipIf(kind === "PostgreSQL" && skipPostgres)(`metric store (${kind})`, () => {
     let db: Database;
+    let prisma: PrismaClient;
     let remove: () => Promise<void>;
     let store: MetricStore;
     let tenantId: string;
     const count = (where: { name?: string; dedupeId?: string } = {}) =>
-      db.prisma.metric.count({ where: { tenantId, ...where } });
+      prisma.metric.count({ where: { tenantId, ...where } });
 
     beforeAll(async () => {
       ({ db, remove } = await freshDatabase(kind));
+      prisma = await db.prisma();
       await db.withSession((session) => maintainPartitions(session, settings, logger));
       store = new MetricStore(db.sql, settings.dedupeWindowHours * HOUR);
-      tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+      tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     });
     afterAll(() => remove?.());
 
@@ -96,7 +101,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       ]);
       await expect(store.store(job)).rejects.toThrow(/metrics_name_check/);
       expect(await count({ name: "fine" })).toBe(0);
-      expect(await db.prisma.ingestSubmission.count({ where: { id: job.id } })).toBe(0);
+      expect(await prisma.ingestSubmission.count({ where: { id: job.id } })).toBe(0);
     });
 
     it("stores each reading under its own agent, and quietly exactly as with read-back", async () => {
@@ -187,7 +192,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
     });
 
     it("shows one tenant's readings, series and latest values to that tenant only", async () => {
-      const other = (await db.prisma.tenant.create({ data: { name: "other" } })).id;
+      const other = (await prisma.tenant.create({ data: { name: "other" } })).id;
       await store.store(submission(other, [{ name: "private", value: 7, ts: Date.now() }]));
       expect(await store.query({ tenantId, name: "private" }, 10)).toEqual([]);
       expect(
@@ -230,6 +235,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
     () => {
       it("keeps every row, its id, its dedupe and the latest values, and goes on from there", async () => {
         const { db, remove } = await freshDatabase(kind, false);
+        const prisma = await db.prisma();
         try {
           // The migrations as they were before partitioning, then rows the old way.
           const all = (await readdir(MIGRATIONS_DIR, { withFileTypes: true }))
@@ -244,7 +250,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
           }
           await db.withSession((session) => migrate(session, logger, before.dir));
           await before.remove();
-          const tenantId = (await db.prisma.tenant.create({ data: { name: "old" } })).id;
+          const tenantId = (await prisma.tenant.create({ data: { name: "old" } })).id;
           const now = Date.now();
           const rows = Array.from({ length: 300 }, (_, i) => ({
             agent: `dev-${i % 3}`,
@@ -253,31 +259,31 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
             ts: new Date(now - (300 - i) * 10 * 60_000).toISOString(),
             dedupe: i % 2 === 0 ? `old-${i}` : null,
           }));
-          await db.prisma.$executeRawUnsafe(
+          await prisma.$executeRawUnsafe(
             `INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, received_at)
            SELECT $1::uuid, r.agent, r.name, r.value, r.ts::timestamptz, r.dedupe, r.ts::timestamptz
            FROM jsonb_to_recordset($2::jsonb) AS r(agent text, name text, value float8, ts text, dedupe text)`,
             tenantId,
             JSON.stringify(rows),
           );
-          await db.prisma.$executeRawUnsafe(
+          await prisma.$executeRawUnsafe(
             "INSERT INTO ingest_submissions (id, tenant_id, received_at) VALUES ($1::uuid, $2::uuid, now())",
             randomUUID(),
             tenantId,
           );
-          const oldRows = await db.prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
+          const oldRows = await prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
             "SELECT id::text AS id, value FROM metrics ORDER BY id",
           );
 
           await db.withSession((session) => migrate(session, logger));
           await db.withSession((session) => maintainPartitions(session, settings, logger));
 
-          const newRows = await db.prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
+          const newRows = await prisma.$queryRawUnsafe<{ id: string; value: number }[]>(
             "SELECT id::text AS id, value FROM metrics ORDER BY id",
           );
           expect(newRows).toEqual(oldRows);
           expect(await partitionsOf(db, "metrics")).not.toContain("metrics");
-          expect(await db.prisma.ingestSubmission.count()).toBe(1);
+          expect(await prisma.ingestSubmission.count()).toBe(1);
           const store = new MetricStore(db.sql, DAY);
           const latest = await store.latest({ tenantId }, 100);
           expect(latest).toHaveLength(15);

@@ -5,6 +5,7 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
+import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import { BullmqSubmissionQueue, INGEST_QUEUE_NAME } from "../../src/ingest/bullmq-queue.ts";
 import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
 import { QueueUnavailableError } from "../../src/ingest/queue.ts";
@@ -66,6 +67,7 @@ describe("InProcessQueue", () => {
 
 describe.skipIf(skipDistributed)("BullMQ worker", () => {
   let db: Database;
+  let prisma: PrismaClient;
   let dropDb: () => Promise<void>;
   const prefix = `edge-ingest-test-${uniqueId()}`;
   const workerOptions = (
@@ -91,6 +93,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const test = await createTestDatabase();
     dropDb = test.drop;
     db = await openDatabase({ url: test.url }, { migrate: true, logger });
+    prisma = await db.prisma();
   });
   afterAll(async () => {
     await db?.close();
@@ -99,7 +102,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   });
 
   it("retries a failing job with backoff, then keeps it in the failed set with its reason, half-applied never", async () => {
-    const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const fanout = new FanOut(new LocalPubSub());
     const process = createProcessor({ metrics: new MetricStore(db.sql, DAY), fanout, telemetry, logger });
@@ -123,8 +126,8 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       expect(failed.attemptsMade).toBe(3);
       expect(failed.failedReason).toMatch(/metrics_name_check/);
       expect(failed.data).toEqual(bad);
-      await eventually(async () => ((await db.prisma.metric.count({ where: { tenantId } })) === 1 ? true : undefined));
-      const rows = await db.prisma.metric.findMany({ where: { tenantId } });
+      await eventually(async () => ((await prisma.metric.count({ where: { tenantId } })) === 1 ? true : undefined));
+      const rows = await prisma.metric.findMany({ where: { tenantId } });
       expect(rows.map((r) => r.value)).toEqual([3]);
       expect(await telemetry.jobsFailed.get()).toMatchObject({ values: [{ value: 3 }] });
     } finally {
@@ -137,6 +140,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   it("waits through a database outage without using up an attempt, then stores every submission once", async () => {
     const postgres = await startOwnPostgres();
     const own = await openDatabase({ url: postgres.url }, { migrate: true, logger });
+    const ownPrisma = await own.prisma();
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
     const telemetry = createTelemetry();
     const process = createProcessor({
@@ -157,10 +161,10 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       prefix: outagePrefix,
     });
     try {
-      const tenantId = (await own.prisma.tenant.create({ data: { name: "t" } })).id;
+      const tenantId = (await ownPrisma.tenant.create({ data: { name: "t" } })).id;
       const reading = (n: number) => submission(tenantId, [{ name: "x", value: n, ts: Date.now(), dedupeId: `r${n}` }]);
       for (const n of [1, 2, 3]) await queue.submit(reading(n));
-      await eventually(async () => ((await own.prisma.metric.count()) === 3 ? true : undefined));
+      await eventually(async () => ((await ownPrisma.metric.count()) === 3 ? true : undefined));
 
       await postgres.stop();
       for (let n = 4; n <= 12; n++) await queue.submit(reading(n));
@@ -169,7 +173,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       expect((await queue.failedJobs(10)).count).toBe(0);
       await postgres.start();
 
-      await eventually(async () => ((await own.prisma.metric.count()) === 12 ? true : undefined), 20_000);
+      await eventually(async () => ((await ownPrisma.metric.count()) === 12 ? true : undefined), 20_000);
       expect((await queue.failedJobs(10)).count).toBe(0);
       expect((await telemetry.jobsFailedFinal.get()).values[0]?.value ?? 0).toBe(0);
     } finally {
@@ -202,11 +206,12 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       logger,
     );
     const database = await openDatabase({ url: test.url }, { migrate: false, logger });
+    const databasePrisma = await database.prisma();
     try {
       const url = app.httpUrl;
       const tenant = await createTenant(url, adminToken);
       // A rule the database enforces and the service does not know: the submission fails for good.
-      await database.prisma.$executeRawUnsafe(`ALTER TABLE metrics ADD CONSTRAINT test_blocked CHECK (value <> 666)`);
+      await databasePrisma.$executeRawUnsafe(`ALTER TABLE metrics ADD CONSTRAINT test_blocked CHECK (value <> 666)`);
       const posted = await request(`${url}/api/v1/metrics`, {
         auth: tenant.agent.auth,
         body: { metrics: [{ name: "x", value: 666, dedupe_id: "the-one" }] },
@@ -220,11 +225,11 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       expect(failed.jobs[0]).toMatchObject({ tenant_id: tenant.tenantId, readings: 1, attempts: 2 });
       expect(await metricValue(url, "edge_ingest_jobs_failed_waiting")).toBe(1);
 
-      await database.prisma.$executeRawUnsafe("ALTER TABLE metrics DROP CONSTRAINT test_blocked");
+      await databasePrisma.$executeRawUnsafe("ALTER TABLE metrics DROP CONSTRAINT test_blocked");
       const retry = (body: unknown) =>
         request(`${url}/api/v1/admin/jobs/failed/retry`, { auth: bearer(adminToken), body });
       expect((await retry({ all: true })).body).toEqual({ retried: 1 });
-      const stored = async () => database.prisma.metric.count({ where: { tenantId: tenant.tenantId } });
+      const stored = async () => databasePrisma.metric.count({ where: { tenantId: tenant.tenantId } });
       await eventually(async () => ((await stored()) === 1 ? true : undefined));
       expect((await retry({ ids: [failed.jobs[0].id] })).body).toEqual({ retried: 0 });
       expect((await retry({})).status).toBe(400);
@@ -239,7 +244,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   });
 
   it("does not fail a stored job when live fan-out is down, and counts it", async () => {
-    const tenantId = (await db.prisma.tenant.create({ data: { name: "t" } })).id;
+    const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const deadRedis = new RedisPubSub(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
     const process = createProcessor({
@@ -250,7 +255,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     });
     try {
       await process(submission(tenantId, [{ name: "x", value: 1, ts: Date.now() }]));
-      expect(await db.prisma.metric.count({ where: { tenantId } })).toBe(1);
+      expect(await prisma.metric.count({ where: { tenantId } })).toBe(1);
       expect((await telemetry.fanoutErrors.get()).values[0]?.value).toBe(1);
     } finally {
       await deadRedis.close();
