@@ -1,7 +1,9 @@
 /**
  * Footprint (`npm run bench -- --only=footprint`): the resident memory of each role 20 s after it
  * started, with no client, and how long it took to start; the build (what ships) against the
- * sources run through tsx (what it replaced).
+ * sources run through tsx (what it replaced). Embedded mode twice: its first start, which creates
+ * the database (PGlite's WebAssembly memory grows for it and never shrinks), and a restart on that
+ * data directory, what a device runs from then on.
  */
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -17,7 +19,7 @@ export interface FootprintResult {
   rssMiB: number;
 }
 
-const ROLES = ["embedded", "broker", "worker", "api"] as const;
+const ROLES = ["embedded (first start)", "embedded (restart)", "broker", "worker", "api"] as const;
 
 async function measure(
   role: (typeof ROLES)[number],
@@ -27,10 +29,20 @@ async function measure(
   const removals: (() => Promise<unknown>)[] = [];
   try {
     let extra: Record<string, string>;
-    if (role === "embedded") {
+    if (role.startsWith("embedded")) {
       const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-footprint-"));
       removals.push(() => rm(dir, { recursive: true, force: true }));
       extra = { DATA_DIR: dir };
+      if (role === "embedded (restart)") {
+        const first = await startService(
+          "footprint-embedded-first",
+          await serviceEnv({ ...extra, MQTT_WS_PORT: "0" }),
+          {
+            from,
+          },
+        );
+        await stop(first);
+      }
     } else {
       const db = await createDatabase();
       const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;

@@ -189,7 +189,8 @@ describe("edge-ingest CLI on its own", () => {
     }
   });
 
-  it("logs JSON lines unless LOG_FORMAT=pretty asks for lines a person reads", async () => {
+  // Two embedded databases created from scratch, each about 8 s on this machine when it is idle.
+  it("logs JSON lines unless LOG_FORMAT=pretty asks for lines a person reads", { timeout: 90_000 }, async () => {
     for (const [format, check] of [
       ["json", (line: string) => expect(JSON.parse(line)).toMatchObject({ level: 30, msg: "applied migration" })],
       ["pretty", (line: string) => expect(line).toMatch(/INFO.*applied migration/)],
