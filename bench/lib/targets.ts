@@ -76,6 +76,10 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
     AGENT_BYTES_BURST: "1000000000",
     TENANT_MAX_READINGS_PER_SECOND: "10000000",
     TENANT_READINGS_BURST: "10000000",
+    // The idle-connections scenario holds thousands of one tenant's connections, opened at once.
+    TENANT_MAX_CONNECTIONS: "1000000",
+    MQTT_MAX_CONNECTION_RATE: "1000000",
+    MQTT_CONNECTION_RATE_BURST: "1000000",
     ...extra,
   };
 }
