@@ -3,20 +3,25 @@ import type { RunningApp } from "../../src/app.ts";
 import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
 import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
 import { closeWithin, distributedNodes } from "../helpers/nodes.ts";
-import { startOwnRedis } from "../helpers/redis-server.ts";
+import { type OwnRedis, startOwnRedis } from "../helpers/redis-server.ts";
 import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
 
 const skip = Boolean(await distributedUnavailable());
 const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
 const { cleanups, startNode, sharedBackends, startPair, track } = distributedNodes(ADMIN_TOKEN);
 
+/** Every role on a redis-server of the test's own, which it may stop. */
+async function nodeOnOwnRedis(): Promise<{ redis: OwnRedis; app: RunningApp }> {
+  const redis = await startOwnRedis();
+  cleanups.push(() => redis.remove());
+  const db = await createTestDatabase();
+  cleanups.push(db.drop);
+  return { redis, app: await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url }) };
+}
+
 describe.skipIf(skip)("distributed broker", () => {
   it("withholds the PUBACK while the queue is down, and stores the resent message once when it is back", async () => {
-    const redis = await startOwnRedis();
-    cleanups.push(() => redis.remove());
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });
+    const { redis, app } = await nodeOnOwnRedis();
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
     const agent = track(
       await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
@@ -54,11 +59,7 @@ describe.skipIf(skip)("distributed broker", () => {
   });
 
   it("closes while Redis is down, a departed client's session writes still waiting for it", async () => {
-    const redis = await startOwnRedis();
-    cleanups.push(() => redis.remove());
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const app = await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url });
+    const { redis, app } = await nodeOnOwnRedis();
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
     const login = { username: tenant.agent.username, password: tenant.agent.password };
     const agent = await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, login);

@@ -1,19 +1,11 @@
 import type { MqttClient } from "mqtt";
-import pino from "pino";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningApp, startApp } from "../../src/app.ts";
-import { loadConfig } from "../../src/config.ts";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
 import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
 import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { distributedNodes } from "../helpers/nodes.ts";
 import { rawConnect } from "../helpers/raw-mqtt.ts";
-import {
-  createTestDatabase,
-  deleteRedisPrefix,
-  distributedUnavailable,
-  REDIS_URL,
-  uniqueId,
-} from "../helpers/services.ts";
+import { distributedUnavailable } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
 
@@ -128,47 +120,17 @@ for (const { mode, skip } of [
 }
 
 describe.skipIf(skipDistributed)("a tenant's connection quota across brokers", () => {
-  const cleanups: (() => Promise<unknown>)[] = [];
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()?.();
-  });
+  const adminToken = `admin-${"y".repeat(40)}`;
+  const { startNode, sharedBackends, track } = distributedNodes(adminToken);
 
   it("counts the tenant's connections on every broker together", async () => {
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    cleanups.push(() => deleteRedisPrefix(prefix));
-    const adminToken = `admin-${"y".repeat(40)}`;
-    const start = async (roles: string): Promise<RunningApp> => {
-      const app = await startApp(
-        loadConfig({
-          HTTP_HOST: "127.0.0.1",
-          HTTP_PORT: "0",
-          MQTT_HOST: "127.0.0.1",
-          MQTT_PORT: "0",
-          MQTT_WS_PORT: "0",
-          ADMIN_TOKEN: adminToken,
-          LOG_LEVEL: "silent",
-          DATABASE_URL: db.url,
-          REDIS_URL,
-          REDIS_PREFIX: prefix,
-          REDIS_PERSISTENCE: "none",
-          ROLES: roles,
-          TENANT_MAX_CONNECTIONS: "2",
-        }),
-        pino({ level: "silent" }),
-      );
-      cleanups.push(() => app.close());
-      return app;
-    };
-    const first = await start("api,broker,worker");
-    const second = await start("broker");
+    const shared = await sharedBackends();
+    const first = await startNode({ ...shared, TENANT_MAX_CONNECTIONS: "2", ROLES: "api,broker,worker" });
+    const second = await startNode({ ...shared, TENANT_MAX_CONNECTIONS: "2", ROLES: "broker" });
     const tenant = await createTenant(first.httpUrl, adminToken, "spread");
     const login = { username: tenant.agent.username, password: tenant.agent.password };
-    const onFirst = await connect(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login);
-    cleanups.push(() => onFirst.endAsync(true));
-    const onSecond = await connect(`mqtt://127.0.0.1:${second.mqttPorts?.tcp}`, login);
-    cleanups.push(() => onSecond.endAsync(true));
+    track(await connect(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login));
+    const onSecond = track(await connect(`mqtt://127.0.0.1:${second.mqttPorts?.tcp}`, login));
     expect(await connackOf(`mqtt://127.0.0.1:${first.mqttPorts?.tcp}`, login)).toBe(3);
     expect(await connackOf(`mqtt://127.0.0.1:${second.mqttPorts?.tcp}`, login)).toBe(3);
     await onSecond.endAsync();

@@ -1,20 +1,13 @@
-import pino from "pino";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type RunningApp, startApp } from "../../src/app.ts";
-import { loadConfig } from "../../src/config.ts";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
 import { createTenant, eventually, metricValue, type TenantFixture } from "../helpers/http.ts";
 import { connect, sleep } from "../helpers/mqtt.ts";
+import { distributedNodes } from "../helpers/nodes.ts";
 import { publishes, rawConnect } from "../helpers/raw-mqtt.ts";
-import {
-  createTestDatabase,
-  deleteRedisPrefix,
-  distributedUnavailable,
-  REDIS_URL,
-  uniqueId,
-} from "../helpers/services.ts";
+import { distributedUnavailable } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
+const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
 const RATE = 1000;
 const FLOOD = 8000;
 const accepted = (url: string) => metricValue(url, "edge_ingest_metrics_accepted_total", { source: "mqtt" });
@@ -79,46 +72,18 @@ for (const { mode, skip } of [
 }
 
 describe.skipIf(skipDistributed)("a tenant's rate across brokers", () => {
-  const cleanups: (() => Promise<unknown>)[] = [];
-  afterEach(async () => {
-    while (cleanups.length) await cleanups.pop()?.();
-  });
+  const { startNode, sharedBackends } = distributedNodes(ADMIN_TOKEN);
 
   it("holds the tenant's agents on two brokers together to the tenant's rate", async () => {
-    const db = await createTestDatabase();
-    cleanups.push(db.drop);
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    cleanups.push(() => deleteRedisPrefix(prefix));
-    const start = async (roles: string): Promise<RunningApp> => {
-      const app = await startApp(
-        loadConfig({
-          HTTP_HOST: "127.0.0.1",
-          HTTP_PORT: "0",
-          MQTT_HOST: "127.0.0.1",
-          MQTT_PORT: "0",
-          MQTT_WS_PORT: "0",
-          ADMIN_TOKEN: `admin-${"y".repeat(40)}`,
-          LOG_LEVEL: "silent",
-          DATABASE_URL: db.url,
-          REDIS_URL,
-          REDIS_PREFIX: prefix,
-          REDIS_PERSISTENCE: "none",
-          ROLES: roles,
-          TENANT_MAX_READINGS_PER_SECOND: String(RATE),
-          TENANT_READINGS_BURST: String(RATE),
-        }),
-        pino({ level: "silent" }),
-      );
-      cleanups.push(() => app.close());
-      return app;
-    };
-    const first = await start("api,broker,worker");
-    const second = await start("api,broker");
+    const shared = await sharedBackends();
+    const limits = { TENANT_MAX_READINGS_PER_SECOND: String(RATE), TENANT_READINGS_BURST: String(RATE) };
+    const first = await startNode({ ...shared, ...limits, ROLES: "api,broker,worker" });
+    const second = await startNode({ ...shared, ...limits, ROLES: "api,broker" });
     const url = first.httpUrl;
-    const one = await createTenant(url, `admin-${"y".repeat(40)}`, "one");
+    const one = await createTenant(url, ADMIN_TOKEN, "one");
     const agentTwo = await fetch(`${url}/api/v1/admin/tenants/${one.tenantId}/agents`, {
       method: "POST",
-      headers: { authorization: `Bearer admin-${"y".repeat(40)}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
       body: JSON.stringify({ agent_id: "two" }),
     }).then((response) => response.json() as Promise<{ username: string; password: string }>);
     const two: TenantFixture = { ...one, agent: { ...one.agent, agentId: "two", ...agentTwo } };

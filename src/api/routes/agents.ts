@@ -8,6 +8,7 @@ import { type Presence, parseMember } from "../../presence/presence.ts";
 import type { AgentDirectory } from "../../store/agents.ts";
 import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
+import { pageOf } from "../paging.ts";
 import { agentId, agentSummary, errorReplies, page, pageLimit, whoami } from "../schemas.ts";
 
 /** How many open connections each agent of the tenant has, on every broker. */
@@ -80,11 +81,15 @@ export const agentRoutes = fp(
             throw new ApiError(503, "unavailable", `cannot read who is connected: ${error.message}`);
           }),
         ]);
-        const items = rows.slice(0, limit).map((row) => {
-          const count = connections.get(row.agent_id) ?? 0;
-          return { ...row, connected: count > 0, connections: count };
-        });
-        return { items, next_cursor: rows.length > limit ? (items.at(-1)?.agent_id ?? null) : null };
+        return pageOf(
+          rows,
+          limit,
+          (last) => last.agent_id,
+          (row) => {
+            const count = connections.get(row.agent_id) ?? 0;
+            return { ...row, connected: count > 0, connections: count };
+          },
+        );
       },
     );
   },

@@ -6,6 +6,7 @@ import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../../ingest/payload.ts";
 import type { MetricStore } from "../../store/metrics.ts";
 import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
+import { decodeCursor, encodeCursor, pageOf } from "../paging.ts";
 import {
   agentId,
   aggregatesParam,
@@ -22,19 +23,6 @@ import {
 } from "../schemas.ts";
 
 const badRequest = (message: string) => new ApiError(400, "bad_request", message);
-
-/** An opaque cursor: the position of the last item of a page, as JSON in base64url. */
-function encodeCursor(position: Record<string, string>): string {
-  return Buffer.from(JSON.stringify(position)).toString("base64url");
-}
-
-function decodeCursor<T>(raw: string, valid: (position: Record<string, unknown>) => boolean): T {
-  try {
-    const position = JSON.parse(Buffer.from(raw, "base64url").toString("utf8")) as Record<string, unknown>;
-    if (valid(position)) return position as T;
-  } catch {}
-  throw badRequest("cursor is not one this API returned");
-}
 
 /**
  * The read API, one tenant at a time: readings (newest first, paginated), a metric's aggregated
@@ -75,12 +63,7 @@ export const queryRoutes = fp(
                 (c) => typeof c.ts === "string" && Number.isFinite(Date.parse(c.ts)) && /^\d+$/.test(String(c.id)),
               );
         const rows = await metrics.query({ ...scope, name: q.name, from: q.from, to: q.to }, q.limit + 1, after);
-        const items = rows.slice(0, q.limit);
-        const last = items.at(-1);
-        return {
-          items,
-          next_cursor: rows.length > q.limit && last ? encodeCursor({ ts: last.ts, id: last.id }) : null,
-        };
+        return pageOf(rows, q.limit, (last) => encodeCursor({ ts: last.ts, id: last.id }));
       },
     );
 
@@ -148,12 +131,7 @@ export const queryRoutes = fp(
                 (c) => AGENT_ID_PATTERN.test(String(c.agentId)) && METRIC_NAME_PATTERN.test(String(c.name)),
               );
         const rows = await metrics.latest(scope, q.limit + 1, after);
-        const items = rows.slice(0, q.limit);
-        const last = items.at(-1);
-        return {
-          items,
-          next_cursor: rows.length > q.limit && last ? encodeCursor({ agentId: last.agent_id, name: last.name }) : null,
-        };
+        return pageOf(rows, q.limit, (last) => encodeCursor({ agentId: last.agent_id, name: last.name }));
       },
     );
   },
