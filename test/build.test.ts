@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { bearer, request } from "./helpers/http.ts";
-import { tempDir, uniqueId } from "./helpers/services.ts";
+import { OWN_PORTS, tempDir, uniqueId } from "./helpers/services.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 
@@ -29,11 +29,7 @@ describe("the build", () => {
       env: {
         ...process.env,
         DATA_DIR: data.dir,
-        HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: "0",
-        MQTT_HOST: "127.0.0.1",
-        MQTT_PORT: "0",
-        MQTT_WS_PORT: "0",
+        ...OWN_PORTS,
         LOG_LEVEL: "info",
         LOG_FORMAT: "json",
       },

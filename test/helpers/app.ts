@@ -4,7 +4,7 @@ import pino from "pino";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
 import { closeWithin } from "./nodes.ts";
-import { createTestDatabase, deleteRedisPrefix, REDIS_URL, tempDir, uniqueId } from "./services.ts";
+import { createTestDatabase, deleteRedisPrefix, OWN_PORTS, REDIS_URL, tempDir, uniqueId } from "./services.ts";
 
 export type Mode = "embedded" | "distributed";
 
@@ -32,11 +32,7 @@ export async function startTestApp(
   logLines?: string[],
 ): Promise<TestApp> {
   const base = {
-    HTTP_HOST: "127.0.0.1",
-    HTTP_PORT: "0",
-    MQTT_HOST: "127.0.0.1",
-    MQTT_PORT: "0",
-    MQTT_WS_PORT: "0",
+    ...OWN_PORTS,
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
     ...env,
   };

@@ -3,7 +3,7 @@ import pino from "pino";
 import { afterEach } from "vitest";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
-import { createTestDatabase, deleteRedisPrefix, REDIS_URL, uniqueId } from "./services.ts";
+import { createTestDatabase, deleteRedisPrefix, OWN_PORTS, REDIS_URL, uniqueId } from "./services.ts";
 
 /** Closes an app, failing with what it still waits for rather than hanging the test run. */
 export async function closeWithin(app: RunningApp, ms: number): Promise<void> {
@@ -31,11 +31,7 @@ export function distributedNodes(adminToken: string) {
   async function startNode(env: Record<string, string>): Promise<RunningApp> {
     const app = await startApp(
       loadConfig({
-        HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: "0",
-        MQTT_HOST: "127.0.0.1",
-        MQTT_PORT: "0",
-        MQTT_WS_PORT: "0",
+        ...OWN_PORTS,
         ADMIN_TOKEN: adminToken,
         LOG_LEVEL: "silent",
         REDIS_PERSISTENCE: "none",

@@ -3,7 +3,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import type { Mode } from "./app.ts";
 import { CLI } from "./entry.ts";
-import { createTestDatabase, deleteRedisPrefix, REDIS_URL, tempDir, uniqueId } from "./services.ts";
+import { createTestDatabase, deleteRedisPrefix, OWN_PORTS, REDIS_URL, tempDir, uniqueId } from "./services.ts";
 
 export interface ServiceProcess {
   child: ChildProcess;
@@ -44,11 +44,7 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
   const child = spawn(process.execPath, [...CLI, "serve"], {
     env: {
       ...process.env,
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: "0",
-      MQTT_HOST: "127.0.0.1",
-      MQTT_PORT: "0",
-      MQTT_WS_PORT: "0",
+      ...OWN_PORTS,
       LOG_LEVEL: "info",
       ADMIN_TOKEN: adminToken,
       ...backendEnv,

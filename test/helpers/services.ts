@@ -73,3 +73,12 @@ export async function tempDir(): Promise<{ dir: string; remove(): Promise<void> 
   const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-test-"));
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
+
+/** Listeners of a service under test: loopback, every port chosen by the system. */
+export const OWN_PORTS = {
+  HTTP_HOST: "127.0.0.1",
+  HTTP_PORT: "0",
+  MQTT_HOST: "127.0.0.1",
+  MQTT_PORT: "0",
+  MQTT_WS_PORT: "0",
+} as const;
