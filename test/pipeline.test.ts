@@ -167,7 +167,7 @@ for (const { mode, skip } of modes) {
           { name: "temp", value: 20, timestamp: at(0, 10) },
           { name: "temp", value: 22, timestamp: at(0, 40) },
           { name: "temp", value: 30, timestamp: at(2, 5) },
-          { name: "humidity", value: 55, timestamp: at(2, 5) },
+          { name: "humidity", value: 55, timestamp: at(2, 5), tags: { room: "lab" } },
         ],
       });
       const params = `name=temp&agent_id=sensor-a&from=${at(0, 0)}&to=${at(3, 0)}&step=1m&agg=avg,max,count,last`;
@@ -193,6 +193,35 @@ for (const { mode, skip } of modes) {
         ["humidity", 55],
         ["temp", 30],
       ]);
+      // A page at a time, each item whole; the last page has no cursor.
+      const first = await request(`${t.url}/api/v1/metrics/latest?agent_id=sensor-a&limit=1`, {
+        auth: bearer(a.viewerToken),
+      });
+      expect(first.headers.get("content-type")).toMatch(/^application\/json/);
+      expect(first.body.items).toEqual([latest.body.items[0]]);
+      expect(first.body.items[0]).toEqual({
+        agent_id: "sensor-a",
+        name: latest.body.items[0].name,
+        value: expect.any(Number),
+        ts: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+        tags: latest.body.items[0].tags,
+        received_at: expect.stringMatching(/Z$/),
+      });
+      const pages = [first.body.items];
+      let cursor = first.body.next_cursor;
+      while (cursor) {
+        const next = await request(
+          `${t.url}/api/v1/metrics/latest?agent_id=sensor-a&limit=1&cursor=${encodeURIComponent(cursor)}`,
+          { auth: bearer(a.viewerToken) },
+        );
+        pages.push(next.body.items);
+        cursor = next.body.next_cursor;
+      }
+      expect(pages.flat()).toEqual(latest.body.items);
+      expect(latest.body.items.find((i: { name: string }) => i.name === "humidity")).toMatchObject({
+        tags: { room: "lab" },
+        ts: new Date(at(2, 5)).toISOString(),
+      });
 
       // Another tenant sees none of it, whatever it names.
       const other = bearer(b.viewerToken);

@@ -6,6 +6,29 @@ import { jsonSchemaTransform, jsonSchemaTransformObject, validatorCompiler } fro
 import { z } from "zod";
 import { reading } from "./schemas.ts";
 
+type JsonSchema = { [key: string]: unknown };
+
+const isMap = (s: JsonSchema) =>
+  s.type === "object" && s.properties === undefined && typeof s.additionalProperties === "object";
+const isMapOrNull = (s: JsonSchema) =>
+  isMap(s) || (Array.isArray(s.anyOf) && (s.anyOf as JsonSchema[]).every((b) => isMap(b) || b.type === "null"));
+
+/**
+ * The schema as fast-json-stringify should follow it: a map (tags) or a map-or-null becomes "any
+ * JSON", written by JSON.stringify, because fast-json-stringify walks a map's keys one by one and
+ * tries each branch of a nullable one: 20,000 latest values took 37 ms that way and 7 without.
+ */
+function forSerializer(schema: JsonSchema): JsonSchema {
+  if (isMapOrNull(schema)) return {};
+  const walk = (value: unknown): unknown =>
+    Array.isArray(value)
+      ? value.map(walk)
+      : value !== null && typeof value === "object"
+        ? forSerializer(value as JsonSchema)
+        : value;
+  return Object.fromEntries(Object.entries(schema).map(([key, value]) => [key, walk(value)]));
+}
+
 /**
  * Replies are written by fast-json-stringify (fastify's own serializer) from the JSON Schema of
  * their zod schema: as fast as a hand-written schema, and the same shape the document shows.
@@ -17,9 +40,9 @@ const serializerCompiler: FastifySerializerCompiler<z.ZodType> = ({ schema }) =>
     io: "output",
     metadata: z.registry(),
     unrepresentable: "any",
-  }) as Record<string, unknown>;
+  }) as JsonSchema;
   delete json.$schema;
-  return fastJson(json) as (data: unknown) => string;
+  return fastJson(forSerializer(json)) as (data: unknown) => string;
 };
 
 /**

@@ -1,3 +1,4 @@
+import type { JsonPage } from "../store/metrics.ts";
 import { ApiError } from "./errors.ts";
 
 /** An opaque cursor: the position of the last item of a page, as JSON in base64url. */
@@ -23,4 +24,10 @@ export function pageOf<Row, Item = Row>(
   const shown = rows.slice(0, limit);
   const last = shown.at(-1);
   return { items: shown.map(item), next_cursor: rows.length > limit && last ? cursorAfter(last) : null };
+}
+
+/** The body of a page whose items PostgreSQL wrote as JSON (`JsonPage`), sent as it is. */
+export function jsonPageBody<Position extends Record<string, string>>(page: JsonPage<Position>): string {
+  const cursor = page.next ? encodeCursor(page.next) : null;
+  return `{"items":${page.itemsJson},"next_cursor":${JSON.stringify(cursor)}}`;
 }

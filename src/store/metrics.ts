@@ -142,13 +142,24 @@ const AGGREGATE_SQL: Record<SeriesAggregate, string> = {
 
 export type SeriesBucket = { start: string } & Partial<Record<SeriesAggregate, number>>;
 
-export interface LatestRow {
-  agent_id: string;
+/**
+ * A latest value as JSON text, in the reply's shape: to_json escapes the text columns; tags are JSON
+ * already; a value is finite (ingestion refuses others), so its text is a JSON number.
+ */
+const LATEST_JSON = `'{"agent_id":' || to_json(agent_id)::text || ',"name":' || to_json(name)::text ||
+  ',"value":' || value::text || ',"ts":"' || ${iso("ts")} || '","tags":' || coalesce(tags::text, 'null') ||
+  ',"received_at":"' || ${iso("received_at")} || '"}'`;
+
+/** Where a page of latest values ends: the series after which the next one starts. */
+export type LatestPosition = {
+  agentId: string;
   name: string;
-  value: number;
-  ts: string;
-  tags: Record<string, string> | null;
-  received_at: string;
+};
+
+/** A page as JSON text, written by PostgreSQL, and where the next page starts (none: this is the last). */
+export interface JsonPage<Position> {
+  itemsJson: string;
+  next: Position | undefined;
 }
 
 /**
@@ -224,13 +235,18 @@ export class MetricStore {
     );
   }
 
-  /** The last value of every series of the tenant (or of one agent), by agent and name, from `after` on. */
-  latest(
+  /**
+   * The last value of every series of the tenant (or of one agent), by agent and name, from `after`
+   * on, `limit` at most. PostgreSQL writes the page as JSON: a page of 20,000 values then costs Node
+   * one string instead of 20,000 rows to parse, keep and serialize (most of the time that took was
+   * garbage collection). By concatenation, as json_build_object took twice as long.
+   */
+  async latest(
     scope: { tenantId: string; agentId?: string },
     limit: number,
-    after?: { agentId: string; name: string },
-  ): Promise<LatestRow[]> {
-    const params: unknown[] = [scope.tenantId];
+    after?: LatestPosition,
+  ): Promise<JsonPage<LatestPosition>> {
+    const params: unknown[] = [scope.tenantId, limit];
     let where = "tenant_id = $1::uuid";
     if (scope.agentId !== undefined) {
       params.push(scope.agentId);
@@ -240,11 +256,22 @@ export class MetricStore {
       params.push(after.agentId, after.name);
       where += ` AND (agent_id, name) > ($${params.length - 1}, $${params.length})`;
     }
-    params.push(limit);
-    return this.sql<LatestRow>(
-      `SELECT agent_id, name, value, ${iso("ts")} AS ts, tags, ${iso("received_at")} AS received_at
-       FROM metric_latest WHERE ${where} ORDER BY agent_id, name LIMIT $${params.length}`,
+    const [page] = await this.sql<{ items: string; more: boolean; last_agent_id: string; last_name: string }>(
+      `WITH page AS (
+         SELECT *, row_number() OVER (ORDER BY agent_id, name) AS n
+         FROM (SELECT agent_id, name, value, ts, tags, received_at FROM metric_latest
+               WHERE ${where} ORDER BY agent_id, name LIMIT $2::int + 1) AS rows
+       )
+       SELECT coalesce(string_agg(${LATEST_JSON}, ',' ORDER BY n) FILTER (WHERE n <= $2::int), '') AS items,
+              count(*) > $2::int AS more,
+              min(agent_id) FILTER (WHERE n = $2::int) AS last_agent_id,
+              min(name) FILTER (WHERE n = $2::int) AS last_name
+       FROM page`,
       params,
     );
+    return {
+      itemsJson: `[${page?.items ?? ""}]`,
+      next: page?.more ? { agentId: page.last_agent_id, name: page.last_name } : undefined,
+    };
   }
 }

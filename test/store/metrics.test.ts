@@ -28,6 +28,20 @@ function submission(tenantId: string, metrics: MetricSubmission["metrics"], rece
 }
 
 /** A database of each kind the service runs on, migrated, removed afterwards. */
+interface LatestValue {
+  agent_id: string;
+  name: string;
+  value: number;
+  ts: string;
+  tags: Record<string, string> | null;
+  received_at: string;
+}
+
+/** A page of latest values, read back from the JSON the store returns. */
+async function latestOf(store: MetricStore, ...page: Parameters<MetricStore["latest"]>): Promise<LatestValue[]> {
+  return JSON.parse((await store.latest(...page)).itemsJson) as LatestValue[];
+}
+
 async function freshDatabase(
   kind: "PGlite" | "PostgreSQL",
   migrate = true,
@@ -181,12 +195,12 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
         { start: "2026-11-20T10:01:00.000Z", avg: 10, min: 10, max: 10, sum: 10, count: 1, last: 10 },
         { start: "2026-11-20T10:03:00.000Z", avg: 1, min: -2, max: 4, sum: 2, count: 2, last: 4 },
       ]);
-      const [latest] = await store.latest({ tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
+      const [latest] = await latestOf(store, { tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
       expect(latest).toMatchObject({ agent_id: "dev-1", name: "series", value: 4, ts: "2026-11-20T10:03:30.000Z" });
 
       // A reading older than the latest one, sent later, does not replace its value.
       await store.store(submission(tenantId, [{ name: "series", value: 99, ts: start }]));
-      const [still] = await store.latest({ tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
+      const [still] = await latestOf(store, { tenantId, agentId: "dev-1" }, 1, { agentId: "dev-1", name: "seriea" });
       expect(still?.value).toBe(4);
       expect(Date.parse(still?.received_at as string)).toBeGreaterThan(Date.now() - 60_000);
     });
@@ -200,8 +214,8 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
           "count",
         ]),
       ).toEqual([]);
-      expect((await store.latest({ tenantId }, 1000)).filter((row) => row.name === "private")).toEqual([]);
-      expect((await store.latest({ tenantId: other }, 10)).map((row) => row.value)).toEqual([7]);
+      expect((await latestOf(store, { tenantId }, 1000)).filter((row) => row.name === "private")).toEqual([]);
+      expect((await latestOf(store, { tenantId: other }, 10)).map((row) => row.value)).toEqual([7]);
     });
 
     it("drops whole partitions past the retention and nothing newer", async () => {
@@ -285,7 +299,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
           expect(await partitionsOf(db, "metrics")).not.toContain("metrics");
           expect(await prisma.ingestSubmission.count()).toBe(1);
           const store = new MetricStore(db.sql, DAY);
-          const latest = await store.latest({ tenantId }, 100);
+          const latest = await latestOf(store, { tenantId }, 100);
           expect(latest).toHaveLength(15);
           expect(latest.find((row) => row.agent_id === "dev-2" && row.name === "m4")?.value).toBe(299);
           // A reading of the last day is still deduped; new ones get ids after the old ones.

@@ -3,10 +3,10 @@ import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../../ingest/payload.ts";
-import type { MetricStore } from "../../store/metrics.ts";
+import type { LatestPosition, MetricStore } from "../../store/metrics.ts";
 import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
-import { decodeCursor, encodeCursor, pageOf } from "../paging.ts";
+import { decodeCursor, encodeCursor, jsonPageBody, pageOf } from "../paging.ts";
 import {
   agentId,
   aggregatesParam,
@@ -120,18 +120,19 @@ export const queryRoutes = fp(
           response: { 200: page(latestRow), ...errorReplies },
         },
       },
-      async (request) => {
+      async (request, reply) => {
         const q = request.query;
         const scope = readScope(request.principal, q.agent_id);
         const after =
           q.cursor === undefined
             ? undefined
-            : decodeCursor<{ agentId: string; name: string }>(
+            : decodeCursor<LatestPosition>(
                 q.cursor,
                 (c) => AGENT_ID_PATTERN.test(String(c.agentId)) && METRIC_NAME_PATTERN.test(String(c.name)),
               );
-        const rows = await metrics.latest(scope, q.limit + 1, after);
-        return pageOf(rows, q.limit, (last) => encodeCursor({ agentId: last.agent_id, name: last.name }));
+        // Already JSON in the reply schema's shape: a string with a JSON content type is sent as it is.
+        const body = jsonPageBody(await metrics.latest(scope, q.limit, after));
+        return reply.type("application/json").send(body as never);
       },
     );
   },
