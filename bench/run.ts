@@ -407,7 +407,7 @@ async function main() {
   }
   if (storage) {
     const q = (r: (typeof storage)[number], key: keyof (typeof storage)[number]["queries"]) =>
-      `${fmt(r.queries[key].p50Ms, 1)} / ${fmt(r.queries[key].p99Ms, 1)}`;
+      `${fmt(r.queries[key].p50Ms, 1)} / ${fmt(r.queries[key].p99Ms, 1)} (${fmt(r.queries[key].firstMs, 1)})`;
     console.log(
       `\n${table(
         [
@@ -416,9 +416,9 @@ async function main() {
           "× at 0",
           "bytes/reading (metrics)",
           "(all tables)",
-          "(a) last hour p50/p99 ms",
-          "(b) 24 h series p50/p99 ms",
-          "(c) latest p50/p99 ms",
+          "(a) last hour p50/p99 (first) ms",
+          "(b) 24 h series p50/p99 (first) ms",
+          "(c) latest p50/p99 (first) ms",
         ],
         storage.map((r) => [
           fmt(r.rows),
