@@ -205,6 +205,45 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       expect(Date.parse(still?.received_at as string)).toBeGreaterThan(Date.now() - 60_000);
     });
 
+    it("writes latest values as JSON that reads back exactly: awkward numbers, escaped tags, pages", async () => {
+      const now = Date.now();
+      const values = [1e-7, 1e21, -0.5, 123456789.123, Number.MIN_VALUE, -1.5e-300];
+      const tags = { quote: 'say "hi"', backslash: "a\\b", unicode: "ünï ✓ 😀", newline: "a\nb" };
+      await store.store(
+        submission(
+          tenantId,
+          values.map((value, i) => ({
+            agentId: "dev-json",
+            name: `json${i}`,
+            value,
+            ts: now,
+            ...(i === 0 && { tags }),
+          })),
+        ),
+      );
+      const page = await store.latest({ tenantId, agentId: "dev-json" }, 3);
+      const first = JSON.parse(page.itemsJson) as LatestValue[];
+      expect(first.map((row) => [row.name, row.value])).toEqual([
+        ["json0", 1e-7],
+        ["json1", 1e21],
+        ["json2", -0.5],
+      ]);
+      expect(first[0]).toEqual({
+        agent_id: "dev-json",
+        name: "json0",
+        value: 1e-7,
+        ts: new Date(now).toISOString(),
+        tags,
+        received_at: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/),
+      });
+      expect(page.next).toEqual({ agentId: "dev-json", name: "json2" });
+      const rest = await store.latest({ tenantId, agentId: "dev-json" }, 3, page.next);
+      expect((JSON.parse(rest.itemsJson) as LatestValue[]).map((row) => row.value)).toEqual([
+        123456789.123, 5e-324, -1.5e-300,
+      ]);
+      expect(rest.next).toBeUndefined();
+    });
+
     it("shows one tenant's readings, series and latest values to that tenant only", async () => {
       const other = (await prisma.tenant.create({ data: { name: "other" } })).id;
       await store.store(submission(other, [{ name: "private", value: 7, ts: Date.now() }]));
