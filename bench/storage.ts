@@ -15,7 +15,7 @@ import type { MetricPoint } from "../src/ingest/submission.ts";
 import { openDatabase } from "../src/store/database.ts";
 import { MetricStore } from "../src/store/metrics.ts";
 import { percentile, stop } from "./lib/processes.ts";
-import { ADMIN_TOKEN, createDatabase, serviceEnv, startService } from "./lib/targets.ts";
+import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
 
 const RETENTION_DAYS = 30;
 const BATCH = 1000;
@@ -166,10 +166,11 @@ async function latencies(url: string, token: string): Promise<StorageResult["que
 
 export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
   const db = await createDatabase();
+  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
   const env = await serviceEnv({
     DATABASE_URL: db.url,
-    REDIS_URL: "redis://127.0.0.1:6379",
-    REDIS_PREFIX: `edge-ingest-bench-${randomBytes(4).toString("hex")}`,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
     ROLES: "api,worker",
     ADMIN_TOKEN,
     METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
@@ -218,6 +219,7 @@ export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
     await client.end();
     await stop(service);
     await db.drop();
+    await deleteRedisPrefix(prefix);
   }
   return results;
 }
