@@ -16,7 +16,7 @@ const isMapOrNull = (s: JsonSchema) =>
 /**
  * The schema as fast-json-stringify should follow it: a map (tags) or a map-or-null becomes "any
  * JSON", written by JSON.stringify, because fast-json-stringify walks a map's keys one by one and
- * tries each branch of a nullable one: 20,000 latest values took 37 ms that way and 7 without.
+ * tries each branch of a nullable one: 20,000 rows with tags took 27 ms that way and 9 without.
  */
 function forSerializer(schema: JsonSchema): JsonSchema {
   if (isMapOrNull(schema)) return {};

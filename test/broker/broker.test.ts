@@ -1,5 +1,6 @@
 import { execFile } from "node:child_process";
 import { once } from "node:events";
+import { createRequire } from "node:module";
 import net from "node:net";
 import { promisify } from "node:util";
 import { Queue } from "bullmq";
@@ -12,6 +13,7 @@ import { closed, connackOf, connect, inbox, sleep, subscribeGrants } from "../he
 import { distributedUnavailable, REDIS_URL } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
+const packetIdTable = createRequire(import.meta.url)("mqtt-packet/numbers.js").cache as Record<number, Buffer>;
 const run = promisify(execFile);
 const hasMosquittoClients = await run("mosquitto_pub", ["--help"]).then(
   () => true,
@@ -74,6 +76,14 @@ for (const { mode, skip } of [
       const { body } = await request(`${t.url}/api/v1/metrics?name=${name}`, { auth: bearer(fixture.viewerToken) });
       return body.items;
     };
+
+    it("acknowledges without building mqtt-packet's 65,536-Buffer packet-id table", async () => {
+      const agent = await asAgent(a);
+      await agent.publishAsync(topicOf(a, "packet-ids"), JSON.stringify({ value: 1 }), { qos: 1 });
+      await rows(a, "packet-ids", 1);
+      // The table the broker's writes would have filled (the test's mqtt.js client shares the module).
+      expect(Object.keys(packetIdTable)).toHaveLength(0);
+    });
 
     it.each([0, 1, 2] as const)("stores a QoS %i publish", async (qos) => {
       const agent = await asAgent(a);

@@ -3,6 +3,8 @@ import { cp, mkdir, readdir } from "node:fs/promises";
 import path from "node:path";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { z } from "zod";
+import type { latestRow } from "../../src/api/schemas.ts";
 import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
@@ -28,14 +30,7 @@ function submission(tenantId: string, metrics: MetricSubmission["metrics"], rece
 }
 
 /** A database of each kind the service runs on, migrated, removed afterwards. */
-interface LatestValue {
-  agent_id: string;
-  name: string;
-  value: number;
-  ts: string;
-  tags: Record<string, string> | null;
-  received_at: string;
-}
+type LatestValue = z.infer<typeof latestRow>;
 
 /** A page of latest values, read back from the JSON the store returns. */
 async function latestOf(store: MetricStore, ...page: Parameters<MetricStore["latest"]>): Promise<LatestValue[]> {
@@ -242,6 +237,15 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
         123456789.123, 5e-324, -1.5e-300,
       ]);
       expect(rest.next).toBeUndefined();
+
+      // Whatever text a row holds stays JSON: quotes and backslashes in the agent and the name.
+      await db.sql(
+        `INSERT INTO metric_latest (tenant_id, agent_id, name, value, ts, received_at)
+         VALUES ($1::uuid, $2, $3, 1, now(), now())`,
+        [tenantId, 'odd"agent\\', 'odd\\"name'],
+      );
+      const odd = JSON.parse((await store.latest({ tenantId, agentId: 'odd"agent\\' }, 10)).itemsJson) as LatestValue[];
+      expect(odd.map((row) => [row.agent_id, row.name])).toEqual([['odd"agent\\', 'odd\\"name']]);
     });
 
     it("shows one tenant's readings, series and latest values to that tenant only", async () => {
