@@ -40,7 +40,7 @@ const sizes = quick
       publishers: 10,
       messages: 20_000,
       inflight: 100,
-      idle: (argValue("idle") ?? "2000,10000").split(",").map(Number),
+      idle: (argValue("idle") ?? "2000,10000,19000").split(",").map(Number),
       insertRows: 100_000,
       noisySeconds: 20,
     };
@@ -331,8 +331,22 @@ async function main() {
   if (idle) {
     console.log(
       `\n${table(
-        ["idle connections", "broker RSS before MiB", "after MiB", "KiB per connection"],
-        idle.map((r) => [fmt(r.connections), fmt(r.rssBeforeMiB), fmt(r.rssAfterMiB), fmt(r.kibPerConnection, 1)]),
+        [
+          "idle connections",
+          "broker RSS before MiB",
+          "peak while settling MiB",
+          "settled MiB",
+          "KiB per connection at peak",
+          "KiB per connection settled",
+        ],
+        idle.map((r) => [
+          fmt(r.connections),
+          fmt(r.rssBeforeMiB),
+          fmt(r.rssPeakMiB),
+          fmt(r.rssAfterMiB),
+          fmt(r.kibPerConnectionAtPeak, 1),
+          fmt(r.kibPerConnection, 1),
+        ]),
       )}`,
     );
   }
