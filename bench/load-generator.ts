@@ -33,6 +33,11 @@ export type LoadPlan =
       ackedFile: string;
       /** Total messages per second to offer, spread evenly; absent: as fast as acknowledgements allow. */
       ratePerSecond?: number;
+      /**
+       * PUBACK latencies of the messages sent within this long of the start are reported apart
+       * (`warmup…`), not in `pubackP50Ms` / `pubackP99Ms`: both ends' code is still cold then.
+       */
+      warmupMs?: number;
     }
   | { mode: "idle"; url: string; connections: number; username?: string; password?: string }
   | { mode: "steady"; url: string; publisher: Publisher; intervalMs: number; seconds: number }
@@ -74,6 +79,9 @@ export interface LoadResult {
   durationMs: number;
   pubackP50Ms: number | null;
   pubackP99Ms: number | null;
+  /** Messages sent within `warmupMs` of the start and their PUBACK p99 (absent without a warm-up). */
+  warmupMessages?: number;
+  warmupPubackP99Ms?: number | null;
   cpuSeconds: number;
   peakRssMiB: number;
 }
@@ -88,6 +96,8 @@ async function publishAll(): Promise<void> {
   if (plan.mode !== "publish") return;
   const clients = await Promise.all(plan.publishers.map((p) => connect(plan.url, p.username, p.password)));
   const latencies: number[] = [];
+  const warmupLatencies: number[] = [];
+  const warmupMs = plan.warmupMs ?? 0;
   const acked: string[] = [];
   let offered = 0;
   const startedAt = Date.now();
@@ -123,7 +133,7 @@ async function publishAll(): Promise<void> {
             client.publishAsync(publisher.topic, payload, { qos: plan.qos }).then(
               () => {
                 lastAck = performance.now();
-                if (plan.qos === 1) latencies.push(lastAck - sent);
+                if (plan.qos === 1) (sent - t0 < warmupMs ? warmupLatencies : latencies).push(lastAck - sent);
                 acked.push(dedupeId);
                 inflight--;
                 pump();
@@ -142,6 +152,7 @@ async function publishAll(): Promise<void> {
   );
   await Promise.all(clients.map((client) => client.endAsync()));
   latencies.sort((x, y) => x - y);
+  warmupLatencies.sort((x, y) => x - y);
   writeFileSync(plan.ackedFile, acked.join("\n"));
   const usage = process.resourceUsage();
   const result: LoadResult = {
@@ -151,6 +162,10 @@ async function publishAll(): Promise<void> {
     durationMs: lastAck - t0,
     pubackP50Ms: percentile(latencies, 50),
     pubackP99Ms: percentile(latencies, 99),
+    ...(warmupMs > 0 && {
+      warmupMessages: warmupLatencies.length,
+      warmupPubackP99Ms: percentile(warmupLatencies, 99),
+    }),
     cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
     peakRssMiB: usage.maxRSS / 1024,
   };
