@@ -3,6 +3,7 @@ import { access, readdir, readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { parseAllDocuments, parse as parseYaml } from "yaml";
+import { FILES_BESIDES_CONNECTIONS } from "../src/broker/open-files.ts";
 import { CONFIG_VARIABLES, type Config, loadConfig } from "../src/config.ts";
 
 // The manifests are checked against the config schema (src/config.ts): every variable they set is
@@ -31,6 +32,7 @@ describe("docker-compose.yml", () => {
     ports?: string[];
     stop_grace_period?: string;
     depends_on?: unknown;
+    ulimits?: { nofile?: { soft: number; hard: number } };
   }
   const compose = async () =>
     parseYaml(await read("docker-compose.yml"), { merge: true }) as { services: Record<string, Service> };
@@ -75,6 +77,16 @@ describe("docker-compose.yml", () => {
     ]);
     expect(redis).toContain("noeviction");
     expect(services.api?.ports).toEqual([`${configOf(environment(services.api as Service), "api").HTTP_PORT}:3000`]);
+  });
+
+  it("lets every broker open a file for each of its MQTT_MAX_CONNECTIONS and the rest", async () => {
+    const { services } = await compose();
+    for (const name of ["broker-1", "broker-2"]) {
+      const config = configOf(environment(services[name] as Service), name);
+      expect(services[name]?.ulimits?.nofile?.soft, name).toBeGreaterThanOrEqual(
+        config.MQTT_MAX_CONNECTIONS + FILES_BESIDES_CONNECTIONS,
+      );
+    }
   });
 
   it("has HAProxy send MQTT and WebSockets to both brokers' ports, taking out a broker that is not ready", async () => {

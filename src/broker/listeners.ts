@@ -11,6 +11,7 @@ import type { Config } from "../config.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
+import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
 import { ReadThrottle } from "./read-throttle.ts";
@@ -59,6 +60,7 @@ export async function startListeners(
   telemetry: Telemetry,
   logger: Logger,
 ): Promise<Listeners> {
+  await warnIfTooFewFiles(config.MQTT_MAX_CONNECTIONS, logger);
   let open = 0;
   const logTooLarge = rateLimitedLog(logger, 20);
   const logSlowConsumer = rateLimitedLog(logger, 20);

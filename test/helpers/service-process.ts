@@ -27,7 +27,11 @@ export interface ServiceProcess {
  * tests that must see the process survive (or die): an in-process app would take the test runner
  * down with it.
  */
-export async function startServiceProcess(mode: Mode, env: Record<string, string> = {}): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  mode: Mode,
+  env: Record<string, string> = {},
+  options: { openFilesLimit?: number } = {},
+): Promise<ServiceProcess> {
   const removals: (() => Promise<void>)[] = [];
   const adminToken = `admin-${uniqueId()}-${"z".repeat(32)}`;
   const backendEnv: Record<string, string> = {};
@@ -41,7 +45,12 @@ export async function startServiceProcess(mode: Mode, env: Record<string, string
     removals.push(db.drop, () => deleteRedisPrefix(prefix));
     Object.assign(backendEnv, { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, REDIS_PERSISTENCE: "none" });
   }
-  const child = spawn(process.execPath, [...CLI, "serve"], {
+  const command = [process.execPath, ...CLI, "serve"];
+  // prlimit runs the command in its own process (exec), so `child` is the service itself.
+  const limited = options.openFilesLimit
+    ? ["prlimit", `--nofile=${options.openFilesLimit}:${options.openFilesLimit}`, "--", ...command]
+    : command;
+  const child = spawn(limited[0] as string, limited.slice(1), {
     env: {
       ...process.env,
       ...OWN_PORTS,
