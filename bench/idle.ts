@@ -10,6 +10,8 @@
  * with their garbage collected, and `rssBeforeMiB` the least before.
  */
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { FILES_BESIDES_CONNECTIONS, openFilesLimit } from "../src/broker/open-files.ts";
 import { currentRssMiB, startNode, stop } from "./lib/processes.ts";
 import {
   ADMIN_TOKEN,
@@ -90,7 +92,22 @@ async function measure(connections: number): Promise<IdleResult> {
   }
 }
 
+/** Throws, naming the limit, when this process's open-files limit cannot hold `counts` connections. */
+export function assertFilesForIdle(counts: number[]): void {
+  // The broker and the process holding the connections inherit this process's limit.
+  const limit = openFilesLimit(readFileSync("/proc/self/limits", "utf8"));
+  const most = Math.max(...counts);
+  if (limit !== undefined && limit < most + FILES_BESIDES_CONNECTIONS) {
+    throw new Error(
+      `idle: ${most} connections need ${most + FILES_BESIDES_CONNECTIONS} open files in the broker and in the ` +
+        `process holding them, and this shell allows ${limit}: raise it with \`ulimit -n\` (up to the hard ` +
+        "limit, `ulimit -Hn`; above it takes root with CAP_SYS_RESOURCE) or ask for fewer with --idle=…",
+    );
+  }
+}
+
 export async function runIdle(counts: number[]): Promise<IdleResult[]> {
+  assertFilesForIdle(counts);
   const results: IdleResult[] = [];
   for (const count of counts) {
     process.stderr.write(`idle connections: ${count}…\n`);

@@ -10,7 +10,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { runFootprint } from "./footprint.ts";
-import { runIdle } from "./idle.ts";
+import { assertFilesForIdle, runIdle } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
@@ -182,6 +182,8 @@ function table(headers: string[], rows: (string | number)[][]): string {
 }
 
 async function main() {
+  // Before the scenarios that come first, not half an hour into the run.
+  if (wanted("idle")) assertFilesForIdle(sizes.idle);
   const scratch = path.join(os.tmpdir(), `edge-ingest-bench-${process.pid}`);
   mkdirSync(scratch, { recursive: true });
   const started = Date.now();
