@@ -71,7 +71,8 @@ interface ScenarioResult {
   /** Paced runs: of the messages sent after the first PACED_WARMUP_MS. */
   pubackP50Ms: number | null;
   pubackP99Ms: number | null;
-  /** Paced runs: PUBACK p99 of the messages sent in the first PACED_WARMUP_MS. */
+  /** Paced runs: how many messages were sent in the first PACED_WARMUP_MS, and their PUBACK p99. */
+  warmupMessages?: number;
   warmupPubackP99Ms?: number | null;
   publishToRowP50Ms: number | null;
   publishToRowP99Ms: number | null;
@@ -160,7 +161,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
       acknowledgedNotStored: qos === 1 && rows ? rows.acknowledgedNotStored : null,
       pubackP50Ms: load.pubackP50Ms,
       pubackP99Ms: load.pubackP99Ms,
-      ...(pacedAt && { warmupPubackP99Ms: load.warmupPubackP99Ms }),
+      ...(pacedAt && { warmupMessages: load.warmupMessages, warmupPubackP99Ms: load.warmupPubackP99Ms }),
       publishToRowP50Ms: rows?.publishToRowP50Ms ?? null,
       publishToRowP99Ms: rows?.publishToRowP99Ms ?? null,
       processes,
