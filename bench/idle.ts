@@ -34,19 +34,20 @@ export interface IdleResult {
 }
 
 const SAMPLE_MS = 5000;
-const SETTLE_MS = 90_000;
+/** How long RSS is sampled before and after the connections open (--quick: too short to settle). */
+export const SETTLE_MS = 90_000;
 
-/** RSS of `pid` every 5 s for 90 s: the least (garbage collected) and the most it held. */
-async function settledRssMiB(pid: number): Promise<{ settled: number; peak: number }> {
+/** RSS of `pid` every 5 s for `settleMs`: the least (garbage collected) and the most it held. */
+async function settledRssMiB(pid: number, settleMs: number): Promise<{ settled: number; peak: number }> {
   const samples: number[] = [];
-  for (let waited = 0; waited < SETTLE_MS; waited += SAMPLE_MS) {
+  for (let waited = 0; waited < settleMs; waited += SAMPLE_MS) {
     await new Promise((resolve) => setTimeout(resolve, SAMPLE_MS));
     samples.push(currentRssMiB(pid));
   }
   return { settled: Math.min(...samples), peak: Math.max(...samples) };
 }
 
-async function measure(connections: number): Promise<IdleResult> {
+async function measure(connections: number, settleMs: number): Promise<IdleResult> {
   const db = await createDatabase();
   const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
   const env = await serviceEnv({
@@ -62,7 +63,7 @@ async function measure(connections: number): Promise<IdleResult> {
     const { publishers } = await agentsFor(`http://127.0.0.1:${env.HTTP_PORT}`, ADMIN_TOKEN, 1);
     const [agent] = publishers;
     const pid = broker.child.pid as number;
-    const { settled: rssBeforeMiB } = await settledRssMiB(pid);
+    const { settled: rssBeforeMiB } = await settledRssMiB(pid, settleMs);
     const plan: LoadPlan = {
       mode: "idle",
       url: `mqtt://127.0.0.1:${env.MQTT_PORT}`,
@@ -74,7 +75,7 @@ async function measure(connections: number): Promise<IdleResult> {
       readyText: "READY",
       timeoutMs: 10 * 60_000,
     });
-    const { settled: rssAfterMiB, peak: rssPeakMiB } = await settledRssMiB(pid);
+    const { settled: rssAfterMiB, peak: rssPeakMiB } = await settledRssMiB(pid, settleMs);
     await stop(holder, "SIGKILL");
     const perConnection = (rss: number) => ((rss - rssBeforeMiB) * 1024) / connections;
     return {
@@ -106,12 +107,12 @@ export function assertFilesForIdle(counts: number[]): void {
   }
 }
 
-export async function runIdle(counts: number[]): Promise<IdleResult[]> {
+export async function runIdle(counts: number[], settleMs = SETTLE_MS): Promise<IdleResult[]> {
   assertFilesForIdle(counts);
   const results: IdleResult[] = [];
   for (const count of counts) {
     process.stderr.write(`idle connections: ${count}…\n`);
-    results.push(await measure(count));
+    results.push(await measure(count, settleMs));
   }
   return results;
 }

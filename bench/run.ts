@@ -10,7 +10,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { runFootprint } from "./footprint.ts";
-import { assertFilesForIdle, runIdle } from "./idle.ts";
+import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
@@ -237,7 +237,7 @@ async function main() {
     });
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
-  const idle = wanted("idle") ? await runIdle(sizes.idle) : undefined;
+  const idle = wanted("idle") ? await runIdle(sizes.idle, quick ? 15_000 : SETTLE_MS) : undefined;
   const footprint = wanted("footprint") ? await runFootprint(quick ? 5000 : 20_000) : undefined;
   if (wanted("noisy-neighbour"))
     process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
