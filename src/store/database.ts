@@ -6,8 +6,17 @@ import type { Logger } from "pino";
 import type { PrismaClient } from "../generated/prisma/client.ts";
 import { migrate, type SqlSession } from "./migrate.ts";
 
-/** A statement and its parameters, straight to the driver: the metric hot path does not go through Prisma. */
-export type Sql = <T>(text: string, params: unknown[]) => Promise<T[]>;
+/**
+ * A statement and its parameters, straight to the driver: the metric hot path does not go through
+ * Prisma. A named statement is prepared once per connection (PostgreSQL); PGlite runs it unnamed.
+ */
+export type Sql = <T>(text: string, params: unknown[], name?: string) => Promise<T[]>;
+
+/** A statement run often enough to be prepared under its name. */
+export interface Statement {
+  name: string;
+  text: string;
+}
 
 export interface Database {
   backend: "postgresql" | "pglite";
@@ -143,7 +152,8 @@ export async function openDatabase(
     return {
       backend: "postgresql",
       prisma: prisma.prisma,
-      sql: async <T>(text: string, params: unknown[]) => (await pool.query(text, params)).rows as T[],
+      sql: async <T>(text: string, params: unknown[], name?: string) =>
+        (await pool.query({ text, values: params, ...(name && { name }) })).rows as T[],
       ping,
       withSession: (work) => withPgSession(target.url, work),
       close: async () => {

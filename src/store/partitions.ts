@@ -1,4 +1,5 @@
 import type { Logger } from "pino";
+import type { Sql } from "./database.ts";
 import type { SqlSession } from "./migrate.ts";
 
 const HOUR = 3_600_000;
@@ -98,8 +99,9 @@ const MAINTENANCE_LOCK = 72707370;
 
 const BOUND = /FROM \('([^']+)'\) TO \('([^']+)'\)/;
 
-async function partitionsOf(session: SqlSession, table: string): Promise<Partition[]> {
-  const rows = await session.query<{ name: string; bound: string }>(
+/** A table's partitions and their bounds, as the catalog has them now. */
+export async function partitionsOf(query: Sql, table: string): Promise<Partition[]> {
+  const rows = await query<{ name: string; bound: string }>(
     `SELECT c.relname AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
      WHERE i.inhparent = $1::regclass`,
@@ -134,7 +136,12 @@ export async function maintainPartitions(
     for (const managed of TABLES) {
       const keepFrom = now - managed.keepMs(settings) - intervalMs;
       const coverUntil = now + managed.aheadMs(settings) + 2 * intervalMs;
-      const plan = partitionPlan(await partitionsOf(session, managed.table), keepFrom, coverUntil, intervalMs);
+      const plan = partitionPlan(
+        await partitionsOf((text, params) => session.query(text, params), managed.table),
+        keepFrom,
+        coverUntil,
+        intervalMs,
+      );
       for (const range of plan.create) {
         const name = partitionName(managed.table, range.from);
         const from = new Date(range.from).toISOString();
@@ -163,4 +170,44 @@ export async function maintainPartitions(
     logger.info({ created: created.length, dropped }, "partitions maintained");
   }
   return { created, dropped };
+}
+
+/**
+ * Which partition of a table holds a given time, from the catalog's bounds kept for `ttlMs`: read
+ * again sooner when a time falls outside every known partition (one made since). Maintenance only
+ * adds partitions ahead and drops whole old ones, so a bound once read stays true until its
+ * partition is dropped.
+ */
+export class PartitionBounds {
+  private partitions: Partition[] = [];
+  private readAt = Number.NEGATIVE_INFINITY;
+  private reading: Promise<void> | undefined;
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly table: string,
+    private readonly ttlMs: number,
+  ) {}
+
+  /** The partition holding `at`; undefined when there is none. */
+  async holding(at: number, now = Date.now()): Promise<Range | undefined> {
+    if (now - this.readAt < this.ttlMs) {
+      const known = this.find(at);
+      if (known) return known;
+    }
+    this.reading ??= partitionsOf(this.sql, this.table)
+      .then((partitions) => {
+        this.partitions = partitions;
+        this.readAt = now;
+      })
+      .finally(() => {
+        this.reading = undefined;
+      });
+    await this.reading;
+    return this.find(at);
+  }
+
+  private find(at: number): Range | undefined {
+    return this.partitions.find((p) => p.from <= at && at < p.to);
+  }
 }

@@ -7,23 +7,18 @@ import type { z } from "zod";
 import type { latestRow } from "../../src/api/schemas.ts";
 import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
-import { type Database, openDatabase } from "../../src/store/database.ts";
+import type { Database } from "../../src/store/database.ts";
 import { MetricStore } from "../../src/store/metrics.ts";
 import { MIGRATIONS_DIR, migrate } from "../../src/store/migrate.ts";
-import { maintainPartitions, type RetentionSettings } from "../../src/store/partitions.ts";
-import { createTestDatabase, distributedUnavailable, tempDir, uniqueId } from "../helpers/services.ts";
+import { maintainPartitions } from "../../src/store/partitions.ts";
+import { DAILY_PARTITIONS, openTestDatabase } from "../helpers/databases.ts";
+import { distributedUnavailable, tempDir, uniqueId } from "../helpers/services.ts";
 
 const skipPostgres = Boolean(await distributedUnavailable());
 const logger = pino({ level: "silent" });
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
-const settings: RetentionSettings = {
-  partitionHours: 24,
-  metricsRetentionDays: 30,
-  futureSkewMs: DAY,
-  dedupeWindowHours: 24,
-  submissionRetentionHours: 168,
-};
+const settings = DAILY_PARTITIONS;
 
 function submission(tenantId: string, metrics: MetricSubmission["metrics"], receivedAt = Date.now()): MetricSubmission {
   return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt, metrics };
@@ -35,32 +30,6 @@ type LatestValue = z.infer<typeof latestRow>;
 /** A page of latest values, read back from the JSON the store returns. */
 async function latestOf(store: MetricStore, ...page: Parameters<MetricStore["latest"]>): Promise<LatestValue[]> {
   return JSON.parse((await store.latest(...page)).itemsJson) as LatestValue[];
-}
-
-async function freshDatabase(
-  kind: "PGlite" | "PostgreSQL",
-  migrate = true,
-): Promise<{ db: Database; remove(): Promise<void> }> {
-  if (kind === "PGlite") {
-    const dir = await tempDir();
-    const db = await openDatabase({ dataDir: dir.dir }, { migrate, logger });
-    return {
-      db,
-      remove: async () => {
-        await db.close();
-        await dir.remove();
-      },
-    };
-  }
-  const test = await createTestDatabase();
-  const db = await openDatabase({ url: test.url }, { migrate, logger });
-  return {
-    db,
-    remove: async () => {
-      await db.close();
-      await test.drop();
-    },
-  };
 }
 
 const partitionsOf = async (db: Database, table: string) =>
@@ -84,7 +53,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       prisma.metric.count({ where: { tenantId, ...where } });
 
     beforeAll(async () => {
-      ({ db, remove } = await freshDatabase(kind));
+      ({ db, remove } = await openTestDatabase(kind));
       prisma = await db.prisma();
       await db.withSession((session) => maintainPartitions(session, settings, logger));
       store = new MetricStore(db.sql, settings.dedupeWindowHours * HOUR);
@@ -141,6 +110,20 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       expect((await store.store(submission(tenantId, [reading(4)], now - HOUR))).map((m) => m.value)).toEqual([4]);
       expect(await store.store(submission(tenantId, [reading(5)], now))).toEqual([]);
       expect(await count({ dedupeId })).toBe(2);
+    });
+
+    it("stores a dedupe_id once across a partition boundary, whichever side is stored first", async () => {
+      const midnight = Math.floor(Date.now() / DAY) * DAY;
+      for (const [first, second] of [
+        [midnight - 1, midnight + 1],
+        [midnight + 1, midnight - 1],
+      ] as const) {
+        const dedupeId = `d-${uniqueId()}`;
+        const reading = (value: number) => ({ name: "crossing", value, ts: midnight, dedupeId });
+        expect(await store.store(submission(tenantId, [reading(1)], first))).toHaveLength(1);
+        expect(await store.store(submission(tenantId, [reading(2)], second))).toEqual([]);
+        expect(await count({ dedupeId })).toBe(1);
+      }
     });
 
     it("stores and finds readings on both sides of a partition boundary", async () => {
@@ -291,7 +274,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
     `migrating a populated database to partitions (${kind})`,
     () => {
       it("keeps every row, its id, its dedupe and the latest values, and goes on from there", async () => {
-        const { db, remove } = await freshDatabase(kind, false);
+        const { db, remove } = await openTestDatabase(kind, false);
         const prisma = await db.prisma();
         try {
           // The migrations as they were before partitioning, then rows the old way.
