@@ -8,7 +8,7 @@ import { migrate, type SqlSession } from "./migrate.ts";
 
 /**
  * A statement and its parameters, straight to the driver: the metric hot path does not go through
- * Prisma. A named statement is prepared once per connection (PostgreSQL); PGlite runs it unnamed.
+ * Prisma. A named statement is prepared once per connection.
  */
 export type Sql = <T>(text: string, params: unknown[], name?: string) => Promise<T[]>;
 
@@ -164,6 +164,8 @@ export async function openDatabase(
   }
   const pglite = await openPglite(target.dataDir);
   if (options.migrate) await migrate(pgliteSession(pglite), options.logger);
+  const { preparedStatements } = await import("./pglite-prepared.ts");
+  const prepared = preparedStatements(pglite);
   const prisma = prismaOnFirstUse(async () => {
     const { PrismaPGlite } = await import("pglite-prisma-adapter");
     return new PrismaPGlite(pglite);
@@ -171,7 +173,8 @@ export async function openDatabase(
   return {
     backend: "pglite",
     prisma: prisma.prisma,
-    sql: async <T>(text: string, params: unknown[]) => (await pglite.query<T>(text, params)).rows,
+    sql: async <T>(text: string, params: unknown[], name?: string) =>
+      name ? prepared<T>(name, text, params) : (await pglite.query<T>(text, params)).rows,
     ping: async () => {
       await pglite.query("SELECT 1");
     },
