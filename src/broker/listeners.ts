@@ -1,7 +1,7 @@
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import https from "node:https";
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import type { Aedes } from "aedes";
@@ -11,6 +11,7 @@ import type { Config } from "../config.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/metrics.ts";
+import { listen } from "./listen.ts";
 import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
@@ -29,19 +30,6 @@ export interface Listeners {
 }
 
 const WEBSOCKET_PATHS = new Set(["/", "/mqtt"]);
-
-function listen(server: net.Server, name: string, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", (error: NodeJS.ErrnoException) => {
-      reject(
-        error.code === "EADDRINUSE"
-          ? new Error(`${name} port ${port} is already in use (another MQTT broker?); set ${name} to a free port`)
-          : error,
-      );
-    });
-    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-  });
-}
 
 const closeServer = (server: net.Server) =>
   new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
@@ -64,6 +52,7 @@ export async function startListeners(
   let open = 0;
   const logTooLarge = rateLimitedLog(logger, 20);
   const logSlowConsumer = rateLimitedLog(logger, 20);
+  const logListenerError = rateLimitedLog(logger, 5, 60_000);
   const outgoingLimits = { maxBytes: config.MQTT_MAX_OUTGOING_BYTES, maxMessages: config.MQTT_MAX_OUTGOING_MESSAGES };
   const connectionRates = new Map<ListenerName, TokenBucket>();
 
@@ -105,6 +94,9 @@ export async function startListeners(
     broker.handle(connection, request);
   };
 
+  const onListenerError = (error: Error, listener: string) =>
+    logListenerError({ err: error, listener }, "MQTT listener could not accept a connection");
+
   const servers: net.Server[] = [];
   const webSockets: WebSocketServer[] = [];
   const ports: Listeners["ports"] = {};
@@ -138,10 +130,10 @@ export async function startListeners(
     // behind the client's delayed ACK costs ~40 ms a round trip.
     const tcp = net.createServer({ noDelay: true }, accept("tcp"));
     servers.push(tcp);
-    ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT);
+    ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT, onListenerError);
     const ws = withWebSockets(http.createServer(upgradeRequired), "ws");
     servers.push(ws);
-    ports.ws = await listen(ws, "MQTT_WS_PORT", config.MQTT_HOST, config.MQTT_WS_PORT);
+    ports.ws = await listen(ws, "MQTT_WS_PORT", config.MQTT_HOST, config.MQTT_WS_PORT, onListenerError);
 
     if (config.MQTT_TLS_CERT_FILE && config.MQTT_TLS_KEY_FILE) {
       const credentials = {
@@ -150,10 +142,10 @@ export async function startListeners(
       };
       const secure = tls.createServer({ ...credentials, noDelay: true }, accept("tls"));
       servers.push(secure);
-      ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT);
+      ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT, onListenerError);
       const wss = withWebSockets(https.createServer(credentials, upgradeRequired), "wss");
       servers.push(wss);
-      ports.wss = await listen(wss, "MQTT_WSS_PORT", config.MQTT_HOST, config.MQTT_WSS_PORT);
+      ports.wss = await listen(wss, "MQTT_WSS_PORT", config.MQTT_HOST, config.MQTT_WSS_PORT, onListenerError);
     }
   } catch (error) {
     await close();
