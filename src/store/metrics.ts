@@ -84,8 +84,8 @@ interface InsertedRow {
 }
 
 function insertParameters(submission: MetricSubmission, dedupeWindowMs: number, claimedIn: Range | undefined) {
-  // The readings' JSON field names are the record's column names above. Without a partition for
-  // the claim the statement fails anyway; the window is then searched everywhere (infinite bounds).
+  // The readings' JSON field names are the record's column names above. With no partition for the
+  // arrival (a claim there would fail), the window is searched everywhere: infinite bounds.
   return [
     submission.id,
     submission.tenantId,

@@ -1,5 +1,12 @@
 import { type PGlite, parse, protocol } from "@electric-sql/pglite";
 
+/** Parameters go as text: strings and finite or infinite numbers, as the metric insert's are. */
+function asText(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === "string" || typeof value === "number") return String(value);
+  throw new TypeError(`a named PGlite statement takes strings and numbers, not ${typeof value}`);
+}
+
 /**
  * Named statements for PGlite, as pg keeps them for PostgreSQL. PGlite's `query` parses and plans
  * its statement every time, in five calls into the database; a named one is parsed once, then bound
@@ -21,7 +28,7 @@ export function preparedStatements(db: PGlite) {
           parsed.add(name);
         }
         const { messages } = await exchange([
-          serialize.bind({ statement: name, values: params.map((value) => (value == null ? null : String(value))) }),
+          serialize.bind({ statement: name, values: params.map(asText) }),
           serialize.describe({ type: "P" }),
           serialize.execute({}),
           serialize.sync(),

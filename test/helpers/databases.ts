@@ -19,25 +19,14 @@ export async function openTestDatabase(
   kind: "PGlite" | "PostgreSQL",
   migrate = true,
 ): Promise<{ db: Database; remove(): Promise<void> }> {
-  const logger = pino({ level: "silent" });
-  if (kind === "PGlite") {
-    const dir = await tempDir();
-    const db = await openDatabase({ dataDir: dir.dir }, { migrate, logger });
-    return {
-      db,
-      remove: async () => {
-        await db.close();
-        await dir.remove();
-      },
-    };
-  }
-  const test = await createTestDatabase();
-  const db = await openDatabase({ url: test.url }, { migrate, logger });
+  const own = kind === "PGlite" ? await tempDir() : await createTestDatabase();
+  const target = "dir" in own ? { dataDir: own.dir } : { url: own.url };
+  const db = await openDatabase(target, { migrate, logger: pino({ level: "silent" }) });
   return {
     db,
     remove: async () => {
       await db.close();
-      await test.drop();
+      await ("dir" in own ? own.remove() : own.drop());
     },
   };
 }

@@ -1,13 +1,14 @@
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Database } from "../../src/store/database.ts";
-import { maintainPartitions, PartitionBounds } from "../../src/store/partitions.ts";
+import { maintainPartitions, PartitionBounds, partitionName } from "../../src/store/partitions.ts";
 import { DAILY_PARTITIONS, openTestDatabase } from "../helpers/databases.ts";
 import { distributedUnavailable } from "../helpers/services.ts";
 
 const skipPostgres = Boolean(await distributedUnavailable());
 const logger = pino({ level: "silent" });
-const DAY = 86_400_000;
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 
 for (const kind of ["PGlite", "PostgreSQL"] as const) {
   describe.skipIf(kind === "PostgreSQL" && skipPostgres)(`partition bounds (${kind})`, () => {
@@ -38,6 +39,25 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       await maintain(later);
       const day = Math.floor(later / DAY) * DAY;
       expect(await bounds.holding(later, now)).toMatchObject({ from: day, to: day + DAY });
+    });
+
+    it("reads the catalog again once its bounds are older than the time they are kept", async () => {
+      await maintain(now); // the partitions of now again, whatever an earlier test dropped
+      const ttlMs = 60_000;
+      const bounds = new PartitionBounds(db.sql, "metric_dedupe", ttlMs);
+      const tomorrow = midnight + DAY;
+      const at = tomorrow + HOUR;
+      expect(await bounds.holding(at, now)).toMatchObject({ from: tomorrow, to: tomorrow + DAY });
+      // Tomorrow's partition remade at another interval: two halves of a day.
+      const half = (from: number) =>
+        `CREATE TABLE "${partitionName("metric_dedupe", from)}" PARTITION OF metric_dedupe ` +
+        `FOR VALUES FROM ('${new Date(from).toISOString()}') TO ('${new Date(from + DAY / 2).toISOString()}')`;
+      await db.withSession(async (session) => {
+        await session.exec(`DROP TABLE "${partitionName("metric_dedupe", tomorrow)}"`);
+        await session.exec(`${half(tomorrow)}; ${half(tomorrow + DAY / 2)}`);
+      });
+      expect(await bounds.holding(at, now + ttlMs - 1)).toMatchObject({ from: tomorrow, to: tomorrow + DAY });
+      expect(await bounds.holding(at, now + ttlMs)).toMatchObject({ from: tomorrow, to: tomorrow + DAY / 2 });
     });
   });
 }

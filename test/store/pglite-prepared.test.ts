@@ -30,6 +30,13 @@ describe("PGlite named statements", () => {
     expect(await prepared("insert_t", INSERT, [4, "four"])).toMatchObject([{ n: 4 }]);
   });
 
+  it("refuses a parameter it cannot send as text, naming its type, and runs nothing", async () => {
+    await expect(prepared("insert_t", INSERT, [6, { note: "six" }])).rejects.toThrow(
+      "a named PGlite statement takes strings and numbers, not object",
+    );
+    expect((await db.query("SELECT n FROM t WHERE n = 6")).rows).toEqual([]);
+  });
+
   it("waits for another caller's transaction instead of running inside it", async () => {
     let release!: () => void;
     let begun!: () => void;
