@@ -67,12 +67,21 @@ export class ReadThrottle {
     if (this.timer && until <= this.until) return 0;
     const added = until - (this.timer ? Math.max(this.until, now) : now);
     this.until = until;
+    this.arm();
+    return Math.max(0, added);
+  }
+
+  /**
+   * Ends the hold at `until` by the clock. Timers run on libuv's loop time, which can lag the clock
+   * by a millisecond: one that fires early is set again for what is left.
+   */
+  private arm(): void {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
+      if (Date.now() < this.until) return this.arm();
       this.timer = undefined;
       this.wake();
-    }, until - Date.now());
-    return Math.max(0, added);
+    }, this.until - Date.now());
   }
 
   /**
