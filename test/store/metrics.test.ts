@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { z } from "zod";
 import type { latestRow } from "../../src/api/schemas.ts";
 import type { PrismaClient } from "../../src/generated/prisma/client.ts";
+import { METRIC_NAME_PATTERN } from "../../src/ingest/payload.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import type { Database } from "../../src/store/database.ts";
 import { MetricStore } from "../../src/store/metrics.ts";
@@ -24,7 +25,6 @@ function submission(tenantId: string, metrics: MetricSubmission["metrics"], rece
   return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt, metrics };
 }
 
-/** A database of each kind the service runs on, migrated, removed afterwards. */
 type LatestValue = z.infer<typeof latestRow>;
 
 /** A page of latest values, read back from the JSON the store returns. */
@@ -80,6 +80,16 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       await expect(store.store(job)).rejects.toThrow(/metrics_name_check/);
       expect(await count({ name: "fine" })).toBe(0);
       expect(await prisma.ingestSubmission.count({ where: { id: job.id } })).toBe(0);
+    });
+
+    it("refuses in the database exactly the names the parser refuses", async () => {
+      const names = ["a", "x".repeat(128), "ok_.:-9Z", "x".repeat(129), "", "load avg", "température", "a/b"];
+      for (const name of names) {
+        const stored = store.storeQuietly(submission(tenantId, [{ name, value: 1, ts: Date.now() }]));
+        if (METRIC_NAME_PATTERN.test(name)) await expect(stored).resolves.toBeUndefined();
+        else await expect(stored).rejects.toThrow(/metrics_name_check/);
+      }
+      expect(names.filter((name) => METRIC_NAME_PATTERN.test(name))).toHaveLength(3);
     });
 
     it("stores each reading under its own agent, and quietly exactly as with read-back", async () => {
