@@ -38,7 +38,7 @@ const sizes = quick
   ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000, noisySeconds: 5 }
   : {
       publishers: 10,
-      messages: 20_000,
+      messages: Number(argValue("messages") ?? 20_000),
       inflight: 100,
       idle: (argValue("idle") ?? "2000,10000,19000").split(",").map(Number),
       insertRows: 100_000,
