@@ -3,10 +3,10 @@
  * [--profile]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, the idle-connections, noisy-neighbour,
  * footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
- * writes bench/results/<date>[-quick].json. Everything runs on free ports, with its own database,
+ * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
  * Redis prefix and data directory, removed afterwards.
  */
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { runFootprint } from "./footprint.ts";
@@ -466,9 +466,12 @@ async function main() {
   }
   const dir = path.join(ROOT, "bench", "results");
   mkdirSync(dir, { recursive: true });
-  // A narrowed run (--only, --qos) never overwrites the results of a whole one.
+  // A narrowed run (--only, --qos) never overwrites the results of a whole one, and a whole run never
+  // overwrites an earlier one of the same day (which the README may cite): it takes the next number.
   const partial = only || qosLevels.length < 2 ? "-partial" : "";
-  const file = path.join(dir, `${results.date.slice(0, 10)}${quick ? "-quick" : ""}${partial}.json`);
+  const stem = `${results.date.slice(0, 10)}${quick ? "-quick" : ""}${partial}`;
+  let file = path.join(dir, `${stem}.json`);
+  for (let n = 2; !partial && existsSync(file); n++) file = path.join(dir, `${stem}-${n}.json`);
   writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
   console.log(`\nresults: ${path.relative(ROOT, file)} (${results.durationSeconds} s)`);
 }
