@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readFile, rm } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -25,27 +25,38 @@ describe("the build", () => {
   it("compiles to JavaScript that serves the API, the console and MQTT without tsx", { timeout: 120_000 }, async () => {
     await promisify(execFile)(process.execPath, [path.join(ROOT, "scripts/build.mjs"), path.basename(out)]);
     data = await tempDir();
-    child = spawn(process.execPath, [path.join(out, "main.js"), "serve"], {
-      env: {
-        ...process.env,
-        DATA_DIR: data.dir,
-        ...OWN_PORTS,
-        LOG_LEVEL: "info",
-        LOG_FORMAT: "json",
-      },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const dataDir = data.dir;
     // The service's log, shown when it does not exit cleanly (what its shutdown was waiting for).
     let buffered = "";
-    const started = await new Promise<{ http: string; mqtt: { tcp: number } }>((resolve, reject) => {
-      child?.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-        buffered += chunk;
-        const line = buffered.split("\n").find((l) => l.includes('"edge-ingest started'));
-        if (line) resolve(JSON.parse(line));
+    const start = () => {
+      buffered = "";
+      const service = spawn(process.execPath, [path.join(out, "main.js"), "serve"], {
+        env: { ...process.env, DATA_DIR: dataDir, ...OWN_PORTS, LOG_LEVEL: "info", LOG_FORMAT: "json" },
+        stdio: ["ignore", "pipe", "inherit"],
       });
-      child?.once("exit", (code) => reject(new Error(`the build exited with ${code}: ${buffered}`)));
-    });
+      child = service;
+      return new Promise<{ http: string; mqtt: { tcp: number } }>((resolve, reject) => {
+        service.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+          buffered += chunk;
+          const line = buffered.split("\n").find((l) => l.includes('"edge-ingest started'));
+          if (line) resolve(JSON.parse(line));
+        });
+        service.once("exit", (code) => reject(new Error(`the build exited with ${code}: ${buffered}`)));
+      });
+    };
+    const createdApart = () => buffered.split("\n").find((l) => l.includes("created the embedded database"));
+    const stop = async () => {
+      if (!child) throw new Error("no service to stop");
+      const exited = once(child, "exit");
+      child.kill("SIGTERM");
+      expect(await exited, buffered.split("\n").slice(-5).join("\n")).toEqual([0, null]);
+    };
+
+    const started = await start();
     expect(started.mqtt.tcp).toBeGreaterThan(0);
+    // The first start creates the database in a process of its own, every migration applied there.
+    const migrations = (await readdir(path.join(ROOT, "prisma/migrations"))).filter((name) => /^\d+_/.test(name));
+    expect(JSON.parse(createdApart() ?? "{}").applied).toEqual(migrations.sort());
     const index = await fetch(`${started.http}/`);
     expect(index.status).toBe(200);
     expect(await index.text()).toContain("edge-ingest console");
@@ -58,8 +69,12 @@ describe("the build", () => {
     expect(tenant.status).toBe(201);
     expect((await request(`${started.http}/api/openapi.json`)).body.paths["/api/v1/agents"]).toBeDefined();
 
-    const exited = once(child, "exit");
-    child.kill("SIGTERM");
-    expect(await exited, buffered.split("\n").slice(-5).join("\n")).toEqual([0, null]);
+    await stop();
+
+    // A restart opens the database it finds.
+    const restarted = await start();
+    expect((await fetch(`${restarted.http}/`)).status).toBe(200);
+    expect(createdApart()).toBeUndefined();
+    await stop();
   });
 });

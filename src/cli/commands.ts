@@ -65,7 +65,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       console.log(USAGE);
       return values.help ? 0 : 2;
     }
-    if (command === "serve") return await serve(loadConfig(env));
+    if (command === "serve") return await serve(loadConfig(env), env);
     if (command === "migrate") {
       const config = loadConfig(env);
       const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));

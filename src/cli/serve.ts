@@ -1,6 +1,8 @@
 import { StartupError, startApp } from "../app.ts";
 import type { Config } from "../config.ts";
 import { createLogger, resolveLogFormat } from "../logger.ts";
+import { embeddedDatabaseExists } from "../store/database.ts";
+import { migrateApart } from "./migrate-apart.ts";
 
 /**
  * Runs the service until SIGTERM or SIGINT, then stops taking work, finishes what is in flight and
@@ -8,10 +10,15 @@ import { createLogger, resolveLogFormat } from "../logger.ts";
  * gives up (exit code 1): what was not acknowledged is sent again by its client, and jobs left
  * running are handed to another worker, so giving up loses nothing acknowledged.
  */
-export async function serve(config: Config): Promise<number> {
+export async function serve(config: Config, env: NodeJS.ProcessEnv): Promise<number> {
   const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
+    if (config.mode === "embedded" && config.MIGRATE_ON_START && !embeddedDatabaseExists(config.DATA_DIR)) {
+      // A first start: this process then opens the database as a restart does, with less memory.
+      const applied = await migrateApart([...process.execArgv, process.argv[1] ?? ""], env);
+      logger.info({ applied }, "created the embedded database in a process of its own");
+    }
     app = await startApp(config, logger);
   } catch (error) {
     if (error instanceof StartupError) logger.fatal(`edge-ingest could not start:\n  ${error.message}`);

@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import type { PGlite } from "@electric-sql/pglite";
@@ -107,8 +108,16 @@ export function migratePostgres(url: string, logger: Logger): Promise<string[]> 
   return withPgSession(url, (session) => migrate(session, logger));
 }
 
+/** Where PGlite keeps the embedded database inside DATA_DIR. */
+const pgliteDir = (dataDir: string) => path.join(dataDir, "pglite");
+
+/** Whether the embedded database in DATA_DIR has been created (PostgreSQL writes PG_VERSION first). */
+export function embeddedDatabaseExists(dataDir: string): boolean {
+  return existsSync(path.join(pgliteDir(dataDir), "PG_VERSION"));
+}
+
 async function openPglite(dataDir: string): Promise<PGlite> {
-  const dir = path.join(dataDir, "pglite");
+  const dir = pgliteDir(dataDir);
   await mkdir(dir, { recursive: true });
   // Loaded only in embedded mode: a distributed process never needs the WebAssembly PostgreSQL.
   const { PGlite } = await import("@electric-sql/pglite");
