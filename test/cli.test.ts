@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { readdir } from "node:fs/promises";
+import { readdir, writeFile } from "node:fs/promises";
+import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS_DIR } from "../src/store/migrate.ts";
@@ -184,6 +185,19 @@ describe("edge-ingest CLI on its own", () => {
       expect(JSON.parse(first.stdout)).toEqual({ applied: all });
       const second = await cli(["migrate"], { DATA_DIR: data.dir, LOG_LEVEL: "silent" });
       expect(JSON.parse(second.stdout)).toEqual({ applied: [] });
+    } finally {
+      await data.remove();
+    }
+  });
+
+  it("says why migrate failed, in one line", async () => {
+    const data = await tempDir();
+    try {
+      const notADirectory = path.join(data.dir, "file");
+      await writeFile(notADirectory, "");
+      const result = await cli(["migrate"], { DATA_DIR: path.join(notADirectory, "data"), LOG_LEVEL: "silent" });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toMatch(/^edge-ingest: migrate failed: ENOTDIR: not a directory, mkdir .*\n$/);
     } finally {
       await data.remove();
     }

@@ -69,9 +69,12 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
     if (command === "migrate") {
       const config = loadConfig(env);
       const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));
-      const applied = config.DATABASE_URL
-        ? await migratePostgres(config.DATABASE_URL, logger)
-        : await migratePglite(config.DATA_DIR, logger);
+      const applied = await (config.DATABASE_URL
+        ? migratePostgres(config.DATABASE_URL, logger)
+        : migratePglite(config.DATA_DIR, logger)
+      ).catch((error: Error) => {
+        throw new CliError(`migrate failed: ${error.message}`);
+      });
       console.log(JSON.stringify({ applied }));
       return 0;
     }

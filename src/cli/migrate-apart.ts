@@ -22,10 +22,14 @@ export async function migrateApart(entry: string[], env: NodeJS.ProcessEnv): Pro
     once(child, "exit"),
     once(child, "error").then(([error]) => Promise.reject(error)),
   ])) as [number | null];
-  const lines = output.trimEnd().split("\n");
-  const result = lines.pop() ?? "";
-  if (lines.length > 0) process.stdout.write(`${lines.join("\n")}\n`);
-  if (code !== 0)
+  // Its result is the line `{"applied":[…]}`; a log line (pretty ones written from pino's own
+  // thread may come after it) is passed on.
+  const lines = output.split("\n").filter((line) => line.length > 0);
+  const result = lines.find((line) => line.startsWith('{"applied":'));
+  const logs = lines.filter((line) => line !== result);
+  if (logs.length > 0) process.stdout.write(`${logs.join("\n")}\n`);
+  if (code !== 0 || result === undefined) {
     throw new StartupError(`creating the embedded database in DATA_DIR failed (migrate exited with ${code})`);
+  }
   return (JSON.parse(result) as { applied: string[] }).applied;
 }
