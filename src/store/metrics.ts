@@ -3,6 +3,12 @@ import type { StoredMetric } from "../live/fanout.ts";
 import type { Sql, Statement } from "./database.ts";
 import { PartitionBounds, type Range } from "./partitions.ts";
 
+/** Which claims an insert makes: both, unless the partitions of the submission's arrival are gone. */
+interface Claims {
+  submission: boolean;
+  dedupe: boolean;
+}
+
 // One statement, so one transaction: the submission id is claimed, each dedupe_id is claimed for the
 // dedupe window, the readings are inserted, every series' latest value is moved on and each agent's
 // readings of the minute are counted, or nothing is. A retried job whose claim already exists does
@@ -13,30 +19,39 @@ import { PartitionBounds, type Range } from "./partitions.ts";
 // parameter, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the
 // statement text never changes. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent,
 // $5 readings, $6 dedupe window (ms), $7 and $8 the bounds of the partition the claim goes into.
-function insertStatement(returning: boolean): string {
+//
+// A submission that waited in the queue until the partitions of its arrival were dropped (an outage
+// of the database longer than they are kept) claims nothing there, as no row can go into them:
+// `claims` leaves out either claim. Its dedupe ids are still looked for in the partitions that
+// remain; a job retried after it committed would store its readings again, where without this it
+// would fail on every attempt.
+function insertStatement(returning: boolean, claims: Claims): string {
   return `
 WITH claim AS (
-  INSERT INTO ingest_submissions (id, tenant_id, received_at)
+  ${
+    claims.submission
+      ? `INSERT INTO ingest_submissions (id, tenant_id, received_at)
   VALUES ($1::uuid, $2::uuid, to_timestamp($3::float8 / 1000))
   ON CONFLICT DO NOTHING
-  RETURNING id
+  RETURNING id`
+      : "SELECT $1::uuid AS id"
+  }
 ), readings AS (
   SELECT m.*, row_number() OVER (PARTITION BY m."dedupeId") AS copy
   FROM jsonb_to_recordset($5::jsonb)
     AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
   WHERE EXISTS (SELECT 1 FROM claim)
 ), fresh AS (
-  INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)
-  SELECT $2::uuid, r."dedupeId", to_timestamp($3::float8 / 1000)
+  ${claims.dedupe ? "INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)\n  " : ""}SELECT ${
+    claims.dedupe ? `$2::uuid, r."dedupeId", to_timestamp($3::float8 / 1000)` : `r."dedupeId" AS dedupe_id`
+  }
   FROM readings r
   WHERE r."dedupeId" IS NOT NULL AND r.copy = 1 AND NOT EXISTS (
     SELECT 1 FROM metric_dedupe d
     WHERE d.tenant_id = $2::uuid AND d.dedupe_id = r."dedupeId"
       AND d.seen_at >= to_timestamp(($3::float8 - $6::float8) / 1000)
       AND (d.seen_at < to_timestamp($7::float8 / 1000) OR d.seen_at >= to_timestamp($8::float8 / 1000))
-  )
-  ON CONFLICT DO NOTHING
-  RETURNING dedupe_id
+  )${claims.dedupe ? "\n  ON CONFLICT DO NOTHING\n  RETURNING dedupe_id" : ""}
 ), inserted AS (
   INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
   SELECT $2::uuid, coalesce(r."agentId", $4::text), r.name, r.value, to_timestamp(r.ts / 1000), r."dedupeId",
@@ -68,10 +83,25 @@ ${
     : "SELECT count(*)::int AS inserted FROM inserted"
 }`;
 }
-// Prepared once per connection: planning this statement cost as much as a quarter of running it.
-const INSERT_RETURNING: Statement = { name: "metrics_insert_returning", text: insertStatement(true) };
-const INSERT_ONLY: Statement = { name: "metrics_insert", text: insertStatement(false) };
-/** How long the metric_dedupe partition bounds are kept before they are read again. */
+
+const insertStatements = new Map<string, Statement>();
+
+/**
+ * The insert statement for these choices, made once and prepared once per connection under its name
+ * (planning it cost as much as a quarter of running it).
+ */
+function insertStatementOf(returning: boolean, claims: Claims): Statement {
+  const name = `metrics_insert${returning ? "_returning" : ""}${claims.submission ? "" : "_no_submission_claim"}${
+    claims.dedupe ? "" : "_no_dedupe_claim"
+  }`;
+  let statement = insertStatements.get(name);
+  if (!statement) {
+    statement = { name, text: insertStatement(returning, claims) };
+    insertStatements.set(name, statement);
+  }
+  return statement;
+}
+/** How long the partition bounds are kept before they are read again. */
 const PARTITION_BOUNDS_TTL_MS = 60_000;
 
 interface InsertedRow {
@@ -179,6 +209,7 @@ export interface JsonPage<Position> {
  */
 export class MetricStore {
   private readonly dedupePartitions: PartitionBounds;
+  private readonly submissionPartitions: PartitionBounds;
 
   constructor(
     private readonly sql: Sql,
@@ -186,16 +217,25 @@ export class MetricStore {
     private readonly dedupeWindowMs: number,
   ) {
     this.dedupePartitions = new PartitionBounds(sql, "metric_dedupe", PARTITION_BOUNDS_TTL_MS);
+    this.submissionPartitions = new PartitionBounds(sql, "ingest_submissions", PARTITION_BOUNDS_TTL_MS);
   }
 
-  private async insert<T>(statement: Statement, submission: MetricSubmission): Promise<T[]> {
-    const claimedIn = await this.dedupePartitions.holding(submission.receivedAt);
+  private async insert<T>(returning: boolean, submission: MetricSubmission): Promise<T[]> {
+    const at = submission.receivedAt;
+    const [claimedIn, submittedIn] = await Promise.all([
+      this.dedupePartitions.holding(at),
+      this.submissionPartitions.holding(at),
+    ]);
+    const statement = insertStatementOf(returning, {
+      submission: submittedIn !== undefined || !this.submissionPartitions.isBeforeAll(at),
+      dedupe: claimedIn !== undefined || !this.dedupePartitions.isBeforeAll(at),
+    });
     return this.sql<T>(statement.text, insertParameters(submission, this.dedupeWindowMs, claimedIn), statement.name);
   }
 
   /** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
   async store(submission: MetricSubmission): Promise<StoredMetric[]> {
-    const rows = await this.insert<InsertedRow>(INSERT_RETURNING, submission);
+    const rows = await this.insert<InsertedRow>(true, submission);
     return rows.map((row) => ({
       id: row.id,
       tenantId: submission.tenantId,
@@ -209,7 +249,7 @@ export class MetricStore {
 
   /** Stores a submission once, as `store`, without reading the rows back. */
   async storeQuietly(submission: MetricSubmission): Promise<void> {
-    await this.insert(INSERT_ONLY, submission);
+    await this.insert(false, submission);
   }
 
   /**

@@ -207,6 +207,14 @@ export class PartitionBounds {
     return this.find(at);
   }
 
+  /**
+   * Whether `at` is older than every partition read (its own was dropped): asked once `holding` has
+   * found none, so after a fresh read.
+   */
+  isBeforeAll(at: number): boolean {
+    return this.partitions.length > 0 && this.partitions.every((p) => at < p.from);
+  }
+
   private find(at: number): Range | undefined {
     return this.partitions.find((p) => p.from <= at && at < p.to);
   }

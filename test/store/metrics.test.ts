@@ -11,7 +11,7 @@ import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import type { Database } from "../../src/store/database.ts";
 import { MetricStore } from "../../src/store/metrics.ts";
 import { MIGRATIONS_DIR, migrate } from "../../src/store/migrate.ts";
-import { maintainPartitions } from "../../src/store/partitions.ts";
+import { partitionsOf as boundsOf, maintainPartitions } from "../../src/store/partitions.ts";
 import { DAILY_PARTITIONS, openTestDatabase } from "../helpers/databases.ts";
 import { distributedUnavailable, tempDir, uniqueId } from "../helpers/services.ts";
 
@@ -134,6 +134,35 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
         expect(await store.store(submission(tenantId, [reading(2)], second))).toEqual([]);
         expect(await count({ dedupeId })).toBe(1);
       }
+    });
+
+    // A job that waited in the queue (a long database outage) until the partitions of its arrival
+    // were dropped: no claim can go there, and failing would fail it on every attempt.
+    it("stores a submission that outlived its dedupe partitions, still deduped against the claims left", async () => {
+      const dedupedLater = `d-${uniqueId()}`;
+      const twice = `d-${uniqueId()}`;
+      const oldest = Math.min(...(await boundsOf(db.sql, "metric_dedupe")).map((p) => p.from));
+      const arrived = oldest - HOUR;
+      const reading = (value: number, dedupeId: string) => ({ name: "outlived", value, ts: arrived, dedupeId });
+      // Its resend arrived later and was stored first.
+      expect(await store.store(submission(tenantId, [reading(1, dedupedLater)]))).toHaveLength(1);
+      const late = submission(tenantId, [reading(2, dedupedLater), reading(3, twice), reading(4, twice)], arrived);
+      expect((await store.store(late)).map((m) => m.value)).toEqual([3]);
+      // Its submission partition is still there: a replay is still applied once.
+      expect(await store.store(late)).toEqual([]);
+      expect(await count({ name: "outlived" })).toBe(2);
+    });
+
+    it("stores a submission that outlived its submission partitions too", async () => {
+      const oldest = Math.min(...(await boundsOf(db.sql, "ingest_submissions")).map((p) => p.from));
+      const arrived = oldest - HOUR;
+      const late = submission(
+        tenantId,
+        [{ name: "outlived_more", value: 1, ts: arrived, dedupeId: `d-${uniqueId()}` }],
+        arrived,
+      );
+      expect(await store.store(late)).toHaveLength(1);
+      expect(await count({ name: "outlived_more" })).toBe(1);
     });
 
     it("stores and finds readings on both sides of a partition boundary", async () => {

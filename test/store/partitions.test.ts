@@ -32,6 +32,15 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       expect(await bounds.holding(now + 30 * DAY)).toBeUndefined();
     });
 
+    it("tells a time older than every partition (its own dropped) from one not yet covered", async () => {
+      const bounds = new PartitionBounds(db.sql, "metric_dedupe", 60_000);
+      expect(bounds.isBeforeAll(0)).toBe(false); // nothing read yet
+      expect(await bounds.holding(now - 30 * DAY)).toBeUndefined();
+      expect(bounds.isBeforeAll(now - 30 * DAY)).toBe(true);
+      expect(bounds.isBeforeAll(now + 30 * DAY)).toBe(false);
+      expect(bounds.isBeforeAll(now)).toBe(false);
+    });
+
     it("reads the catalog again for a time outside every partition it knows", async () => {
       const bounds = new PartitionBounds(db.sql, "metric_dedupe", 60_000);
       const later = now + 20 * DAY;
