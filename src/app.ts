@@ -171,13 +171,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       const maintain = () => db.withSession((session) => maintainPartitions(session, retention, logger));
       await maintain();
       const logMaintenanceError = rateLimitedLog(logger, 1, MAINTENANCE_INTERVAL_MS);
-      const maintenance = setInterval(
-        () =>
-          void maintain().catch((error: Error) =>
-            logMaintenanceError({ reason: error.message }, "partition maintenance failed"),
-          ),
-        MAINTENANCE_INTERVAL_MS,
-      ).unref();
+      const maintainOrLog = () =>
+        maintain().catch((error: Error) =>
+          logMaintenanceError({ reason: error.message }, "partition maintenance failed"),
+        );
+      const maintenance = setInterval(() => void maintainOrLog(), MAINTENANCE_INTERVAL_MS).unref();
       closers.push({ name: "partition maintenance", close: async () => clearInterval(maintenance) });
       if (config.REDIS_URL) {
         const { startBullmqWorker } = await import("./worker/bullmq-worker.ts");
@@ -186,7 +184,12 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           prefix: config.REDIS_PREFIX,
           concurrency: config.WORKER_CONCURRENCY,
           process,
-          probeDatabase: () => db.ping(),
+          // Back from an outage, the partitions are brought up to date before the waiting jobs go on:
+          // arrivals after the last partition made before a long outage would have none.
+          probeDatabase: async () => {
+            await db.ping();
+            await maintainOrLog();
+          },
           backoffMs: config.JOB_BACKOFF_MS,
           maxBackoffMs: config.DATABASE_WAIT_MAX_MS,
           lockMs: config.JOB_LOCK_MS,

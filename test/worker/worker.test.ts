@@ -14,6 +14,7 @@ import { FanOut } from "../../src/live/fanout.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { MetricStore } from "../../src/store/metrics.ts";
+import { partitionsOf } from "../../src/store/partitions.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
@@ -31,6 +32,17 @@ import {
 const skipDistributed = Boolean(await distributedUnavailable());
 const logger = pino({ level: "silent" });
 const DAY = 86_400_000;
+
+/** The API and a worker in one process, as the test configures them. */
+const apiAndWorker = (env: Record<string, string>) =>
+  loadConfig({
+    HTTP_HOST: "127.0.0.1",
+    HTTP_PORT: "0",
+    ROLES: "api,worker",
+    REDIS_PERSISTENCE: "none",
+    LOG_LEVEL: "silent",
+    ...env,
+  });
 
 function submission(tenantId: string, metrics: MetricSubmission["metrics"]): MetricSubmission {
   return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt: Date.now(), metrics };
@@ -185,23 +197,73 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     }
   }, 60_000);
 
+  it("brings the partitions up to date when the database comes back, before the waiting jobs go on", async () => {
+    const postgres = await startOwnPostgres();
+    const adminToken = "p".repeat(40);
+    const outagePrefix = `edge-ingest-test-${uniqueId()}`;
+    const app = await startApp(
+      apiAndWorker({
+        DATABASE_URL: postgres.url,
+        REDIS_URL,
+        REDIS_PREFIX: outagePrefix,
+        ADMIN_TOKEN: adminToken,
+        JOB_ATTEMPTS: "2",
+        JOB_BACKOFF_MS: "10",
+        DATABASE_WAIT_MAX_MS: "200",
+        CREDENTIAL_CACHE_TTL_MS: "60000",
+      }),
+      logger,
+    );
+    const database = await openDatabase({ url: postgres.url }, { migrate: false, logger });
+    try {
+      const tenant = await createTenant(app.httpUrl, adminToken);
+      const post = (dedupeId: string) =>
+        request(`${app.httpUrl}/api/v1/metrics`, {
+          auth: tenant.agent.auth,
+          body: { metrics: [{ name: "x", value: 1, dedupe_id: dedupeId }] },
+        });
+      const stored = async (db: Database) =>
+        (await db.sql<{ n: number }>("SELECT count(*)::int AS n FROM metrics", []))[0]?.n;
+      // Stored before the outage (and the agent's credentials are cached: the API asks no database).
+      expect((await post("before-the-outage")).status).toBe(202);
+      await eventually(async () => ((await stored(database)) === 1 ? true : undefined));
+      // As after an outage longer than partitions are made ahead: none holds the arrival.
+      const now = Date.now();
+      const today = (await partitionsOf(database.sql, "ingest_submissions")).find((p) => p.from <= now && now < p.to);
+      await database.sql(`DROP TABLE "${today?.name}"`, []);
+      await database.close();
+      await postgres.stop();
+      expect((await post("during-the-outage")).status).toBe(202);
+      await postgres.start();
+
+      const back = await openDatabase({ url: postgres.url }, { migrate: false, logger });
+      try {
+        await eventually(async () => ((await stored(back)) === 2 ? true : undefined), 20_000);
+        expect(
+          (await request(`${app.httpUrl}/api/v1/admin/jobs/failed`, { auth: bearer(adminToken) })).body.count,
+        ).toBe(0);
+      } finally {
+        await back.close();
+      }
+    } finally {
+      await app.close();
+      await postgres.remove();
+      await deleteRedisPrefix(outagePrefix);
+    }
+  }, 60_000);
+
   it("keeps a submission the database refuses in the failed set, and `jobs retry` stores it once", async () => {
     const test = await createTestDatabase();
     const adminToken = "r".repeat(40);
     const retryPrefix = `edge-ingest-test-${uniqueId()}`;
     const app = await startApp(
-      loadConfig({
-        HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: "0",
-        ROLES: "api,worker",
+      apiAndWorker({
         DATABASE_URL: test.url,
         REDIS_URL,
         REDIS_PREFIX: retryPrefix,
-        REDIS_PERSISTENCE: "none",
         ADMIN_TOKEN: adminToken,
         JOB_ATTEMPTS: "2",
         JOB_BACKOFF_MS: "10",
-        LOG_LEVEL: "silent",
       }),
       logger,
     );
@@ -266,15 +328,10 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const redis = await startOwnRedis();
     const test = await createTestDatabase();
     const app = await startApp(
-      loadConfig({
-        HTTP_HOST: "127.0.0.1",
-        HTTP_PORT: "0",
-        ROLES: "api,worker",
+      apiAndWorker({
         DATABASE_URL: test.url,
         REDIS_URL: redis.url,
-        REDIS_PERSISTENCE: "none",
         ADMIN_TOKEN: "a".repeat(40),
-        LOG_LEVEL: "silent",
       }),
       logger,
     );
