@@ -5,6 +5,7 @@ import type { Logger } from "pino";
 import { ConflictError, NotFoundError } from "../credentials/store.ts";
 import { QueueUnavailableError } from "../ingest/queue.ts";
 import { rateLimitedLog } from "../logger.ts";
+import { isTransientDatabaseError } from "../store/database-errors.ts";
 
 /** An error the client caused or can act on; rendered as `{error: {code, message}}`. */
 export class ApiError extends Error {
@@ -51,6 +52,9 @@ function toApiError(error: FastifyError | Error): ApiError {
   if (error instanceof QueueUnavailableError) {
     return new ApiError(503, "unavailable", `${error.message}; nothing was stored, retry later`);
   }
+  if (isTransientDatabaseError(error)) {
+    return new ApiError(503, "unavailable", "the database is unavailable; nothing was changed, retry later");
+  }
   if (error instanceof NotFoundError) return new ApiError(404, "not_found", error.message);
   if (error instanceof ConflictError) return new ApiError(409, "conflict", error.message);
   const fastifyError = error as FastifyError;
@@ -70,7 +74,8 @@ export const errorsPlugin = fp(
     const logFailure = rateLimitedLog(app.log as Logger, 5, 60_000, "error");
     app.setErrorHandler((error: FastifyError | Error, request, reply) => {
       const apiError = toApiError(error);
-      if (apiError.statusCode >= 500 && apiError.code === "internal") {
+      // The queue says itself when it is unavailable; a database outage is said here.
+      if (apiError.statusCode >= 500 && !(error instanceof QueueUnavailableError)) {
         logFailure({ err: error, method: request.method, url: request.routeOptions.url }, "request failed");
       }
       options.onError?.(apiError, request);

@@ -18,7 +18,7 @@ import { partitionsOf } from "../../src/store/partitions.ts";
 import { createTelemetry } from "../../src/telemetry/metrics.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
-import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
+import { basic, bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
 import { startOwnPostgres } from "../helpers/postgres-server.ts";
 import { freePort, startOwnRedis } from "../helpers/redis-server.ts";
 import {
@@ -197,7 +197,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     }
   }, 60_000);
 
-  it("brings the partitions up to date when the database comes back, before the waiting jobs go on", async () => {
+  it("brings the partitions up to date when the database comes back, before the waiting jobs go on; answers 503 meanwhile", async () => {
     const postgres = await startOwnPostgres();
     const adminToken = "p".repeat(40);
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
@@ -234,6 +234,14 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       await database.close();
       await postgres.stop();
       expect((await post("during-the-outage")).status).toBe(202);
+      // Credentials the API has not cached need the database: not there, it says so, and when to retry.
+      const uncached = await request(`${app.httpUrl}/api/v1/metrics`, {
+        auth: basic("ag_nobodycached", "secret"),
+        body: { metrics: [{ name: "x", value: 1 }] },
+      });
+      expect(uncached.status).toBe(503);
+      expect(uncached.body.error.code).toBe("unavailable");
+      expect(uncached.headers.get("retry-after")).toBe("1");
       await postgres.start();
 
       const back = await openDatabase({ url: postgres.url }, { migrate: false, logger });
