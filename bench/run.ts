@@ -34,13 +34,25 @@ if (process.argv.includes("--profile")) {
   process.env.BENCH_PROFILE_DIR = path.join(ROOT, "bench", "profiles");
 }
 const argValue = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+/** `--name=N[,N…]`: whole numbers of at least `least`, or the run stops here, naming the option. */
+function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
+  const raw = argValue(name);
+  if (raw === undefined) return fallback;
+  const values = raw.split(",").map(Number);
+  if (values.some((value) => !Number.isInteger(value) || value < least)) {
+    console.error(`bench: --${name} takes whole numbers of at least ${least}, separated by commas (got "${raw}")`);
+    process.exit(2);
+  }
+  return values;
+}
+const wholeNumber = (name: string, fallback: number) => wholeNumbers(name, [fallback])[0] as number;
 const sizes = quick
   ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000, noisySeconds: 5 }
   : {
       publishers: 10,
-      messages: Number(argValue("messages") ?? 20_000),
+      messages: wholeNumber("messages", 20_000),
       inflight: 100,
-      idle: (argValue("idle") ?? "2000,10000,19000").split(",").map(Number),
+      idle: wholeNumbers("idle", [2000, 10_000, 19_000]),
       insertRows: 100_000,
       noisySeconds: 20,
     };
@@ -212,8 +224,8 @@ async function main() {
         scenarios.push(flatOut);
       }
       const maximum = flatOut?.acknowledgedAndStoredPerSecond ?? flatOut?.acknowledgedPerSecond ?? 0;
-      const rate = Number(argValue("soak-rate") ?? Math.round(0.8 * maximum));
-      const seconds = Number(argValue("soak-seconds") ?? 600);
+      const rate = wholeNumber("soak-rate", Math.round(0.8 * maximum));
+      const seconds = wholeNumber("soak-seconds", 600);
       process.stderr.write(`soak: ${rate} readings/s for ${seconds} s…\n`);
       soak = await runSoak(rate, seconds, scratch);
     }
@@ -243,11 +255,7 @@ async function main() {
     process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
   const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
-  const storageSizes = process.argv
-    .find((a) => a.startsWith("--storage-sizes="))
-    ?.slice(16)
-    .split(",")
-    .map(Number) ?? [0, 10_000_000, 30_000_000];
+  const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storage = wanted("storage") && !quick ? await runStorage(storageSizes) : undefined;
 
   const results = {

@@ -74,8 +74,8 @@ export const errorsPlugin = fp(
     const logFailure = rateLimitedLog(app.log as Logger, 5, 60_000, "error");
     app.setErrorHandler((error: FastifyError | Error, request, reply) => {
       const apiError = toApiError(error);
-      // The queue says itself when it is unavailable; a database outage is said here.
-      if (apiError.statusCode >= 500 && !(error instanceof QueueUnavailableError)) {
+      // A fault of ours, or a database outage (which nothing else in the API process logs).
+      if (apiError.code === "internal" || isTransientDatabaseError(error)) {
         logFailure({ err: error, method: request.method, url: request.routeOptions.url }, "request failed");
       }
       options.onError?.(apiError, request);

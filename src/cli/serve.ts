@@ -14,9 +14,11 @@ export async function serve(config: Config, env: NodeJS.ProcessEnv): Promise<num
   const logger = createLogger(config.LOG_LEVEL, resolveLogFormat(config.LOG_FORMAT));
   let app: Awaited<ReturnType<typeof startApp>>;
   try {
-    if (config.mode === "embedded" && config.MIGRATE_ON_START && !embeddedDatabaseExists(config.DATA_DIR)) {
-      // A first start: this process then opens the database as a restart does, with less memory.
-      const applied = await migrateApart([...process.execArgv, process.argv[1] ?? ""], env);
+    const script = process.argv[1];
+    // A first start: the database is created by this script run again as `migrate`, so that this
+    // process then opens it as a restart does, with less memory.
+    if (config.mode === "embedded" && config.MIGRATE_ON_START && script && !embeddedDatabaseExists(config.DATA_DIR)) {
+      const applied = await migrateApart([...process.execArgv, script], env);
       logger.info({ applied }, "created the embedded database in a process of its own");
     }
     app = await startApp(config, logger);

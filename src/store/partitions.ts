@@ -174,7 +174,7 @@ export async function maintainPartitions(
 
 /**
  * Which partition of a table holds a given time, from the catalog's bounds kept for `ttlMs`: read
- * again sooner when a time falls outside every known partition (one made since). Maintenance only
+ * again sooner when a time falls after or between the known partitions (one made since). Maintenance only
  * adds partitions ahead and drops whole old ones, so a bound once read stays true until its
  * partition is dropped.
  */
@@ -193,7 +193,9 @@ export class PartitionBounds {
   async holding(at: number, now = Date.now()): Promise<Range | undefined> {
     if (now - this.readAt < this.ttlMs) {
       const known = this.find(at);
-      if (known) return known;
+      // A time before every partition stays so: maintenance drops old partitions, it does not make
+      // them again (a backlog of jobs that outlived theirs would otherwise read the catalog each).
+      if (known || this.isBeforeAll(at)) return known;
     }
     this.reading ??= partitionsOf(this.sql, this.table)
       .then((partitions) => {
@@ -207,10 +209,7 @@ export class PartitionBounds {
     return this.find(at);
   }
 
-  /**
-   * Whether `at` is older than every partition read (its own was dropped): asked once `holding` has
-   * found none, so after a fresh read.
-   */
+  /** Whether `at` is older than every partition read (its own was dropped), as `holding` last read them. */
   isBeforeAll(at: number): boolean {
     return this.partitions.length > 0 && this.partitions.every((p) => at < p.from);
   }

@@ -1,6 +1,6 @@
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import type { Database } from "../../src/store/database.ts";
+import type { Database, Sql } from "../../src/store/database.ts";
 import { maintainPartitions, PartitionBounds, partitionName } from "../../src/store/partitions.ts";
 import { DAILY_PARTITIONS, openTestDatabase } from "../helpers/databases.ts";
 import { distributedUnavailable } from "../helpers/services.ts";
@@ -33,12 +33,23 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
     });
 
     it("tells a time older than every partition (its own dropped) from one not yet covered", async () => {
-      const bounds = new PartitionBounds(db.sql, "metric_dedupe", 60_000);
+      let reads = 0;
+      const counted: Sql = (text, params, name) => {
+        reads++;
+        return db.sql(text, params, name);
+      };
+      const bounds = new PartitionBounds(counted, "metric_dedupe", 60_000);
       expect(bounds.isBeforeAll(0)).toBe(false); // nothing read yet
-      expect(await bounds.holding(now - 30 * DAY)).toBeUndefined();
+      expect(await bounds.holding(now - 30 * DAY, now)).toBeUndefined();
       expect(bounds.isBeforeAll(now - 30 * DAY)).toBe(true);
       expect(bounds.isBeforeAll(now + 30 * DAY)).toBe(false);
       expect(bounds.isBeforeAll(now)).toBe(false);
+      // Dropped partitions are not made again: another time before them all is answered as read.
+      expect(await bounds.holding(now - 20 * DAY, now)).toBeUndefined();
+      expect(reads).toBe(1);
+      // A time after them all may have a partition made since: the catalog is read again.
+      expect(await bounds.holding(now + 30 * DAY, now)).toBeUndefined();
+      expect(reads).toBe(2);
     });
 
     it("reads the catalog again for a time outside every partition it knows", async () => {

@@ -44,6 +44,18 @@ const apiAndWorker = (env: Record<string, string>) =>
     ...env,
   });
 
+/** The same on the shared Redis under `prefix`, a job failing for good after two quick attempts. */
+const apiAndQuickWorker = (databaseUrl: string, prefix: string, adminToken: string, env: Record<string, string> = {}) =>
+  apiAndWorker({
+    DATABASE_URL: databaseUrl,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    ADMIN_TOKEN: adminToken,
+    JOB_ATTEMPTS: "2",
+    JOB_BACKOFF_MS: "10",
+    ...env,
+  });
+
 function submission(tenantId: string, metrics: MetricSubmission["metrics"]): MetricSubmission {
   return { id: randomUUID(), tenantId, agentId: "dev-1", source: "http", receivedAt: Date.now(), metrics };
 }
@@ -201,18 +213,13 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const postgres = await startOwnPostgres();
     const adminToken = "p".repeat(40);
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
+    const logLines: string[] = [];
     const app = await startApp(
-      apiAndWorker({
-        DATABASE_URL: postgres.url,
-        REDIS_URL,
-        REDIS_PREFIX: outagePrefix,
-        ADMIN_TOKEN: adminToken,
-        JOB_ATTEMPTS: "2",
-        JOB_BACKOFF_MS: "10",
+      apiAndQuickWorker(postgres.url, outagePrefix, adminToken, {
         DATABASE_WAIT_MAX_MS: "200",
         CREDENTIAL_CACHE_TTL_MS: "60000",
       }),
-      logger,
+      pino({ level: "info" }, { write: (line: string) => logLines.push(line) }),
     );
     const database = await openDatabase({ url: postgres.url }, { migrate: false, logger });
     try {
@@ -230,7 +237,8 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       // As after an outage longer than partitions are made ahead: none holds the arrival.
       const now = Date.now();
       const today = (await partitionsOf(database.sql, "ingest_submissions")).find((p) => p.from <= now && now < p.to);
-      await database.sql(`DROP TABLE "${today?.name}"`, []);
+      if (!today) throw new Error("no partition of ingest_submissions holds now");
+      await database.sql(`DROP TABLE "${today.name}"`, []);
       await database.close();
       await postgres.stop();
       expect((await post("during-the-outage")).status).toBe(202);
@@ -242,6 +250,8 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       expect(uncached.status).toBe(503);
       expect(uncached.body.error.code).toBe("unavailable");
       expect(uncached.headers.get("retry-after")).toBe("1");
+      const failures = logLines.map((line) => JSON.parse(line)).filter((line) => line.msg === "request failed");
+      expect(failures).toEqual([expect.objectContaining({ level: 50, url: "/api/v1/metrics" })]);
       await postgres.start();
 
       const back = await openDatabase({ url: postgres.url }, { migrate: false, logger });
@@ -264,17 +274,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const test = await createTestDatabase();
     const adminToken = "r".repeat(40);
     const retryPrefix = `edge-ingest-test-${uniqueId()}`;
-    const app = await startApp(
-      apiAndWorker({
-        DATABASE_URL: test.url,
-        REDIS_URL,
-        REDIS_PREFIX: retryPrefix,
-        ADMIN_TOKEN: adminToken,
-        JOB_ATTEMPTS: "2",
-        JOB_BACKOFF_MS: "10",
-      }),
-      logger,
-    );
+    const app = await startApp(apiAndQuickWorker(test.url, retryPrefix, adminToken), logger);
     const database = await openDatabase({ url: test.url }, { migrate: false, logger });
     const databasePrisma = await database.prisma();
     try {
