@@ -18,7 +18,8 @@ interface Claims {
 // only, which spares each reading one probe of the largest index. The readings go in as one JSON
 // parameter, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the
 // statement text never changes. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent,
-// $5 readings, $6 dedupe window (ms), $7 and $8 the bounds of the partition the claim goes into.
+// $5 readings, $6 dedupe window (ms), $7 and $8 the bounds of the partition the claim goes into, $9
+// the latest arrival a claim can have (CLAIM_CLOCK_SKEW_MS).
 //
 // A submission that waited in the queue until the partitions of its arrival were dropped (an outage
 // of the database longer than they are kept) claims nothing there, as no row can go into them:
@@ -51,6 +52,7 @@ WITH claim AS (
     WHERE d.tenant_id = $2::uuid AND d.dedupe_id = r."dedupeId"
       AND d.seen_at >= to_timestamp(($3::float8 - $6::float8) / 1000)
       AND (d.seen_at < to_timestamp($7::float8 / 1000) OR d.seen_at >= to_timestamp($8::float8 / 1000))
+      AND d.seen_at < to_timestamp($9::float8 / 1000)
   )${claims.dedupe ? "\n  ON CONFLICT DO NOTHING\n  RETURNING dedupe_id" : ""}
 ), inserted AS (
   INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
@@ -101,6 +103,14 @@ function insertStatementOf(returning: boolean, claims: Claims): Statement {
   }
   return statement;
 }
+
+/**
+ * How far past the present (or the arrival, if later) claims are looked for. A claim is stamped with
+ * its arrival, never later than now but for clocks that disagree: bounding the search leaves the
+ * partitions made ahead out of the plan. Probing them cost each reading two scans of empty tables
+ * (sequential ones, each asking the kernel for the file's size, once the planner knew them empty).
+ */
+const CLAIM_CLOCK_SKEW_MS = 10 * 60_000;
 /** How long the partition bounds are kept before they are read again. */
 const PARTITION_BOUNDS_TTL_MS = 60_000;
 
@@ -125,6 +135,7 @@ function insertParameters(submission: MetricSubmission, dedupeWindowMs: number, 
     dedupeWindowMs,
     claimedIn?.from ?? Number.POSITIVE_INFINITY,
     claimedIn?.to ?? Number.POSITIVE_INFINITY,
+    Math.max(Date.now(), submission.receivedAt) + CLAIM_CLOCK_SKEW_MS,
   ];
 }
 

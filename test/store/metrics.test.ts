@@ -136,6 +136,26 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       }
     });
 
+    it("looks for a dedupe_id's claims up to ten minutes past the arrival or the present, not beyond", async () => {
+      const nextMidnight = Math.ceil(Date.now() / DAY) * DAY;
+      const arrived = nextMidnight - 60_000;
+      const near = `d-${uniqueId()}`;
+      const far = `d-${uniqueId()}`;
+      // Claims in the next partition, as stamped by a broker whose clock runs ahead.
+      for (const [dedupeId, seenAt] of [
+        [near, nextMidnight + 5 * 60_000],
+        [far, nextMidnight + 20 * 60_000],
+      ] as const) {
+        await db.sql(
+          "INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at) VALUES ($1, $2, to_timestamp($3::float8 / 1000))",
+          [tenantId, dedupeId, seenAt],
+        );
+      }
+      const reading = (dedupeId: string) => ({ name: "ahead", value: 1, ts: Date.now(), dedupeId });
+      expect(await store.store(submission(tenantId, [reading(near)], arrived))).toEqual([]);
+      expect(await store.store(submission(tenantId, [reading(far)], arrived))).toHaveLength(1);
+    });
+
     // A job that waited in the queue (a long database outage) until the partitions of its arrival
     // were dropped: no claim can go there, and failing would fail it on every attempt.
     it("stores a submission that outlived its dedupe partitions, still deduped against the claims left", async () => {
