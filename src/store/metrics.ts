@@ -17,7 +17,7 @@ interface Claims {
 // (ON CONFLICT) finds an earlier claim there: so the window is searched in the other partitions
 // only, which spares each reading one probe of the largest index. The readings go in as one JSON
 // parameter, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the
-// statement text never changes. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent,
+// statement text never changes; as `json`, which is read once where `jsonb` is first built. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent,
 // $5 readings, $6 dedupe window (ms), $7 and $8 the bounds of the partition the claim goes into, $9
 // the latest arrival a claim can have (CLAIM_CLOCK_SKEW_MS).
 //
@@ -39,7 +39,7 @@ WITH claim AS (
   }
 ), readings AS (
   SELECT m.*, row_number() OVER (PARTITION BY m."dedupeId") AS copy
-  FROM jsonb_to_recordset($5::jsonb)
+  FROM json_to_recordset($5::json)
     AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
   WHERE EXISTS (SELECT 1 FROM claim)
 ), fresh AS (
