@@ -256,7 +256,8 @@ async function main() {
   const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
-  const storage = wanted("storage") && !quick ? await runStorage(storageSizes) : undefined;
+  const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
+  const storage = wanted("storage") && !quick ? await runStorage(storageSizes, storagePartitionHours) : undefined;
 
   const results = {
     date: new Date().toISOString(),

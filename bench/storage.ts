@@ -36,6 +36,7 @@ const TENANTS = 100;
 export interface StorageResult {
   /** Readings in `metrics` when measured. */
   rows: number;
+  partitionHours: number;
   /** The median of the counted passes. */
   insertRowsPerSecond: number;
   insertPassesRowsPerSecond: number[];
@@ -172,7 +173,8 @@ async function latencies(url: string, token: string): Promise<StorageResult["que
   return result;
 }
 
-export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
+/** `partitionHours`: the service's METRICS_PARTITION_HOURS, the time span of the partitions an insert writes into. */
+export async function runStorage(sizes_: number[], partitionHours: number): Promise<StorageResult[]> {
   const db = await createDatabase();
   const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
   const env = await serviceEnv({
@@ -182,9 +184,15 @@ export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
     ROLES: "api,worker",
     ADMIN_TOKEN,
     METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
+    METRICS_PARTITION_HOURS: String(partitionHours),
     QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
   });
-  const service = await startService("storage", env);
+  const service = await startService("storage", env).catch(async (error: unknown) => {
+    // A service that would not start (a bad --storage-partition-hours, say) leaves no database behind.
+    await db.drop();
+    await deleteRedisPrefix(prefix);
+    throw error;
+  });
   const client = new pg.Client({ connectionString: db.url });
   await client.connect();
   const database = await openDatabase({ url: db.url }, { migrate: false, logger: pino({ level: "silent" }) });
@@ -218,6 +226,7 @@ export async function runStorage(sizes_: number[]): Promise<StorageResult[]> {
       const measured = await sizes(client);
       results.push({
         rows: measured.rows,
+        partitionHours,
         insertRowsPerSecond:
           percentile(
             [...passes].sort((a, b) => a - b),
