@@ -12,9 +12,9 @@ import { performance } from "node:perf_hooks";
 import pg from "pg";
 import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
-import { openDatabase } from "../src/store/database.ts";
+import { type Database, openDatabase } from "../src/store/database.ts";
 import { MetricStore } from "../src/store/metrics.ts";
-import { percentile, stop } from "./lib/processes.ts";
+import { type Managed, percentile, stop } from "./lib/processes.ts";
 import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
 
 const RETENTION_DAYS = 30;
@@ -187,17 +187,17 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
     METRICS_PARTITION_HOURS: String(partitionHours),
     QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
   });
-  const service = await startService("storage", env).catch(async (error: unknown) => {
-    // A service that would not start (a bad --storage-partition-hours, say) leaves no database behind.
-    await db.drop();
-    await deleteRedisPrefix(prefix);
-    throw error;
-  });
-  const client = new pg.Client({ connectionString: db.url });
-  await client.connect();
-  const database = await openDatabase({ url: db.url }, { migrate: false, logger: pino({ level: "silent" }) });
   const results: StorageResult[] = [];
+  // Everything started is stopped and removed, whatever fails (a service that will not start with a
+  // bad --storage-partition-hours, say).
+  let service: Managed | undefined;
+  let client: pg.Client | undefined;
+  let database: Database | undefined;
   try {
+    service = await startService("storage", env);
+    client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    database = await openDatabase({ url: db.url }, { migrate: false, logger: pino({ level: "silent" }) });
     const httpUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
     const admin = async (route: string, body: unknown) => {
       const response = await fetch(`${httpUrl}${route}`, {
@@ -229,7 +229,7 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
         partitionHours,
         insertRowsPerSecond:
           percentile(
-            [...passes].sort((a, b) => a - b),
+            passes.toSorted((a, b) => a - b),
             50,
           ) ?? 0,
         insertPassesRowsPerSecond: passes,
@@ -239,9 +239,9 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
       });
     }
   } finally {
-    await database.close();
-    await client.end();
-    await stop(service);
+    await database?.close();
+    await client?.end();
+    if (service) await stop(service);
     await db.drop();
     await deleteRedisPrefix(prefix);
   }

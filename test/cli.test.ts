@@ -190,17 +190,39 @@ describe("edge-ingest CLI on its own", () => {
     }
   });
 
-  it("says why migrate failed, in one line", async () => {
+  /** Runs `edge-ingest <command>` with a DATA_DIR that cannot be made (a path under a file). */
+  async function withUncreatableDataDir(command: string, env: Record<string, string>) {
     const data = await tempDir();
     try {
       const notADirectory = path.join(data.dir, "file");
       await writeFile(notADirectory, "");
-      const result = await cli(["migrate"], { DATA_DIR: path.join(notADirectory, "data"), LOG_LEVEL: "silent" });
-      expect(result.code).toBe(1);
-      expect(result.stderr).toMatch(/^edge-ingest: migrate failed: ENOTDIR: not a directory, mkdir .*\n$/);
+      return await cli([command], { DATA_DIR: path.join(notADirectory, "data"), ...env });
     } finally {
       await data.remove();
     }
+  }
+
+  it("says why migrate failed, in one line", async () => {
+    const result = await withUncreatableDataDir("migrate", { LOG_LEVEL: "silent" });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^edge-ingest: migrate failed: ENOTDIR: not a directory, mkdir .*\n$/);
+  });
+
+  it("ends a first start whose embedded database cannot be created, saying why", async () => {
+    const result = await withUncreatableDataDir("serve", { LOG_FORMAT: "json" });
+    expect(result.code).toBe(1);
+    // The child's own reason, then the service's.
+    expect(result.stderr).toMatch(/^edge-ingest: migrate failed: ENOTDIR: not a directory, mkdir /);
+    const logged = result.stdout
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { level: number; msg: string });
+    expect(logged).toEqual([
+      expect.objectContaining({
+        level: 60,
+        msg: "edge-ingest could not start:\n  creating the embedded database in DATA_DIR failed (migrate exited with 1)",
+      }),
+    ]);
   });
 
   // Two embedded databases created from scratch, each about 8 s on this machine when it is idle.

@@ -17,9 +17,10 @@ interface Claims {
 // (ON CONFLICT) finds an earlier claim there: so the window is searched in the other partitions
 // only, which spares each reading one probe of the largest index. The readings go in as one JSON
 // parameter, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the
-// statement text never changes; as `json`, which is read once where `jsonb` is first built. $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent,
-// $5 readings, $6 dedupe window (ms), $7 and $8 the bounds of the partition the claim goes into, $9
-// the latest arrival a claim can have (CLAIM_CLOCK_SKEW_MS).
+// statement text never changes; as `json`, which is read once where `jsonb` is first built.
+// $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent, $5 readings, $6 dedupe window
+// (ms), $7 and $8 the bounds of the partition the claim goes into, $9 the latest arrival a claim can
+// have (CLAIM_CLOCK_SKEW_MS).
 //
 // A submission that waited in the queue until the partitions of its arrival were dropped (an outage
 // of the database longer than they are kept) claims nothing there, as no row can go into them:
