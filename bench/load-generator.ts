@@ -83,6 +83,8 @@ export interface LoadResult {
   warmupMessages?: number;
   warmupPubackP99Ms?: number | null;
   cpuSeconds: number;
+  /** CPU from the first message sent to the last acknowledgement (without start-up and connecting). */
+  publishingCpuSeconds: number;
   peakRssMiB: number;
 }
 
@@ -101,6 +103,7 @@ async function publishAll(): Promise<void> {
   const acked: string[] = [];
   let offered = 0;
   const startedAt = Date.now();
+  const cpuAtStart = process.cpuUsage();
   const t0 = performance.now();
   let lastAck = t0;
 
@@ -150,6 +153,7 @@ async function publishAll(): Promise<void> {
         }),
     ),
   );
+  const publishingCpu = process.cpuUsage(cpuAtStart);
   await Promise.all(clients.map((client) => client.endAsync()));
   latencies.sort((x, y) => x - y);
   warmupLatencies.sort((x, y) => x - y);
@@ -167,6 +171,7 @@ async function publishAll(): Promise<void> {
       warmupPubackP99Ms: percentile(warmupLatencies, 99),
     }),
     cpuSeconds: (usage.userCPUTime + usage.systemCPUTime) / 1e6,
+    publishingCpuSeconds: (publishingCpu.user + publishingCpu.system) / 1e6,
     peakRssMiB: usage.maxRSS / 1024,
   };
   console.log(`RESULT ${JSON.stringify(result)}`);

@@ -14,7 +14,8 @@ import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
-import { startTarget, type TargetName } from "./lib/targets.ts";
+import { serviceCpu } from "./lib/service-cpu.ts";
+import { PG_ADMIN_URL, REDIS_URL, startTarget, type Target, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
 import { runSoak } from "./soak.ts";
@@ -89,6 +90,11 @@ interface ScenarioResult {
   publishToRowP50Ms: number | null;
   publishToRowP99Ms: number | null;
   processes: Record<string, ProcessStats>;
+  /**
+   * CPU microseconds a message offered, from the first message sent until the last was stored, of
+   * every process the scenario ran on (the load generator's own, PostgreSQL's and Redis's included).
+   */
+  cpuMicrosPerMessage: Record<string, number>;
   /** edge-ingest's own counters at the end of the run: drops and refusals it reported. */
   counters?: Record<string, number>;
 }
@@ -113,6 +119,13 @@ async function readCounters(url: string): Promise<Record<string, number>> {
   return counters;
 }
 
+/** CPU seconds so far of each process of the target, and of PostgreSQL and Redis when it runs on them. */
+async function cpuSoFar(target: Target): Promise<Record<string, number>> {
+  const cpu: Record<string, number> = {};
+  for (const managed of target.processes) cpu[managed.name] = statsOf(managed.child.pid as number).cpuSeconds;
+  return target.usesSharedServices ? { ...cpu, ...(await serviceCpu(PG_ADMIN_URL, REDIS_URL)) } : cpu;
+}
+
 async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedAt?: number): Promise<ScenarioResult> {
   const target = await startTarget(name, sizes.publishers);
   try {
@@ -128,6 +141,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
       ratePerSecond: pacedAt,
       ...(pacedAt && { warmupMs: PACED_WARMUP_MS }),
     };
+    const cpuAtStart = await cpuSoFar(target);
     const loadgen = await startNode("load-generator", "bench/load-generator.ts", [JSON.stringify(plan)], {
       readyText: "RESULT ",
       timeoutMs: 15 * 60_000,
@@ -136,9 +150,15 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
     const processes: Record<string, ProcessStats> = {
       "load-generator": { cpuSeconds: load.cpuSeconds, peakRssMiB: load.peakRssMiB },
     };
+    const cpuMicrosPerMessage: Record<string, number> = {
+      "load-generator": (load.publishingCpuSeconds * 1e6) / load.offered,
+    };
     let counters: Record<string, number> | undefined;
     const snapshot = async () => {
       for (const managed of target.processes) processes[managed.name] = statsOf(managed.child.pid as number);
+      for (const [name, seconds] of Object.entries(await cpuSoFar(target))) {
+        cpuMicrosPerMessage[name] = ((seconds - (cpuAtStart[name] ?? 0)) * 1e6) / load.offered;
+      }
       if (target.metricsUrl) counters = await readCounters(target.metricsUrl);
     };
     let rows: RowStats | undefined;
@@ -177,6 +197,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
       publishToRowP50Ms: rows?.publishToRowP50Ms ?? null,
       publishToRowP99Ms: rows?.publishToRowP99Ms ?? null,
       processes,
+      cpuMicrosPerMessage,
       counters,
     };
   } finally {
@@ -320,17 +341,23 @@ async function main() {
     );
     console.log(
       `\n${table(
-        ["scenario", "QoS", "paced", "process", "CPU s", "peak RSS MiB"],
-        scenarios.flatMap((s) =>
-          Object.entries(s.processes).map(([name, p]) => [
-            s.scenario,
-            s.qos,
-            s.pacedAt ? "yes" : "",
-            name,
-            fmt(p.cpuSeconds, 1),
-            fmt(p.peakRssMiB),
-          ]),
-        ),
+        ["scenario", "QoS", "paced", "process", "CPU s", "peak RSS MiB", "CPU µs a message"],
+        scenarios.flatMap((s) => {
+          const micros = Object.entries(s.cpuMicrosPerMessage);
+          const all = micros.reduce((sum, [, value]) => sum + value, 0);
+          return [
+            ...micros.map(([name, value]) => [
+              s.scenario,
+              s.qos,
+              s.pacedAt ? "yes" : "",
+              name,
+              fmt(s.processes[name]?.cpuSeconds, 1),
+              fmt(s.processes[name]?.peakRssMiB),
+              fmt(value, 1),
+            ]),
+            [s.scenario, s.qos, s.pacedAt ? "yes" : "", "all", "", "", fmt(all, 1)],
+          ];
+        }),
       )}`,
     );
     console.log(

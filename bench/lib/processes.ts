@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const CLOCK_TICKS = 100;
+/** Linux reports process CPU times in these ticks a second (USER_HZ). */
+export const CLOCK_TICKS = 100;
 
 export { freePort } from "../../test/helpers/redis-server.ts";
 

@@ -68,7 +68,8 @@ async function measure(query: Query, tenantId: string, ackedFile: string | undef
 }
 
 /**
- * Waits until the tenant has `expected` rows or the count stops moving for `quietMs`, then measures.
+ * Waits until the tenant has `expected` rows or the count stops moving for `quietMs`, calls
+ * `whenStored` (before the measuring queries add their own work to the database's), then measures.
  * The workers drain the queue after the publishers are done.
  */
 export async function measurePostgres(
@@ -76,6 +77,7 @@ export async function measurePostgres(
   tenantId: string,
   expected: number,
   ackedFile: string | undefined,
+  whenStored: () => Promise<void>,
   quietMs = 5000,
 ): Promise<RowStats> {
   const client = new pg.Client({ connectionString: url });
@@ -94,6 +96,7 @@ export async function measurePostgres(
       } else if (Date.now() - lastChange > quietMs) break;
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
+    await whenStored();
     return await measure(query, tenantId, ackedFile);
   } finally {
     await client.end();

@@ -19,11 +19,14 @@ export interface Target {
   publishers: Publisher[];
   /** Every process of the target, for CPU and memory figures. */
   processes: Managed[];
+  /** Whether it runs on the shared PostgreSQL and Redis, whose CPU then counts as its own. */
+  usesSharedServices?: true;
   /** The Prometheus endpoint of an edge-ingest target, read before it stops. */
   metricsUrl?: string;
   /**
-   * Waits for the stored rows and counts them, calling `beforeStop` once the work is done and before
-   * any process of the target stops (embedded must stop to free its database). Undefined: stores nothing.
+   * Waits for the stored rows and counts them, calling `beforeStop` once the work is done, before the
+   * counting queries and before any process of the target stops (embedded must stop to free its
+   * database). Undefined: stores nothing.
    */
   measure?: (expected: number, ackedFile: string | undefined, beforeStop: () => Promise<void>) => Promise<RowStats>;
   close(): Promise<void>;
@@ -45,11 +48,7 @@ export async function createDatabase(): Promise<{ url: string; drop(): Promise<v
 }
 
 function postgresMeasure(url: string, tenantId: string): NonNullable<Target["measure"]> {
-  return async (expected, ackedFile, beforeStop) => {
-    const rows = await measurePostgres(url, tenantId, expected, ackedFile);
-    await beforeStop();
-    return rows;
-  };
+  return (expected, ackedFile, beforeStop) => measurePostgres(url, tenantId, expected, ackedFile, beforeStop);
 }
 
 async function closeAll(processes: Managed[]): Promise<void> {
@@ -195,6 +194,7 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
         mqttUrl: `mqtt://127.0.0.1:${port}`,
         publishers: anonymousPublishers(publisherCount, tenantId),
         processes,
+        usesSharedServices: true,
         measure: postgresMeasure(db.url, tenantId),
         close: cleanup,
       };
@@ -228,6 +228,7 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
         metricsUrl: `http://127.0.0.1:${brokerEnv.HTTP_PORT}/metrics`,
         publishers,
         processes,
+        usesSharedServices: true,
         measure: postgresMeasure(db.url, tenantId),
         close: cleanup,
       };
