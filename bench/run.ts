@@ -480,7 +480,8 @@ async function main() {
         [
           "readings stored",
           "insert rows/s",
-          "× at 0",
+          "no history rows/s",
+          "× no history",
           "bytes/reading (metrics)",
           "(all tables)",
           "(a) last hour p50/p99 (first) ms",
@@ -490,7 +491,8 @@ async function main() {
         storage.map((r) => [
           fmt(r.rows),
           fmt(r.insertRowsPerSecond),
-          fmt(r.insertRowsPerSecond / (storage[0]?.insertRowsPerSecond ?? 1), 2),
+          fmt(r.noHistoryInsertRowsPerSecond),
+          fmt(r.insertRatio, 2),
           fmt(r.metricsBytesPerReading),
           fmt(r.allBytesPerReading),
           q(r, "lastHour"),

@@ -1,11 +1,16 @@
 /**
  * Storage as it grows (`npm run bench -- --only=storage`, up to half an hour): one database, filled
  * server-side to each size in turn with readings spread over the retention window; at each size the
- * production insert rate (the median of three passes after an uncounted one, each of 100 batches of
- * 1,000 readings: 100 tenants, 1,000 agents, 20 metric names, random-looking dedupe ids), the disk
- * each stored reading takes, and p50/p99 over 50 runs (after 5 uncounted, the first of them reported
+ * production insert rate (three passes after an uncounted one, each of 100 batches of 1,000
+ * readings: 100 tenants, 1,000 agents, 20 metric names, random-looking dedupe ids), the disk each
+ * stored reading takes, and p50/p99 over 50 runs (after 5 uncounted, the first of them reported
  * apart) of three API reads of a tenant with 1,000 agents: (a) the last hour of one agent's metric,
  * (b) 24 hours of one metric at step=1m with agg=avg,max, (c) `latest` for the whole tenant.
+ *
+ * The insert's passes alternate with passes into a second database with no history (emptied before
+ * each size, its partitions kept by a service of its own with the same settings): the ratio of each
+ * pair compares the two at about the same moment, so the machine's drift over the half hour (±15 % between
+ * passes minutes apart) leaves it alone.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -40,6 +45,11 @@ export interface StorageResult {
   /** The median of the counted passes. */
   insertRowsPerSecond: number;
   insertPassesRowsPerSecond: number[];
+  /** The same into the database with no history, each pass just before or after one above. */
+  noHistoryInsertRowsPerSecond: number;
+  noHistoryPassesRowsPerSecond: number[];
+  /** The median of the passes' ratios: this size's insert rate over no history's at the same moment. */
+  insertRatio: number;
   /** Table and index bytes of `metrics` per reading. */
   metricsBytesPerReading: number;
   /** The same with the dedupe, latest-value and submission tables. */
@@ -113,6 +123,17 @@ async function sizes(client: pg.Client): Promise<{ rows: number; metricsBytes: n
   };
 }
 
+/** The database with no history back to none: what a new deployment starts from. */
+async function empty(client: pg.Client): Promise<void> {
+  await client.query("TRUNCATE metrics, metric_dedupe, metric_latest, agent_activity, ingest_submissions");
+}
+
+const median = (values: number[]) =>
+  percentile(
+    values.toSorted((a, b) => a - b),
+    50,
+  ) ?? 0;
+
 /** Production inserts: what a worker writes now, into the hot partition. */
 async function insertRate(store: MetricStore, tenants: string[]): Promise<number> {
   const batches = Array.from({ length: INSERT_BATCHES }, (_, b) => {
@@ -176,28 +197,48 @@ async function latencies(url: string, token: string): Promise<StorageResult["que
 /** `partitionHours`: the service's METRICS_PARTITION_HOURS, the time span of the partitions an insert writes into. */
 export async function runStorage(sizes_: number[], partitionHours: number): Promise<StorageResult[]> {
   const db = await createDatabase();
+  const noHistoryDb = await createDatabase();
   const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
-  const env = await serviceEnv({
-    DATABASE_URL: db.url,
+  const noHistoryPrefix = `${prefix}-no-history`;
+  const settings = {
     REDIS_URL,
+    METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
+    METRICS_PARTITION_HOURS: String(partitionHours),
+  };
+  const env = await serviceEnv({
+    ...settings,
+    DATABASE_URL: db.url,
     REDIS_PREFIX: prefix,
     ROLES: "api,worker",
     ADMIN_TOKEN,
-    METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
-    METRICS_PARTITION_HOURS: String(partitionHours),
     QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
+  });
+  // Only its partition maintenance is used: the passes write through a store of their own.
+  const noHistoryEnv = await serviceEnv({
+    ...settings,
+    DATABASE_URL: noHistoryDb.url,
+    REDIS_PREFIX: noHistoryPrefix,
+    ROLES: "worker",
   });
   const results: StorageResult[] = [];
   // Everything started is stopped and removed, whatever fails (a service that will not start with a
   // bad --storage-partition-hours, say).
-  let service: Managed | undefined;
-  let client: pg.Client | undefined;
-  let database: Database | undefined;
-  try {
-    service = await startService("storage", env);
-    client = new pg.Client({ connectionString: db.url });
+  const services: Managed[] = [];
+  const clients: pg.Client[] = [];
+  const databases: Database[] = [];
+  const connect = async (url: string) => {
+    const client = new pg.Client({ connectionString: url });
+    clients.push(client);
     await client.connect();
-    database = await openDatabase({ url: db.url }, { migrate: false, logger: pino({ level: "silent" }) });
+    const database = await openDatabase({ url }, { migrate: false, logger: pino({ level: "silent" }) });
+    databases.push(database);
+    return { client, store: new MetricStore(database.sql, 86_400_000) };
+  };
+  try {
+    services.push(await startService("storage", env));
+    services.push(await startService("storage-no-history", noHistoryEnv));
+    const { client, store } = await connect(db.url);
+    const noHistory = await connect(noHistoryDb.url);
     const httpUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
     const admin = async (route: string, body: unknown) => {
       const response = await fetch(`${httpUrl}${route}`, {
@@ -211,39 +252,49 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
     for (let t = 0; t < TENANTS; t++)
       tenants.push((await admin("/api/v1/admin/tenants", { name: `t${t}` })).id as string);
     const token = (await admin(`/api/v1/admin/tenants/${tenants[0]}/tokens`, { role: "viewer" })).token as string;
-    const store = new MetricStore(database.sql, 86_400_000);
     let filled = 0;
     for (const size of sizes_) {
+      // Before the fill, whose checkpoint then covers it (one server).
+      await empty(noHistory.client);
       if (size > filled) {
         process.stderr.write(`storage: filling to ${size.toLocaleString("en-US")} readings…\n`);
         await fill(client, tenants, size - filled, filled);
         filled = size;
       }
       process.stderr.write(`storage: measuring at ${size.toLocaleString("en-US")}…\n`);
+      await insertRate(noHistory.store, tenants);
       await insertRate(store, tenants);
       const passes: number[] = [];
-      for (let pass = 1; pass < INSERT_PASSES; pass++) passes.push(await insertRate(store, tenants));
+      const noHistoryPasses: number[] = [];
+      // Which goes first alternates, so that neither always runs just after the other.
+      for (let pass = 1; pass < INSERT_PASSES; pass++) {
+        const first = pass % 2 === 1;
+        if (first) noHistoryPasses.push(await insertRate(noHistory.store, tenants));
+        passes.push(await insertRate(store, tenants));
+        if (!first) noHistoryPasses.push(await insertRate(noHistory.store, tenants));
+      }
       const measured = await sizes(client);
       results.push({
         rows: measured.rows,
         partitionHours,
-        insertRowsPerSecond:
-          percentile(
-            passes.toSorted((a, b) => a - b),
-            50,
-          ) ?? 0,
+        insertRowsPerSecond: median(passes),
         insertPassesRowsPerSecond: passes,
+        noHistoryInsertRowsPerSecond: median(noHistoryPasses),
+        noHistoryPassesRowsPerSecond: noHistoryPasses,
+        insertRatio: median(passes.map((rate, pass) => rate / (noHistoryPasses[pass] as number))),
         metricsBytesPerReading: measured.metricsBytes / Math.max(measured.rows, 1),
         allBytesPerReading: measured.allBytes / Math.max(measured.rows, 1),
         queries: await latencies(httpUrl, token),
       });
     }
   } finally {
-    await database?.close();
-    await client?.end();
-    if (service) await stop(service);
+    for (const database of databases) await database.close();
+    for (const client of clients) await client.end();
+    for (const service of services) await stop(service);
     await db.drop();
+    await noHistoryDb.drop();
     await deleteRedisPrefix(prefix);
+    await deleteRedisPrefix(noHistoryPrefix);
   }
   return results;
 }
