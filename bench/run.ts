@@ -1,8 +1,8 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,insert,idle,noisy-neighbour,footprint,soak,storage] [--qos=0|1]
+ * `npm run bench [-- --quick] [--only=scenario,...,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage] [--qos=0|1]
  * [--profile]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
- * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, the idle-connections, noisy-neighbour,
- * footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
+ * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
+ * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
  * Redis prefix and data directory, removed afterwards.
  */
@@ -12,6 +12,7 @@ import path from "node:path";
 import { runFootprint } from "./footprint.ts";
 import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
+import { runInsertCost } from "./insert-cost.ts";
 import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
 import { serviceCpu } from "./lib/service-cpu.ts";
@@ -48,13 +49,22 @@ function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
 }
 const wholeNumber = (name: string, fallback: number) => wholeNumbers(name, [fallback])[0] as number;
 const sizes = quick
-  ? { publishers: 4, messages: 2500, inflight: 50, idle: [500, 2000], insertRows: 10_000, noisySeconds: 5 }
+  ? {
+      publishers: 4,
+      messages: 2500,
+      inflight: 50,
+      idle: [500, 2000],
+      insertRows: 10_000,
+      insertCostReadings: 6_000,
+      noisySeconds: 5,
+    }
   : {
       publishers: 10,
       messages: wholeNumber("messages", 20_000),
       inflight: 100,
       idle: wholeNumbers("idle", [2000, 10_000, 19_000]),
       insertRows: 100_000,
+      insertCostReadings: 60_000,
       noisySeconds: 20,
     };
 
@@ -64,6 +74,12 @@ const sizes = quick
  * 200,000-message run is its slowest 2,000 messages, which that first second alone fills.
  */
 const PACED_WARMUP_MS = 2000;
+
+/**
+ * Readings a statement in the insert-cost scenario: from a quiet broker's small jobs to a flat-out
+ * run's (about 400 a job; MQTT_BATCH_MAX_MESSAGES caps them at 500).
+ */
+const INSERT_COST_STATEMENT_SIZES = [30, 120, 480];
 
 const TARGETS: TargetName[] = ["aedes-bare", "seed-architecture", "edge-ingest-embedded", "edge-ingest-distributed"];
 const wanted = (name: string) => !only || only.includes(name);
@@ -270,6 +286,9 @@ async function main() {
     });
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
+  const insertCost = wanted("insert-cost")
+    ? await runInsertCost(sizes.insertCostReadings, INSERT_COST_STATEMENT_SIZES)
+    : undefined;
   const idle = wanted("idle") ? await runIdle(sizes.idle, quick ? 15_000 : SETTLE_MS) : undefined;
   const footprint = wanted("footprint") ? await runFootprint(quick ? 5000 : 20_000) : undefined;
   if (wanted("noisy-neighbour"))
@@ -294,6 +313,7 @@ async function main() {
     scenarios,
     ratios,
     insert,
+    insertCost,
     idle,
     footprint,
     noisyNeighbour,
@@ -379,6 +399,19 @@ async function main() {
           fmt(r.ratio, 1),
         ]),
       )}`,
+    );
+  }
+  if (insertCost) {
+    console.log(
+      `\n${table(
+        ["readings a statement", "dedupe ids", "PostgreSQL CPU µs a reading", "readings/s"],
+        insertCost.variants.map((v) => [
+          v.readingsPerStatement,
+          v.dedupeIds ? "yes" : "no",
+          fmt(v.postgresCpuMicrosPerReading, 1),
+          fmt(v.readingsPerSecond),
+        ]),
+      )}\nPostgreSQL a statement: ${fmt(insertCost.fixedMicrosPerStatement)} µs fixed + ${fmt(insertCost.microsPerReading, 1)} µs a reading; dedupe ids ${fmt(insertCost.dedupeMicrosPerReading, 1)} µs a reading`,
     );
   }
   if (idle) {

@@ -19,7 +19,7 @@ import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";
 import { MetricStore } from "../src/store/metrics.ts";
-import { type Managed, percentile, stop } from "./lib/processes.ts";
+import { type Managed, median, percentile, stop } from "./lib/processes.ts";
 import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
 
 const RETENTION_DAYS = 30;
@@ -127,12 +127,6 @@ async function sizes(client: pg.Client): Promise<{ rows: number; metricsBytes: n
 async function empty(client: pg.Client): Promise<void> {
   await client.query("TRUNCATE metrics, metric_dedupe, metric_latest, agent_activity, ingest_submissions");
 }
-
-const median = (values: number[]) =>
-  percentile(
-    values.toSorted((a, b) => a - b),
-    50,
-  ) ?? 0;
 
 /** Production inserts: what a worker writes now, into the hot partition. */
 async function insertRate(store: MetricStore, tenants: string[]): Promise<number> {

@@ -111,3 +111,10 @@ export function percentile(sorted: number[], p: number): number | null {
   const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
   return sorted[index] ?? null;
 }
+
+/** The median of unsorted values (0 for none). */
+export const median = (values: number[]): number =>
+  percentile(
+    values.toSorted((a, b) => a - b),
+    50,
+  ) ?? 0;

@@ -33,7 +33,7 @@ function cpuFields(pid: number): { parent: number; own: number; reaped: number }
  * checkpointer) and the children it has reaped (backends of connections since closed). The server
  * must run on this machine; every database on it counts, so nothing else should use it meanwhile.
  */
-async function postgresCpu(url: string): Promise<number> {
+export async function postgresCpu(url: string): Promise<number> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   let postmaster: number | undefined;
