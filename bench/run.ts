@@ -512,6 +512,7 @@ async function main() {
       `\n${table(
         [
           "readings stored",
+          "in the current partition",
           "insert rows/s",
           "no history rows/s",
           "× no history",
@@ -523,6 +524,7 @@ async function main() {
         ],
         storage.map((r) => [
           fmt(r.rows),
+          fmt(r.currentPartitionRows),
           fmt(r.insertRowsPerSecond),
           fmt(r.noHistoryInsertRowsPerSecond),
           fmt(r.insertRatio, 2),

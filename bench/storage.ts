@@ -7,10 +7,11 @@
  * apart) of three API reads of a tenant with 1,000 agents: (a) the last hour of one agent's metric,
  * (b) 24 hours of one metric at step=1m with agg=avg,max, (c) `latest` for the whole tenant.
  *
- * The insert's passes alternate with passes into a second database with no history (emptied before
- * each size, its partitions kept by a service of its own with the same settings): the ratio of each
- * pair compares the two at about the same moment, so the machine's drift over the half hour (±15 % between
- * passes minutes apart) leaves it alone.
+ * The insert's passes alternate with passes into a second database with no history: none of the
+ * fill, the same passes (its partitions kept by a service of its own with the same settings). The
+ * ratio of each pair compares the two at about the same moment, so the machine's drift over the half
+ * hour (±15 % between passes minutes apart) leaves it alone, and what the passes themselves leave
+ * behind (100,000 series and 400,000 dedupe claims a size) is in both.
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
@@ -41,6 +42,11 @@ const TENANTS = 100;
 export interface StorageResult {
   /** Readings in `metrics` when measured. */
   rows: number;
+  /**
+   * Of them, in the partition the insert writes into: the fill's share of the day (or span) so far
+   * and the passes'. It sets much of the insert's cost, and moves with the hour the run is made.
+   */
+  currentPartitionRows: number;
   partitionHours: number;
   /** The median of the counted passes. */
   insertRowsPerSecond: number;
@@ -107,25 +113,29 @@ async function fill(client: pg.Client, tenants: string[], count: number, offset:
   await client.query("CHECKPOINT");
 }
 
-async function sizes(client: pg.Client): Promise<{ rows: number; metricsBytes: number; allBytes: number }> {
+async function sizes(
+  client: pg.Client,
+  partitionHours: number,
+): Promise<{ rows: number; currentPartitionRows: number; metricsBytes: number; allBytes: number }> {
   const total = (table: string) =>
     `(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
       WHERE i.inhparent = '${table}'::regclass)`;
+  // Partitions are aligned to UTC midnight and their span divides a day.
+  const span = partitionHours * 3_600_000;
   const { rows } = await client.query(
-    `SELECT (SELECT count(*) FROM metrics)::bigint AS rows, ${total("metrics")}::bigint AS metrics,
+    `SELECT (SELECT count(*) FROM metrics)::bigint AS rows,
+            (SELECT count(*) FROM metrics WHERE ts >= to_timestamp($1::float8 / 1000))::bigint AS current,
+            ${total("metrics")}::bigint AS metrics,
             ${total("metric_dedupe")} + ${total("ingest_submissions")} + pg_total_relation_size('metric_latest') AS others`,
+    [Math.floor(Date.now() / span) * span],
   );
-  const row = rows[0] as { rows: string; metrics: string; others: string };
+  const row = rows[0] as { rows: string; current: string; metrics: string; others: string };
   return {
     rows: Number(row.rows),
+    currentPartitionRows: Number(row.current),
     metricsBytes: Number(row.metrics),
     allBytes: Number(row.metrics) + Number(row.others),
   };
-}
-
-/** The database with no history back to none: what a new deployment starts from. */
-async function empty(client: pg.Client): Promise<void> {
-  await client.query("TRUNCATE metrics, metric_dedupe, metric_latest, agent_activity, ingest_submissions");
 }
 
 /** Production inserts: what a worker writes now, into the hot partition. */
@@ -248,8 +258,6 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
     const token = (await admin(`/api/v1/admin/tenants/${tenants[0]}/tokens`, { role: "viewer" })).token as string;
     let filled = 0;
     for (const size of sizes_) {
-      // Before the fill, whose checkpoint then covers it (one server).
-      await empty(noHistory.client);
       if (size > filled) {
         process.stderr.write(`storage: filling to ${size.toLocaleString("en-US")} readings…\n`);
         await fill(client, tenants, size - filled, filled);
@@ -267,9 +275,10 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
         passes.push(await insertRate(store, tenants));
         if (!first) noHistoryPasses.push(await insertRate(noHistory.store, tenants));
       }
-      const measured = await sizes(client);
+      const measured = await sizes(client, partitionHours);
       results.push({
         rows: measured.rows,
+        currentPartitionRows: measured.currentPartitionRows,
         partitionHours,
         insertRowsPerSecond: median(passes),
         insertPassesRowsPerSecond: passes,
