@@ -74,22 +74,23 @@ export async function runInsertCost(readingsPerPass: number, sizes: number[]): P
       const cpu = (await postgresCpu(target.url)) - cpuBefore;
       return { micros: (cpu * 1e6) / (statements * readings), perSecond: (statements * readings) / seconds };
     };
-    const variants = sizes.flatMap((readings) => [true, false].map((dedupeIds) => ({ readings, dedupeIds })));
+    const variants = sizes.flatMap((readings) =>
+      [true, false].map((dedupeIds) => ({ readings, dedupeIds, micros: [] as number[], perSecond: [] as number[] })),
+    );
     // Uncounted: prepares the statements on every connection and warms the server's caches.
     for (const variant of variants) await pass(variant.readings, variant.dedupeIds);
-    const runs = variants.map(() => ({ micros: [] as number[], perSecond: [] as number[] }));
     for (let round = 0; round < ROUNDS; round++) {
-      for (const [i, variant] of variants.entries()) {
+      for (const variant of variants) {
         const result = await pass(variant.readings, variant.dedupeIds);
-        runs[i]?.micros.push(result.micros);
-        runs[i]?.perSecond.push(result.perSecond);
+        variant.micros.push(result.micros);
+        variant.perSecond.push(result.perSecond);
       }
     }
-    const results = variants.map((variant, i) => ({
+    const results = variants.map((variant) => ({
       readingsPerStatement: variant.readings,
       dedupeIds: variant.dedupeIds,
-      postgresCpuMicrosPerReading: median(runs[i]?.micros ?? []),
-      readingsPerSecond: median(runs[i]?.perSecond ?? []),
+      postgresCpuMicrosPerReading: median(variant.micros),
+      readingsPerSecond: median(variant.perSecond),
     }));
     const cost = (readings: number, dedupeIds: boolean) =>
       results.find((r) => r.readingsPerStatement === readings && r.dedupeIds === dedupeIds)

@@ -228,21 +228,20 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
   // Everything started is stopped and removed, whatever fails (a service that will not start with a
   // bad --storage-partition-hours, say).
   const services: Managed[] = [];
-  const clients: pg.Client[] = [];
   const databases: Database[] = [];
-  const connect = async (url: string) => {
-    const client = new pg.Client({ connectionString: url });
-    clients.push(client);
-    await client.connect();
+  let client: pg.Client | undefined;
+  const storeOn = async (url: string) => {
     const database = await openDatabase({ url }, { migrate: false, logger: pino({ level: "silent" }) });
     databases.push(database);
-    return { client, store: new MetricStore(database.sql, 86_400_000) };
+    return new MetricStore(database.sql, 86_400_000);
   };
   try {
     services.push(await startService("storage", env));
     services.push(await startService("storage-no-history", noHistoryEnv));
-    const { client, store } = await connect(db.url);
-    const noHistory = await connect(noHistoryDb.url);
+    client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    const store = await storeOn(db.url);
+    const noHistoryStore = await storeOn(noHistoryDb.url);
     const httpUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
     const admin = async (route: string, body: unknown) => {
       const response = await fetch(`${httpUrl}${route}`, {
@@ -264,16 +263,16 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
         filled = size;
       }
       process.stderr.write(`storage: measuring at ${size.toLocaleString("en-US")}…\n`);
-      await insertRate(noHistory.store, tenants);
+      await insertRate(noHistoryStore, tenants);
       await insertRate(store, tenants);
       const passes: number[] = [];
       const noHistoryPasses: number[] = [];
       // Which goes first alternates, so that neither always runs just after the other.
       for (let pass = 1; pass < INSERT_PASSES; pass++) {
         const first = pass % 2 === 1;
-        if (first) noHistoryPasses.push(await insertRate(noHistory.store, tenants));
+        if (first) noHistoryPasses.push(await insertRate(noHistoryStore, tenants));
         passes.push(await insertRate(store, tenants));
-        if (!first) noHistoryPasses.push(await insertRate(noHistory.store, tenants));
+        if (!first) noHistoryPasses.push(await insertRate(noHistoryStore, tenants));
       }
       const measured = await sizes(client, partitionHours);
       results.push({
@@ -292,7 +291,7 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
     }
   } finally {
     for (const database of databases) await database.close();
-    for (const client of clients) await client.end();
+    await client?.end();
     for (const service of services) await stop(service);
     await db.drop();
     await noHistoryDb.drop();

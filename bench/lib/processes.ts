@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** Linux reports process CPU times in these ticks a second (USER_HZ). */
-export const CLOCK_TICKS = 100;
+const CLOCK_TICKS = 100;
 
 export { freePort } from "../../test/helpers/redis-server.ts";
 
@@ -75,11 +75,24 @@ export interface ProcessStats {
   peakRssMiB: number;
 }
 
+/**
+ * A live process's parent and CPU seconds, from /proc/<pid>/stat: its own (utime + stime) and those
+ * of the children it has waited for (cutime + cstime). Throws for a process that is gone.
+ */
+export function procStat(pid: number): { parent: number; cpuSeconds: number; reapedChildrenCpuSeconds: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // After the command name, which may hold spaces: state, ppid, … utime (12th), stime, cutime, cstime.
+  const fields = stat
+    .slice(stat.lastIndexOf(")") + 2)
+    .split(" ")
+    .map(Number);
+  const ticks = (first: number) => ((fields[first] as number) + (fields[first + 1] as number)) / CLOCK_TICKS;
+  return { parent: fields[1] as number, cpuSeconds: ticks(11), reapedChildrenCpuSeconds: ticks(13) };
+}
+
 /** CPU time and peak RSS (VmHWM) of a live process, read from /proc. */
 export function statsOf(pid: number): ProcessStats {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpuSeconds = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  const { cpuSeconds } = procStat(pid);
   const status = readFileSync(`/proc/${pid}/status`, "utf8");
   const hwm = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
   return { cpuSeconds, peakRssMiB: Number(hwm ?? 0) / 1024 };

@@ -1,7 +1,7 @@
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { Redis } from "ioredis";
 import pg from "pg";
-import { CLOCK_TICKS } from "./processes.ts";
+import { procStat } from "./processes.ts";
 
 /** CPU seconds used so far by the PostgreSQL server and the Redis the scenarios share. */
 export interface ServiceCpu {
@@ -9,24 +9,36 @@ export interface ServiceCpu {
   redis: number;
 }
 
-/** utime, stime, cutime, cstime of a process (the last two: of its children it has waited for). */
-function cpuFields(pid: number): { parent: number; own: number; reaped: number } | undefined {
+/** `procStat`, or undefined for a process that exited while /proc was read. */
+function procStatIfAlive(pid: number): ReturnType<typeof procStat> | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat
-      .slice(stat.lastIndexOf(")") + 2)
-      .split(" ")
-      .map(Number);
-    return {
-      parent: fields[1] as number,
-      own: ((fields[11] as number) + (fields[12] as number)) / CLOCK_TICKS,
-      reaped: ((fields[13] as number) + (fields[14] as number)) / CLOCK_TICKS,
-    };
+    return procStat(pid);
   } catch {
-    // A process that exited while the list was read.
     return undefined;
   }
 }
+
+/** The postmaster's pid: the parent of a backend of ours. */
+async function findPostmaster(url: string): Promise<number> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const backend = (await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]?.pid as number;
+    const postmaster = procStatIfAlive(backend)?.parent;
+    if (postmaster === undefined) {
+      throw new Error(`PostgreSQL at ${url} is not a process of this machine: its CPU cannot be read`);
+    }
+    return postmaster;
+  } finally {
+    await client.end();
+  }
+}
+
+/**
+ * Found once per server: a connection made for each reading would add its own backend's start-up
+ * to the CPU measured.
+ */
+const postmasters = new Map<string, Promise<number>>();
 
 /**
  * The whole PostgreSQL server's CPU: the postmaster, its live children (backends, WAL writer,
@@ -34,25 +46,20 @@ function cpuFields(pid: number): { parent: number; own: number; reaped: number }
  * must run on this machine; every database on it counts, so nothing else should use it meanwhile.
  */
 export async function postgresCpu(url: string): Promise<number> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  let postmaster: number | undefined;
-  try {
-    const backend = (await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]?.pid as number;
-    postmaster = cpuFields(backend)?.parent;
-  } finally {
-    await client.end();
+  let found = postmasters.get(url);
+  if (!found) {
+    found = findPostmaster(url);
+    postmasters.set(url, found);
   }
-  const server = postmaster === undefined ? undefined : cpuFields(postmaster);
-  if (postmaster === undefined || server === undefined) {
-    throw new Error(`PostgreSQL at ${url} is not a process of this machine: its CPU cannot be read`);
-  }
-  let seconds = server.own + server.reaped;
+  const postmaster = await found;
+  const server = procStatIfAlive(postmaster);
+  if (!server) throw new Error(`the PostgreSQL server at ${url} (pid ${postmaster}) has stopped`);
+  let seconds = server.cpuSeconds + server.reapedChildrenCpuSeconds;
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
-    const child = cpuFields(pid);
-    if (child?.parent === postmaster) seconds += child.own;
+    const child = procStatIfAlive(pid);
+    if (child?.parent === postmaster) seconds += child.cpuSeconds;
   }
   return seconds;
 }
