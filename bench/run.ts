@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage] [--qos=0|1]
+ * `npm run bench [-- --quick] [--only=scenario,...,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1]
  * [--profile]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
@@ -20,7 +20,7 @@ import { PG_ADMIN_URL, REDIS_URL, startTarget, type Target, type TargetName } fr
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
 import { runSoak } from "./soak.ts";
-import { runStorage } from "./storage.ts";
+import { runStorage, runStorageHistory } from "./storage.ts";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv
@@ -298,6 +298,11 @@ async function main() {
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
   const storage = wanted("storage") && !quick ? await runStorage(storageSizes, storagePartitionHours) : undefined;
+  // Only when named: ten more minutes that a whole run does not need.
+  const storageHistory =
+    only?.includes("storage-history") && !quick
+      ? await runStorageHistory(wholeNumber("storage-history-readings", 30_000_000), storagePartitionHours)
+      : undefined;
 
   const results = {
     date: new Date().toISOString(),
@@ -318,6 +323,7 @@ async function main() {
     footprint,
     noisyNeighbour,
     soak,
+    storageHistory,
     storage,
   };
 
@@ -534,6 +540,32 @@ async function main() {
           q(r, "series24h"),
           q(r, "latest"),
         ]),
+      )}`,
+    );
+  }
+  if (storageHistory) {
+    const { passesRowsPerSecond: passes } = storageHistory;
+    const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
+    console.log(
+      `\n${table(
+        ["database", "readings", "in the current partition", "rows/s (mean of rounds)", "× nothing (median of rounds)"],
+        [
+          [
+            "full fill",
+            fmt(storageHistory.rows),
+            fmt(storageHistory.currentPartitionRows),
+            fmt(mean(passes.full)),
+            fmt(storageHistory.fullRatio, 2),
+          ],
+          [
+            "current partition only",
+            fmt(storageHistory.currentPartitionRows),
+            fmt(storageHistory.currentPartitionRows),
+            fmt(mean(passes.currentOnly)),
+            fmt(storageHistory.currentOnlyRatio, 2),
+          ],
+          ["nothing", "0", "0", fmt(mean(passes.none)), "1"],
+        ],
       )}`,
     );
   }

@@ -77,8 +77,14 @@ export interface StorageResult {
  * twenty metrics (one reading each about every 17 s at 30 M), four tenths over the tenant's other
  * 999 agents, half over 99 tenants of ten agents each. Dedupe rows for the last day, as the window keeps.
  */
-async function fill(client: pg.Client, tenants: string[], count: number, offset: number): Promise<void> {
-  const span = RETENTION_DAYS * 86_400_000 - 3_600_000;
+async function fill(
+  client: pg.Client,
+  tenants: string[],
+  count: number,
+  offset: number,
+  /** How far back from now the readings are spread. */
+  spanMs = RETENTION_DAYS * 86_400_000 - 3_600_000,
+): Promise<void> {
   await client.query(
     `INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, received_at)
      SELECT t.tenant,
@@ -92,7 +98,7 @@ async function fill(client: pg.Client, tenants: string[], count: number, offset:
      FROM generate_series($2::bigint, $3::bigint) AS i,
           LATERAL (SELECT CASE WHEN i % 10 < 5 THEN ($1::uuid[])[1] ELSE ($1::uuid[])[2 + i % ${TENANTS - 1}] END AS tenant,
                           now() - make_interval(secs => ($3::bigint - i)::float8 / $4::float8 * $5::float8 / 1000) AS ts) AS t`,
-    [tenants, offset, offset + count - 1, count, span],
+    [tenants, offset, offset + count - 1, count, spanMs],
   );
   await client.query(
     `INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)
@@ -113,6 +119,12 @@ async function fill(client: pg.Client, tenants: string[], count: number, offset:
   await client.query("CHECKPOINT");
 }
 
+/** Where the partition holding the present starts: partitions are aligned to UTC midnight and their span divides a day. */
+function currentPartitionFrom(partitionHours: number): number {
+  const span = partitionHours * 3_600_000;
+  return Math.floor(Date.now() / span) * span;
+}
+
 async function sizes(
   client: pg.Client,
   partitionHours: number,
@@ -120,14 +132,12 @@ async function sizes(
   const total = (table: string) =>
     `(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
       WHERE i.inhparent = '${table}'::regclass)`;
-  // Partitions are aligned to UTC midnight and their span divides a day.
-  const span = partitionHours * 3_600_000;
   const { rows } = await client.query(
     `SELECT (SELECT count(*) FROM metrics)::bigint AS rows,
             (SELECT count(*) FROM metrics WHERE ts >= to_timestamp($1::float8 / 1000))::bigint AS current,
             ${total("metrics")}::bigint AS metrics,
             ${total("metric_dedupe")} + ${total("ingest_submissions")} + pg_total_relation_size('metric_latest') AS others`,
-    [Math.floor(Date.now() / span) * span],
+    [currentPartitionFrom(partitionHours)],
   );
   const row = rows[0] as { rows: string; current: string; metrics: string; others: string };
   return {
@@ -299,4 +309,97 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
     await deleteRedisPrefix(noHistoryPrefix);
   }
   return results;
+}
+
+export interface StorageHistoryResult {
+  /** Readings the full fill holds, and of them in the current partition (all the other fill holds). */
+  rows: number;
+  currentPartitionRows: number;
+  partitionHours: number;
+  /** Each database's rows/s, one pass a round. */
+  passesRowsPerSecond: Record<"full" | "currentOnly" | "none", number[]>;
+  /** Medians of the rounds' ratios against the database with nothing filled. */
+  fullRatio: number;
+  currentOnlyRatio: number;
+}
+
+const HISTORY_ROUNDS = 6;
+
+/**
+ * Whether the insert slows with the history or with the partition it writes into
+ * (`--only=storage-history`, about ten minutes): three databases side by side, each with a service of
+ * its own keeping its partitions. One is filled as the storage scenario fills it to `rows`, its
+ * current partition then topped up to a whole partition's share of them (as it is at the end of its
+ * span, whatever the hour of the run); one holds only that share, in the current partition; one holds
+ * nothing. Then rounds of one pass into each, the order reversed every round: all three take the same
+ * passes, at about the same moments.
+ */
+export async function runStorageHistory(rows: number, partitionHours: number): Promise<StorageHistoryResult> {
+  const kinds = ["full", "currentOnly", "none"] as const;
+  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+  const targets = await Promise.all(kinds.map(() => createDatabase()));
+  const services: Managed[] = [];
+  const databases: Database[] = [];
+  const clients: pg.Client[] = [];
+  try {
+    const stores = [];
+    for (const [i, kind] of kinds.entries()) {
+      const url = (targets[i] as { url: string }).url;
+      services.push(
+        await startService(
+          `storage-${kind}`,
+          await serviceEnv({
+            REDIS_URL,
+            REDIS_PREFIX: `${prefix}-${kind}`,
+            ROLES: "worker",
+            DATABASE_URL: url,
+            METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
+            METRICS_PARTITION_HOURS: String(partitionHours),
+          }),
+        ),
+      );
+      const client = new pg.Client({ connectionString: url });
+      clients.push(client);
+      await client.connect();
+      const database = await openDatabase({ url }, { migrate: false, logger: pino({ level: "silent" }) });
+      databases.push(database);
+      stores.push(new MetricStore(database.sql, 86_400_000));
+    }
+    const [full, currentOnly] = clients as [pg.Client, pg.Client];
+    const tenants = Array.from({ length: TENANTS }, () => randomUUID());
+    process.stderr.write(`storage history: filling to ${rows.toLocaleString("en-US")} readings…\n`);
+    const share = Math.round((rows * partitionHours) / (RETENTION_DAYS * 24));
+    // Spread over the current partition so far.
+    const sinceItsStart = () => Date.now() - currentPartitionFrom(partitionHours);
+    await fill(full, tenants, rows, 0);
+    const inCurrent = (await sizes(full, partitionHours)).currentPartitionRows;
+    // Its own dedupe ids: numbered on from the fill's.
+    if (share > inCurrent) await fill(full, tenants, share - inCurrent, rows, sinceItsStart());
+    await fill(currentOnly, tenants, share, 0, sinceItsStart());
+    const measured = await sizes(currentOnly, partitionHours);
+    process.stderr.write("storage history: measuring…\n");
+    for (const store of stores) await insertRate(store, tenants);
+    const passes = { full: [] as number[], currentOnly: [] as number[], none: [] as number[] };
+    for (let round = 0; round < HISTORY_ROUNDS; round++) {
+      const order = round % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
+      for (const i of order)
+        passes[kinds[i] as (typeof kinds)[number]].push(await insertRate(stores[i] as MetricStore, tenants));
+    }
+    const ratio = (kind: "full" | "currentOnly") =>
+      median(passes[kind].map((rate, round) => rate / (passes.none[round] as number)));
+    return {
+      rows,
+      currentPartitionRows: measured.currentPartitionRows,
+      partitionHours,
+      passesRowsPerSecond: passes,
+      fullRatio: ratio("full"),
+      currentOnlyRatio: ratio("currentOnly"),
+    };
+  } finally {
+    for (const database of databases) await database.close();
+    for (const client of clients) await client.end();
+    for (const service of services) await stop(service);
+    for (const target of targets) await target.drop();
+    for (const kind of kinds) await deleteRedisPrefix(`${prefix}-${kind}`);
+  }
 }
