@@ -88,7 +88,7 @@ const envSchema = z.object({
   TENANT_MAX_CONNECTIONS: int(1, MAX_INT32).default(1000),
   TENANT_LIMITS_CACHE_TTL_MS: int(0, 3_600_000).default(5000),
   MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500),
-  MQTT_BATCH_LINGER_MS: int(0, 10_000).default(5),
+  MQTT_BATCH_LINGER_MS: int(0, 10_000).default(3),
   MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   // Unset: coloured lines on a terminal, JSON lines otherwise (a file, a pipe, a log collector).
