@@ -20,6 +20,7 @@ import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";
 import { MetricStore } from "../src/store/metrics.ts";
+import { partitionsOf, type Range } from "../src/store/partitions.ts";
 import { type Managed, median, percentile, stop } from "./lib/processes.ts";
 import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
 
@@ -119,15 +120,17 @@ async function fill(
   await client.query("CHECKPOINT");
 }
 
-/** Where the partition holding the present starts: partitions are aligned to UTC midnight and their span divides a day. */
-function currentPartitionFrom(partitionHours: number): number {
-  const span = partitionHours * 3_600_000;
-  return Math.floor(Date.now() / span) * span;
+/** The `metrics` partition holding the present, as the catalog has it. */
+async function currentPartition(client: pg.Client): Promise<Range> {
+  const partitions = await partitionsOf(async (text, params) => (await client.query(text, params)).rows, "metrics");
+  const now = Date.now();
+  const current = partitions.find((p) => p.from <= now && now < p.to);
+  if (!current) throw new Error("no metrics partition holds the present: the service has not made it");
+  return current;
 }
 
 async function sizes(
   client: pg.Client,
-  partitionHours: number,
 ): Promise<{ rows: number; currentPartitionRows: number; metricsBytes: number; allBytes: number }> {
   const total = (table: string) =>
     `(SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
@@ -137,7 +140,7 @@ async function sizes(
             (SELECT count(*) FROM metrics WHERE ts >= to_timestamp($1::float8 / 1000))::bigint AS current,
             ${total("metrics")}::bigint AS metrics,
             ${total("metric_dedupe")} + ${total("ingest_submissions")} + pg_total_relation_size('metric_latest') AS others`,
-    [currentPartitionFrom(partitionHours)],
+    [(await currentPartition(client)).from],
   );
   const row = rows[0] as { rows: string; current: string; metrics: string; others: string };
   return {
@@ -208,50 +211,70 @@ async function latencies(url: string, token: string): Promise<StorageResult["que
   return result;
 }
 
-/** `partitionHours`: the service's METRICS_PARTITION_HOURS, the time span of the partitions an insert writes into. */
-export async function runStorage(sizes_: number[], partitionHours: number): Promise<StorageResult[]> {
-  const db = await createDatabase();
-  const noHistoryDb = await createDatabase();
-  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
-  const noHistoryPrefix = `${prefix}-no-history`;
-  const settings = {
-    REDIS_URL,
-    METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
-    METRICS_PARTITION_HOURS: String(partitionHours),
-  };
-  const env = await serviceEnv({
-    ...settings,
-    DATABASE_URL: db.url,
-    REDIS_PREFIX: prefix,
-    ROLES: "api,worker",
-    ADMIN_TOKEN,
-    QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
-  });
-  // Only its partition maintenance is used: the passes write through a store of their own.
-  const noHistoryEnv = await serviceEnv({
-    ...settings,
-    DATABASE_URL: noHistoryDb.url,
-    REDIS_PREFIX: noHistoryPrefix,
-    ROLES: "worker",
-  });
-  const results: StorageResult[] = [];
-  // Everything started is stopped and removed, whatever fails (a service that will not start with a
-  // bad --storage-partition-hours, say).
-  const services: Managed[] = [];
-  const databases: Database[] = [];
-  let client: pg.Client | undefined;
-  const storeOn = async (url: string) => {
-    const database = await openDatabase({ url }, { migrate: false, logger: pino({ level: "silent" }) });
-    databases.push(database);
-    return new MetricStore(database.sql, 86_400_000);
-  };
-  try {
-    services.push(await startService("storage", env));
-    services.push(await startService("storage-no-history", noHistoryEnv));
-    client = new pg.Client({ connectionString: db.url });
+/**
+ * What a storage scenario starts: databases, each with a service of its own keeping its partitions
+ * (`METRICS_PARTITION_HOURS` = `partitionHours`, the time span of the partitions an insert writes
+ * into) and a store writing into it. `close` stops and removes all of it, whatever failed.
+ */
+class StorageRig {
+  private readonly prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+  private readonly targets: { drop(): Promise<void> }[] = [];
+  private readonly services: Managed[] = [];
+  private readonly databases: Database[] = [];
+  private readonly clients: pg.Client[] = [];
+  private readonly prefixes: string[] = [];
+
+  constructor(private readonly partitionHours: number) {}
+
+  /** A new database and its service (`ROLES=worker` unless `extra` says more of its environment). */
+  async database(name: string, extra: Record<string, string> = {}) {
+    const target = await createDatabase();
+    this.targets.push(target);
+    const prefix = `${this.prefix}-${name}`;
+    this.prefixes.push(prefix);
+    const env = await serviceEnv({
+      REDIS_URL,
+      REDIS_PREFIX: prefix,
+      ROLES: "worker",
+      DATABASE_URL: target.url,
+      METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
+      METRICS_PARTITION_HOURS: String(this.partitionHours),
+      ...extra,
+    });
+    this.services.push(await startService(`storage-${name}`, env));
+    const database = await openDatabase({ url: target.url }, { migrate: false, logger: pino({ level: "silent" }) });
+    this.databases.push(database);
+    return { url: target.url, env, store: new MetricStore(database.sql, 86_400_000) };
+  }
+
+  async client(url: string): Promise<pg.Client> {
+    const client = new pg.Client({ connectionString: url });
+    this.clients.push(client);
     await client.connect();
-    const store = await storeOn(db.url);
-    const noHistoryStore = await storeOn(noHistoryDb.url);
+    return client;
+  }
+
+  async close(): Promise<void> {
+    for (const database of this.databases) await database.close();
+    for (const client of this.clients) await client.end();
+    for (const service of this.services) await stop(service);
+    for (const target of this.targets) await target.drop();
+    for (const prefix of this.prefixes) await deleteRedisPrefix(prefix);
+  }
+}
+
+export async function runStorage(sizes_: number[], partitionHours: number): Promise<StorageResult[]> {
+  const rig = new StorageRig(partitionHours);
+  const results: StorageResult[] = [];
+  try {
+    const { url, env, store } = await rig.database("filled", {
+      ROLES: "api,worker",
+      ADMIN_TOKEN,
+      QUERY_MAX_LIMIT: String(BIG_AGENTS * NAMES),
+    });
+    // Only its partition maintenance is used: the passes write through the store.
+    const { store: noHistoryStore } = await rig.database("no-history");
+    const client = await rig.client(url);
     const httpUrl = `http://127.0.0.1:${env.HTTP_PORT}`;
     const admin = async (route: string, body: unknown) => {
       const response = await fetch(`${httpUrl}${route}`, {
@@ -284,7 +307,7 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
         passes.push(await insertRate(store, tenants));
         if (!first) noHistoryPasses.push(await insertRate(noHistoryStore, tenants));
       }
-      const measured = await sizes(client, partitionHours);
+      const measured = await sizes(client);
       results.push({
         rows: measured.rows,
         currentPartitionRows: measured.currentPartitionRows,
@@ -300,13 +323,7 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
       });
     }
   } finally {
-    for (const database of databases) await database.close();
-    await client?.end();
-    for (const service of services) await stop(service);
-    await db.drop();
-    await noHistoryDb.drop();
-    await deleteRedisPrefix(prefix);
-    await deleteRedisPrefix(noHistoryPrefix);
+    await rig.close();
   }
   return results;
 }
@@ -327,7 +344,7 @@ const HISTORY_ROUNDS = 6;
 
 /**
  * Whether the insert slows with the history or with the partition it writes into
- * (`--only=storage-history`, about ten minutes): three databases side by side, each with a service of
+ * (`--only=storage-history`, about seven minutes at 30 M): three databases side by side, each with a service of
  * its own keeping its partitions. One is filled as the storage scenario fills it to `rows`, its
  * current partition then topped up to a whole partition's share of them (as it is at the end of its
  * span, whatever the hour of the run); one holds only that share, in the current partition; one holds
@@ -335,55 +352,32 @@ const HISTORY_ROUNDS = 6;
  * passes, at about the same moments.
  */
 export async function runStorageHistory(rows: number, partitionHours: number): Promise<StorageHistoryResult> {
-  const kinds = ["full", "currentOnly", "none"] as const;
-  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
-  const targets = await Promise.all(kinds.map(() => createDatabase()));
-  const services: Managed[] = [];
-  const databases: Database[] = [];
-  const clients: pg.Client[] = [];
+  const rig = new StorageRig(partitionHours);
   try {
-    const stores = [];
-    for (const [i, kind] of kinds.entries()) {
-      const url = (targets[i] as { url: string }).url;
-      services.push(
-        await startService(
-          `storage-${kind}`,
-          await serviceEnv({
-            REDIS_URL,
-            REDIS_PREFIX: `${prefix}-${kind}`,
-            ROLES: "worker",
-            DATABASE_URL: url,
-            METRICS_RETENTION_DAYS: String(RETENTION_DAYS),
-            METRICS_PARTITION_HOURS: String(partitionHours),
-          }),
-        ),
-      );
-      const client = new pg.Client({ connectionString: url });
-      clients.push(client);
-      await client.connect();
-      const database = await openDatabase({ url }, { migrate: false, logger: pino({ level: "silent" }) });
-      databases.push(database);
-      stores.push(new MetricStore(database.sql, 86_400_000));
-    }
-    const [full, currentOnly] = clients as [pg.Client, pg.Client];
+    const full = await rig.database("full");
+    const currentOnly = await rig.database("current-only");
+    const none = await rig.database("none");
+    const fullClient = await rig.client(full.url);
+    const currentOnlyClient = await rig.client(currentOnly.url);
     const tenants = Array.from({ length: TENANTS }, () => randomUUID());
     process.stderr.write(`storage history: filling to ${rows.toLocaleString("en-US")} readings…\n`);
     const share = Math.round((rows * partitionHours) / (RETENTION_DAYS * 24));
     // Spread over the current partition so far.
-    const sinceItsStart = () => Date.now() - currentPartitionFrom(partitionHours);
-    await fill(full, tenants, rows, 0);
-    const inCurrent = (await sizes(full, partitionHours)).currentPartitionRows;
+    const sinceItsStart = async () => Date.now() - (await currentPartition(fullClient)).from;
+    await fill(fullClient, tenants, rows, 0);
+    const inCurrent = (await sizes(fullClient)).currentPartitionRows;
     // Its own dedupe ids: numbered on from the fill's.
-    if (share > inCurrent) await fill(full, tenants, share - inCurrent, rows, sinceItsStart());
-    await fill(currentOnly, tenants, share, 0, sinceItsStart());
-    const measured = await sizes(currentOnly, partitionHours);
+    if (share > inCurrent) await fill(fullClient, tenants, share - inCurrent, rows, await sinceItsStart());
+    await fill(currentOnlyClient, tenants, share, 0, await sinceItsStart());
+    const measured = await sizes(currentOnlyClient);
     process.stderr.write("storage history: measuring…\n");
-    for (const store of stores) await insertRate(store, tenants);
+    const stores = { full: full.store, currentOnly: currentOnly.store, none: none.store };
+    const kinds = Object.keys(stores) as (keyof typeof stores)[];
+    for (const kind of kinds) await insertRate(stores[kind], tenants);
     const passes = { full: [] as number[], currentOnly: [] as number[], none: [] as number[] };
     for (let round = 0; round < HISTORY_ROUNDS; round++) {
-      const order = round % 2 === 0 ? [0, 1, 2] : [2, 1, 0];
-      for (const i of order)
-        passes[kinds[i] as (typeof kinds)[number]].push(await insertRate(stores[i] as MetricStore, tenants));
+      for (const kind of round % 2 === 0 ? kinds : kinds.toReversed())
+        passes[kind].push(await insertRate(stores[kind], tenants));
     }
     const ratio = (kind: "full" | "currentOnly") =>
       median(passes[kind].map((rate, round) => rate / (passes.none[round] as number)));
@@ -396,10 +390,6 @@ export async function runStorageHistory(rows: number, partitionHours: number): P
       currentOnlyRatio: ratio("currentOnly"),
     };
   } finally {
-    for (const database of databases) await database.close();
-    for (const client of clients) await client.end();
-    for (const service of services) await stop(service);
-    for (const target of targets) await target.drop();
-    for (const kind of kinds) await deleteRedisPrefix(`${prefix}-${kind}`);
+    await rig.close();
   }
 }
