@@ -1,6 +1,6 @@
 /**
- * What PostgreSQL spends on the production insert (`npm run bench -- --only=insert-cost`, about a
- * minute): its CPU a reading (the whole local server, as in the throughput scenarios) at several
+ * What PostgreSQL spends on the production insert (`npm run bench -- --only=insert-cost`, about
+ * 15 seconds): its CPU a reading (the whole local server, as in the throughput scenarios) at several
  * readings a statement, with and without dedupe ids, on four connections as the worker's default
  * concurrency. Readings of ten agents and one metric, as the load generator publishes. Every variant
  * runs once per round, alternating, into tables emptied before each pass, and reports its medians.

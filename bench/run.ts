@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--only=scenario,...,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1]
- * [--profile]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
+ * [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
@@ -36,6 +36,10 @@ if (process.argv.includes("--profile")) {
   process.env.BENCH_PROFILE_DIR = path.join(ROOT, "bench", "profiles");
 }
 const argValue = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const serviceNodeArgs = argValue("service-node-args");
+// Read by bench/lib/targets.ts: Node options for edge-ingest's processes only (not the load generator
+// or the baselines), to compare V8 settings.
+if (serviceNodeArgs) process.env.BENCH_SERVICE_NODE_ARGS = serviceNodeArgs;
 /** `--name=N[,N…]`: whole numbers of at least `least`, or the run stops here, naming the option. */
 function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
   const raw = argValue(name);
@@ -298,7 +302,7 @@ async function main() {
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
   const storage = wanted("storage") && !quick ? await runStorage(storageSizes, storagePartitionHours) : undefined;
-  // Only when named: ten more minutes that a whole run does not need.
+  // Only when named: seven more minutes (at 30 M) that a whole run does not need.
   const storageHistory =
     only?.includes("storage-history") && !quick
       ? await runStorageHistory(wholeNumber("storage-history-readings", 30_000_000), storagePartitionHours)

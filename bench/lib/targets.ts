@@ -95,7 +95,10 @@ export function startService(
   options: { from?: "build" | "sources" } = {},
 ): Promise<Managed> {
   const profileDir = process.env.BENCH_PROFILE_DIR;
-  const nodeArgs = profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : [];
+  const nodeArgs = [
+    ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : []),
+    ...(process.env.BENCH_SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+  ];
   const ready = { env, readyText: "edge-ingest started" };
   if (options.from === "sources") return startNode(name, "src/main.ts", ["serve"], { ...ready, nodeArgs });
   if (!built) {
