@@ -563,8 +563,8 @@ async function main() {
           ],
           [
             "current partition only",
-            fmt(storageHistory.currentPartitionRows),
-            fmt(storageHistory.currentPartitionRows),
+            fmt(storageHistory.currentOnlyRows),
+            fmt(storageHistory.currentOnlyRows),
             fmt(mean(passes.currentOnly)),
             fmt(storageHistory.currentOnlyRatio, 2),
           ],

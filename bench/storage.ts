@@ -329,9 +329,11 @@ export async function runStorage(sizes_: number[], partitionHours: number): Prom
 }
 
 export interface StorageHistoryResult {
-  /** Readings the full fill holds, and of them in the current partition (all the other fill holds). */
+  /** Readings the full fill holds (the fill and its top-up), and of them in its current partition. */
   rows: number;
   currentPartitionRows: number;
+  /** Readings of the database that holds only the current partition's share. */
+  currentOnlyRows: number;
   partitionHours: number;
   /** Each database's rows/s, one pass a round. */
   passesRowsPerSecond: Record<"full" | "currentOnly" | "none", number[]>;
@@ -365,11 +367,11 @@ export async function runStorageHistory(rows: number, partitionHours: number): P
     // Spread over the current partition so far.
     const sinceItsStart = async () => Date.now() - (await currentPartition(fullClient)).from;
     await fill(fullClient, tenants, rows, 0);
-    const inCurrent = (await sizes(fullClient)).currentPartitionRows;
+    const filled = await sizes(fullClient);
+    const topUp = Math.max(0, share - filled.currentPartitionRows);
     // Its own dedupe ids: numbered on from the fill's.
-    if (share > inCurrent) await fill(fullClient, tenants, share - inCurrent, rows, await sinceItsStart());
+    if (topUp > 0) await fill(fullClient, tenants, topUp, rows, await sinceItsStart());
     await fill(currentOnlyClient, tenants, share, 0, await sinceItsStart());
-    const measured = await sizes(currentOnlyClient);
     process.stderr.write("storage history: measuring…\n");
     const stores = { full: full.store, currentOnly: currentOnly.store, none: none.store };
     const kinds = Object.keys(stores) as (keyof typeof stores)[];
@@ -382,8 +384,9 @@ export async function runStorageHistory(rows: number, partitionHours: number): P
     const ratio = (kind: "full" | "currentOnly") =>
       median(passes[kind].map((rate, round) => rate / (passes.none[round] as number)));
     return {
-      rows,
-      currentPartitionRows: measured.currentPartitionRows,
+      rows: filled.rows + topUp,
+      currentPartitionRows: filled.currentPartitionRows + topUp,
+      currentOnlyRows: share,
       partitionHours,
       passesRowsPerSecond: passes,
       fullRatio: ratio("full"),
