@@ -254,12 +254,18 @@ class StorageRig {
     return client;
   }
 
+  /** Every step runs even if one before it failed; the first failure is thrown at the end. */
   async close(): Promise<void> {
-    for (const database of this.databases) await database.close();
-    for (const client of this.clients) await client.end();
-    for (const service of this.services) await stop(service);
-    for (const target of this.targets) await target.drop();
-    for (const prefix of this.prefixes) await deleteRedisPrefix(prefix);
+    const steps = [
+      ...this.databases.map((database) => () => database.close()),
+      ...this.clients.map((client) => () => client.end()),
+      ...this.services.map((service) => () => stop(service)),
+      ...this.targets.map((target) => () => target.drop()),
+      ...this.prefixes.map((prefix) => () => deleteRedisPrefix(prefix)),
+    ];
+    const failures: unknown[] = [];
+    for (const step of steps) await step().catch((error: unknown) => failures.push(error));
+    if (failures.length > 0) throw failures[0];
   }
 }
 
