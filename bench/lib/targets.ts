@@ -32,7 +32,12 @@ export interface Target {
   close(): Promise<void>;
 }
 
-export type TargetName = "aedes-bare" | "seed-architecture" | "edge-ingest-embedded" | "edge-ingest-distributed";
+export type TargetName =
+  | "aedes-bare"
+  | "seed-architecture"
+  | "edge-ingest-embedded"
+  | "edge-ingest-distributed"
+  | "edge-ingest-no-database";
 
 const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
   Array.from({ length: count }, (_, i) => ({
@@ -138,6 +143,50 @@ export async function agentsFor(
   return { tenantId, publishers };
 }
 
+/**
+ * The broker (with the API) as it ships, on its own database and Redis prefix, and a worker: the
+ * service's, or the queue drain that completes every job without writing it (nothing is stored,
+ * so nothing is measured but the acknowledgements).
+ */
+async function startDistributed(publisherCount: number, worker: "service" | "queue-drain"): Promise<Target> {
+  const db = await createDatabase();
+  const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
+  const processes: Managed[] = [];
+  const cleanup = async () => {
+    await closeAll(processes);
+    await db.drop();
+    await deleteRedisPrefix(prefix);
+  };
+  const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, MIGRATE_ON_START: "false" };
+  const brokerEnv = await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN });
+  try {
+    processes.push(await startService("broker", brokerEnv));
+    const workerEnv = await serviceEnv({ ...shared, ROLES: "worker" });
+    processes.push(
+      worker === "service"
+        ? await startService("worker", workerEnv)
+        : await startNode("queue-drain", "bench/targets/queue-drain.ts", [], { env: workerEnv, readyText: "READY" }),
+    );
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+  const { tenantId, publishers } = await agentsFor(
+    `http://127.0.0.1:${brokerEnv.HTTP_PORT}`,
+    ADMIN_TOKEN,
+    publisherCount,
+  );
+  return {
+    mqttUrl: `mqtt://127.0.0.1:${brokerEnv.MQTT_PORT}`,
+    metricsUrl: `http://127.0.0.1:${brokerEnv.HTTP_PORT}/metrics`,
+    publishers,
+    processes,
+    usesSharedServices: true,
+    ...(worker === "service" && { measure: postgresMeasure(db.url, tenantId) }),
+    close: cleanup,
+  };
+}
+
 export async function startTarget(name: TargetName, publisherCount: number): Promise<Target> {
   switch (name) {
     case "aedes-bare": {
@@ -203,39 +252,11 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
       };
     }
 
-    case "edge-ingest-distributed": {
-      const db = await createDatabase();
-      const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
-      const processes: Managed[] = [];
-      const cleanup = async () => {
-        await closeAll(processes);
-        await db.drop();
-        await deleteRedisPrefix(prefix);
-      };
-      const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, MIGRATE_ON_START: "false" };
-      const brokerEnv = await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN });
-      try {
-        processes.push(await startService("broker", brokerEnv));
-        processes.push(await startService("worker", await serviceEnv({ ...shared, ROLES: "worker" })));
-      } catch (error) {
-        await cleanup();
-        throw error;
-      }
-      const { tenantId, publishers } = await agentsFor(
-        `http://127.0.0.1:${brokerEnv.HTTP_PORT}`,
-        ADMIN_TOKEN,
-        publisherCount,
-      );
-      return {
-        mqttUrl: `mqtt://127.0.0.1:${brokerEnv.MQTT_PORT}`,
-        metricsUrl: `http://127.0.0.1:${brokerEnv.HTTP_PORT}/metrics`,
-        publishers,
-        processes,
-        usesSharedServices: true,
-        measure: postgresMeasure(db.url, tenantId),
-        close: cleanup,
-      };
-    }
+    case "edge-ingest-distributed":
+      return startDistributed(publisherCount, "service");
+
+    case "edge-ingest-no-database":
+      return startDistributed(publisherCount, "queue-drain");
 
     case "edge-ingest-embedded": {
       const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-bench-"));
