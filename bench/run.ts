@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1]
- * [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
+ * [--rounds=N] [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
@@ -73,6 +73,20 @@ const sizes = quick
     };
 
 /**
+ * `--rounds=N`: the flat-out scenarios N times over, every target once a round, so each ratio pairs
+ * runs minutes apart at most; the machine's speed drifts by more between the first and the last
+ * target of one round than most changes measured against it.
+ */
+const rounds = wholeNumber("rounds", 1);
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+};
+
+/**
  * A paced run's PUBACK percentiles leave out the messages of its first two seconds, reported apart:
  * there both ends run code not yet optimised (V8) and connections not yet used; the p99 of a
  * 200,000-message run is its slowest 2,000 messages, which that first second alone fills.
@@ -96,6 +110,8 @@ const wanted = (name: string) => !only || only.includes(name);
 interface ScenarioResult {
   scenario: TargetName;
   qos: 0 | 1;
+  /** Flat-out runs: which of the `--rounds` it belongs to, from 1. */
+  round?: number;
   /** Offered rate when the run was paced (half the rate measured unpaced); absent: flat out. */
   pacedAt?: number;
   offered: number;
@@ -249,28 +265,36 @@ async function main() {
   const scenarios: ScenarioResult[] = [];
   let soak: Awaited<ReturnType<typeof runSoak>> | undefined;
   try {
-    for (const qos of qosLevels) {
-      for (const name of [...TARGETS.filter(wanted), ...NAMED_ONLY_TARGETS.filter((n) => only?.includes(n))]) {
-        process.stderr.write(`scenario ${name} QoS ${qos}…\n`);
-        scenarios.push(await runScenario(name, qos, scratch));
+    for (let round = 1; round <= rounds; round++) {
+      for (const qos of qosLevels) {
+        for (const name of [...TARGETS.filter(wanted), ...NAMED_ONLY_TARGETS.filter((n) => only?.includes(n))]) {
+          process.stderr.write(`scenario ${name} QoS ${qos}${rounds > 1 ? ` round ${round}` : ""}…\n`);
+          scenarios.push({ ...(await runScenario(name, qos, scratch)), round });
+        }
       }
     }
-    // PUBACK latency at half the maximum rate: edge-ingest at QoS 1, paced.
+    // PUBACK latency at half the maximum rate (the median of the rounds): edge-ingest at QoS 1, paced.
     const latencyMeasured = (s: ScenarioResult) => TARGETS.includes(s.scenario) && s.scenario.startsWith("edge-ingest");
-    for (const flatOut of scenarios.filter((s) => s.qos === 1 && latencyMeasured(s))) {
-      const pacedAt = Math.round(flatOut.acknowledgedPerSecond / 2);
-      process.stderr.write(`scenario ${flatOut.scenario} QoS 1 paced at ${pacedAt} msg/s…\n`);
-      scenarios.push(await runScenario(flatOut.scenario, 1, scratch, pacedAt));
+    const flatOutQos1 = scenarios.filter((s) => s.qos === 1 && latencyMeasured(s));
+    for (const name of new Set(flatOutQos1.map((s) => s.scenario))) {
+      const pacedAt = Math.round(
+        median(flatOutQos1.filter((s) => s.scenario === name).map((s) => s.acknowledgedPerSecond)) / 2,
+      );
+      process.stderr.write(`scenario ${name} QoS 1 paced at ${pacedAt} msg/s…\n`);
+      scenarios.push(await runScenario(name, 1, scratch, pacedAt));
     }
     // The soak runs at 80 % of the distributed QoS 1 maximum of this run (measured first if need be).
     if (wanted("soak") && !quick) {
-      let flatOut = scenarios.find((s) => s.scenario === "edge-ingest-distributed" && s.qos === 1 && !s.pacedAt);
-      if (!argValue("soak-rate") && !flatOut) {
+      let flatOuts = scenarios.filter((s) => s.scenario === "edge-ingest-distributed" && s.qos === 1 && !s.pacedAt);
+      if (!argValue("soak-rate") && flatOuts.length === 0) {
         process.stderr.write("soak: measuring the distributed QoS 1 maximum first…\n");
-        flatOut = await runScenario("edge-ingest-distributed", 1, scratch);
-        scenarios.push(flatOut);
+        flatOuts = [await runScenario("edge-ingest-distributed", 1, scratch)];
+        scenarios.push(...flatOuts);
       }
-      const maximum = flatOut?.acknowledgedAndStoredPerSecond ?? flatOut?.acknowledgedPerSecond ?? 0;
+      const maximum =
+        flatOuts.length > 0
+          ? median(flatOuts.map((s) => s.acknowledgedAndStoredPerSecond ?? s.acknowledgedPerSecond))
+          : 0;
       const rate = wholeNumber("soak-rate", Math.round(0.8 * maximum));
       const seconds = wholeNumber("soak-seconds", 600);
       process.stderr.write(`soak: ${rate} readings/s for ${seconds} s…\n`);
@@ -281,19 +305,39 @@ async function main() {
   }
 
   const rate = (s: ScenarioResult) => s.acknowledgedAndStoredPerSecond ?? s.storedPerSecond ?? s.acknowledgedPerSecond;
-  const find = (name: TargetName, qos: number) => scenarios.find((s) => s.scenario === name && s.qos === qos);
+  // Each run is compared with the baselines of its own round.
+  const find = (name: TargetName, of: ScenarioResult) =>
+    scenarios.find((s) => s.scenario === name && s.qos === of.qos && s.round === of.round);
   const ratios = scenarios
     .filter((s) => s.scenario.startsWith("edge-ingest") && !s.pacedAt)
     .map((s) => {
-      const seed = find("seed-architecture", s.qos);
-      const bare = find("aedes-bare", s.qos);
+      const seed = find("seed-architecture", s);
+      const bare = find("aedes-bare", s);
       return {
         scenario: s.scenario,
         qos: s.qos,
+        round: s.round,
         vsSeedArchitecture: seed ? rate(s) / rate(seed) : null,
         vsAedesBare: bare ? rate(s) / bare.acknowledgedPerSecond : null,
       };
     });
+  const medianOf = (values: (number | null)[]) => {
+    const known = values.filter((value): value is number => value !== null);
+    return known.length > 0 ? median(known) : null;
+  };
+  const medianRatios =
+    rounds > 1
+      ? [...new Set(ratios.map((r) => `${r.scenario} ${r.qos}`))].map((key) => {
+          const of = ratios.filter((r) => `${r.scenario} ${r.qos}` === key);
+          const [first] = of as [(typeof ratios)[number]];
+          return {
+            scenario: first.scenario,
+            qos: first.qos,
+            vsSeedArchitecture: medianOf(of.map((r) => r.vsSeedArchitecture)),
+            vsAedesBare: medianOf(of.map((r) => r.vsAedesBare)),
+          };
+        })
+      : undefined;
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;
   const insertCost = wanted("insert-cost")
@@ -325,8 +369,10 @@ async function main() {
       node: process.version,
     },
     sizes,
+    rounds,
     scenarios,
     ratios,
+    medianRatios,
     insert,
     insertCost,
     idle,
@@ -338,6 +384,13 @@ async function main() {
   };
 
   if (scenarios.length > 0) {
+    // With --rounds, a flat-out run's name carries its round.
+    const label = (s: { scenario: string; round?: number | string }) =>
+      typeof s.round === "string"
+        ? `${s.scenario} (${s.round})`
+        : rounds > 1 && s.round !== undefined
+          ? `${s.scenario} #${s.round}`
+          : s.scenario;
     console.log(
       `\n${sizes.publishers} publishers × ${fmt(sizes.messages)} messages, ${sizes.inflight} in flight each, on ${results.machine.cpus} × ${results.machine.cpuModel}\n`,
     );
@@ -359,7 +412,7 @@ async function main() {
           "publish→row p50/p99 ms",
         ],
         scenarios.map((s) => [
-          s.scenario,
+          label(s),
           s.qos,
           fmt(s.pacedAt),
           fmt(s.acknowledged),
@@ -383,7 +436,7 @@ async function main() {
           const all = micros.reduce((sum, [, value]) => sum + value, 0);
           return [
             ...micros.map(([name, value]) => [
-              s.scenario,
+              label(s),
               s.qos,
               s.pacedAt ? "yes" : "",
               name,
@@ -391,7 +444,7 @@ async function main() {
               fmt(s.processes[name]?.peakRssMiB),
               fmt(value, 1),
             ]),
-            [s.scenario, s.qos, s.pacedAt ? "yes" : "", "all", "", "", fmt(all, 1)],
+            [label(s), s.qos, s.pacedAt ? "yes" : "", "all", "", "", fmt(all, 1)],
           ];
         }),
       )}`,
@@ -399,7 +452,12 @@ async function main() {
     console.log(
       `\n${table(
         ["scenario", "QoS", "× seed-architecture", "× aedes-bare"],
-        ratios.map((r) => [r.scenario, r.qos, fmt(r.vsSeedArchitecture, 2), fmt(r.vsAedesBare, 2)]),
+        [...ratios, ...(medianRatios ?? []).map((r) => ({ ...r, round: "median" }))].map((r) => [
+          label(r),
+          r.qos,
+          fmt(r.vsSeedArchitecture, 2),
+          fmt(r.vsAedesBare, 2),
+        ]),
       )}`,
     );
   }
