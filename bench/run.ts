@@ -13,7 +13,7 @@ import { runFootprint } from "./footprint.ts";
 import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { runInsertCost } from "./insert-cost.ts";
-import { type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
+import { median, type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
 import { serviceCpu } from "./lib/service-cpu.ts";
 import { PG_ADMIN_URL, REDIS_URL, startTarget, type Target, type TargetName } from "./lib/targets.ts";
@@ -78,13 +78,6 @@ const sizes = quick
  * target of one round than most changes measured against it.
  */
 const rounds = wholeNumber("rounds", 1);
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-};
 
 /**
  * A paced run's PUBACK percentiles leave out the messages of its first two seconds, reported apart:
@@ -291,10 +284,8 @@ async function main() {
         flatOuts = [await runScenario("edge-ingest-distributed", 1, scratch)];
         scenarios.push(...flatOuts);
       }
-      const maximum =
-        flatOuts.length > 0
-          ? median(flatOuts.map((s) => s.acknowledgedAndStoredPerSecond ?? s.acknowledgedPerSecond))
-          : 0;
+      // The median of none is 0: only with --soak-rate, which replaces it.
+      const maximum = median(flatOuts.map((s) => s.acknowledgedAndStoredPerSecond ?? s.acknowledgedPerSecond));
       const rate = wholeNumber("soak-rate", Math.round(0.8 * maximum));
       const seconds = wholeNumber("soak-seconds", 600);
       process.stderr.write(`soak: ${rate} readings/s for ${seconds} s…\n`);
@@ -325,18 +316,20 @@ async function main() {
     const known = values.filter((value): value is number => value !== null);
     return known.length > 0 ? median(known) : null;
   };
+  // One row a target and QoS: the median of its rounds.
   const medianRatios =
     rounds > 1
-      ? [...new Set(ratios.map((r) => `${r.scenario} ${r.qos}`))].map((key) => {
-          const of = ratios.filter((r) => `${r.scenario} ${r.qos}` === key);
-          const [first] = of as [(typeof ratios)[number]];
-          return {
-            scenario: first.scenario,
-            qos: first.qos,
-            vsSeedArchitecture: medianOf(of.map((r) => r.vsSeedArchitecture)),
-            vsAedesBare: medianOf(of.map((r) => r.vsAedesBare)),
-          };
-        })
+      ? ratios
+          .filter((r) => r.round === 1)
+          .map(({ scenario, qos }) => {
+            const of = ratios.filter((r) => r.scenario === scenario && r.qos === qos);
+            return {
+              scenario,
+              qos,
+              vsSeedArchitecture: medianOf(of.map((r) => r.vsSeedArchitecture)),
+              vsAedesBare: medianOf(of.map((r) => r.vsAedesBare)),
+            };
+          })
       : undefined;
 
   const insert = wanted("insert") ? await runInsert(sizes.insertRows) : undefined;

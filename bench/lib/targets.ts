@@ -90,6 +90,15 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
 
 let built = false;
 
+/** Node options of a process running edge-ingest's code: `--profile`'s and `--service-node-args`. */
+function serviceNodeArgs(name: string): string[] {
+  const profileDir = process.env.BENCH_PROFILE_DIR;
+  return [
+    ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : []),
+    ...(process.env.BENCH_SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+  ];
+}
+
 /**
  * The service as it ships: compiled once per run (`npm run build`), run without a TypeScript
  * loader; `from: "sources"` runs src/ through tsx instead, for comparison.
@@ -99,11 +108,7 @@ export function startService(
   env: Record<string, string>,
   options: { from?: "build" | "sources" } = {},
 ): Promise<Managed> {
-  const profileDir = process.env.BENCH_PROFILE_DIR;
-  const nodeArgs = [
-    ...(profileDir ? ["--cpu-prof", `--cpu-prof-dir=${path.join(profileDir, name)}`] : []),
-    ...(process.env.BENCH_SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
-  ];
+  const nodeArgs = serviceNodeArgs(name);
   const ready = { env, readyText: "edge-ingest started" };
   if (options.from === "sources") return startNode(name, "src/main.ts", ["serve"], { ...ready, nodeArgs });
   if (!built) {
@@ -165,7 +170,12 @@ async function startDistributed(publisherCount: number, worker: "service" | "que
     processes.push(
       worker === "service"
         ? await startService("worker", workerEnv)
-        : await startNode("queue-drain", "bench/targets/queue-drain.ts", [], { env: workerEnv, readyText: "READY" }),
+        : await startNode("queue-drain", "bench/targets/queue-drain.ts", [], {
+            env: workerEnv,
+            readyText: "READY",
+            // The production worker's code: measured as the service's processes are.
+            nodeArgs: serviceNodeArgs("queue-drain"),
+          }),
     );
   } catch (error) {
     await cleanup();
