@@ -10,7 +10,7 @@ import { performance } from "node:perf_hooks";
 import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { openDatabase } from "../src/store/database.ts";
-import { MetricStore } from "../src/store/metrics.ts";
+import { ReadingStore } from "../src/store/readings.ts";
 import { median } from "./lib/processes.ts";
 import { postgresCpu } from "./lib/service-cpu.ts";
 import { createDatabase } from "./lib/targets.ts";
@@ -45,7 +45,7 @@ export async function runInsertCost(readingsPerPass: number, sizes: number[]): P
   const target = await createDatabase();
   const db = await openDatabase({ url: target.url }, { migrate: false, logger: pino({ level: "silent" }) });
   try {
-    const store = new MetricStore(db.sql, 86_400_000);
+    const store = new ReadingStore(db.sql, 86_400_000);
     const tenantId = randomUUID();
     const prefix = randomBytes(4).toString("hex");
     let sequence = 0;

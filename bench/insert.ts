@@ -1,6 +1,6 @@
 /**
  * Worker-insert micro-benchmark: rows/s of the production insert path (one set-based statement per
- * submission, src/store/metrics.ts) against Prisma's `createMany`, on PostgreSQL and PGlite,
+ * submission, src/store/readings.ts) against Prisma's `createMany`, on PostgreSQL and PGlite,
  * in batches of 1,000 small rows.
  */
 import { randomBytes, randomUUID } from "node:crypto";
@@ -12,7 +12,7 @@ import pg from "pg";
 import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";
-import { MetricStore } from "../src/store/metrics.ts";
+import { ReadingStore } from "../src/store/readings.ts";
 import { PG_ADMIN_URL } from "./lib/targets.ts";
 
 const BATCH = 1000;
@@ -44,7 +44,7 @@ async function measure(db: Database, rows: number): Promise<{ production: number
     for (const points of batches) await insert(points);
     return rows / ((performance.now() - start) / 1000);
   };
-  const store = new MetricStore(db.sql, 86_400_000);
+  const store = new ReadingStore(db.sql, 86_400_000);
   const production = await rowsPerSecond((metrics) =>
     store.store({
       id: randomUUID(),

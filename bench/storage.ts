@@ -19,8 +19,8 @@ import pg from "pg";
 import pino from "pino";
 import type { MetricPoint } from "../src/ingest/submission.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";
-import { MetricStore } from "../src/store/metrics.ts";
 import { partitionsOf, type Range } from "../src/store/partitions.ts";
+import { ReadingStore } from "../src/store/readings.ts";
 import { type Managed, median, percentile, stop } from "./lib/processes.ts";
 import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
 
@@ -152,7 +152,7 @@ async function sizes(
 }
 
 /** Production inserts: what a worker writes now, into the hot partition. */
-async function insertRate(store: MetricStore, tenants: string[]): Promise<number> {
+async function insertRate(store: ReadingStore, tenants: string[]): Promise<number> {
   const batches = Array.from({ length: INSERT_BATCHES }, (_, b) => {
     const now = Date.now();
     const metrics: MetricPoint[] = Array.from({ length: BATCH }, (_, i) => ({
@@ -244,7 +244,7 @@ class StorageRig {
     this.services.push(await startService(`storage-${name}`, env));
     const database = await openDatabase({ url: target.url }, { migrate: false, logger: pino({ level: "silent" }) });
     this.databases.push(database);
-    return { url: target.url, env, store: new MetricStore(database.sql, 86_400_000) };
+    return { url: target.url, env, store: new ReadingStore(database.sql, 86_400_000) };
   }
 
   async client(url: string): Promise<pg.Client> {

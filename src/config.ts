@@ -26,18 +26,32 @@ const url = (protocols: string[]) =>
   });
 
 const envSchema = z.object({
-  HTTP_HOST: z.string().min(1).default("0.0.0.0"),
-  HTTP_PORT: port.default(3000),
-  DATA_DIR: z.string().min(1).default("./data"),
-  DATABASE_URL: url(["postgresql:", "postgres:"]).optional(),
-  REDIS_URL: url(["redis:", "rediss:"]).optional(),
+  HTTP_HOST: z.string().min(1).default("0.0.0.0").describe("HTTP listen address"),
+  HTTP_PORT: port.default(3000).describe("HTTP port (`0` picks a free one)"),
+  DATA_DIR: z.string().min(1).default("./data").describe("embedded mode: PGlite data and the generated admin token"),
+  DATABASE_URL: url(["postgresql:", "postgres:"])
+    .optional()
+    .describe("PostgreSQL URL; with `REDIS_URL`, selects distributed mode"),
+  REDIS_URL: url(["redis:", "rediss:"]).optional().describe("Redis URL for the BullMQ queue and Pub/Sub fan-out"),
   REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9._:-]{1,64}$/, { error: "must be 1-64 characters of A-Z a-z 0-9 . _ : -" })
-    .default("edge-ingest"),
-  REDIS_PERSISTENCE: z.enum(["aof", "none"], { error: 'must be "aof" or "none"' }).default("aof"),
-  REDIS_CHECK_INTERVAL_MS: int(100, 3_600_000).default(30_000),
-  ADMIN_TOKEN: z.string().min(32, { error: "must be at least 32 characters" }).optional(),
+    .default("edge-ingest")
+    .describe("prefix of every Redis key and channel"),
+  REDIS_PERSISTENCE: z
+    .enum(["aof", "none"], { error: 'must be "aof" or "none"' })
+    .default("aof")
+    .describe(
+      "`aof`: distributed mode refuses to start unless Redis has `appendonly yes` (and `maxmemory-policy noeviction`); `none`: accept losing queued readings with Redis (a warning at every start)",
+    ),
+  REDIS_CHECK_INTERVAL_MS: int(100, 3_600_000)
+    .default(30_000)
+    .describe("how often the queue's Redis is checked again after start-up (`/readyz`, `edge_ingest_redis_check`)"),
+  ADMIN_TOKEN: z
+    .string()
+    .min(32, { error: "must be at least 32 characters" })
+    .optional()
+    .describe("admin API token, 32+ characters; required in distributed mode with the `api` role"),
   ROLES: z
     .string()
     .default(ROLES.join(","))
@@ -52,82 +66,303 @@ const envSchema = z.object({
         return z.NEVER;
       }
       return new Set(roles as Role[]);
-    }),
-  MQTT_HOST: z.string().min(1).default("0.0.0.0"),
-  MQTT_PORT: port.default(1883),
-  MQTT_WS_PORT: port.default(9001),
-  MQTT_TLS_PORT: port.default(8883),
-  MQTT_WSS_PORT: port.default(9443),
-  MQTT_TLS_CERT_FILE: z.string().min(1).optional(),
-  MQTT_TLS_KEY_FILE: z.string().min(1).optional(),
-  MQTT_ALLOW_ANONYMOUS: bool.default(false),
-  MQTT_MAX_CONNECTIONS: int(1, 1_000_000).default(10_000),
-  MQTT_MAX_PACKET_BYTES: int(64, 256 * 1024 * 1024).default(256 * 1024),
-  MQTT_MAX_PAYLOAD_BYTES: int(16, 256 * 1024 * 1024).default(64 * 1024),
+    })
+    .describe("roles this process runs (distributed mode may split them)"),
+  MQTT_HOST: z.string().min(1).default("0.0.0.0").describe("MQTT listen address (all MQTT listeners)"),
+  MQTT_PORT: port.default(1883).describe("MQTT over TCP (`0` picks a free one)"),
+  MQTT_WS_PORT: port.default(9001).describe("MQTT over WebSockets, paths `/mqtt` and `/`"),
+  MQTT_TLS_PORT: port.default(8883).describe("MQTT over TLS, only when a certificate is configured"),
+  MQTT_WSS_PORT: port.default(9443).describe("MQTT over secure WebSockets, only when a certificate is configured"),
+  MQTT_TLS_CERT_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("PEM certificate (chain) for the TLS and WSS listeners; needs `MQTT_TLS_KEY_FILE`"),
+  MQTT_TLS_KEY_FILE: z.string().min(1).optional().describe("PEM private key for the TLS and WSS listeners"),
+  MQTT_ALLOW_ANONYMOUS: bool
+    .default(false)
+    .describe("let clients without credentials connect (outside the tenant namespace only)"),
+  MQTT_MAX_CONNECTIONS: int(1, 1_000_000)
+    .default(10_000)
+    .describe(
+      "open MQTT connections per broker process; more are closed at once. Each is a file descriptor: the process's open-files limit must exceed it by 256, or the broker warns at start-up (past that limit connections are closed as they arrive, uncounted); the systemd unit and docker-compose.yml set 1,048,576; under Kubernetes it is the container runtime's (the start-up log tells)",
+    ),
+  MQTT_MAX_PACKET_BYTES: int(64, 256 * 1024 * 1024)
+    .default(256 * 1024)
+    .describe("largest MQTT packet; a bigger one drops the connection when its header arrives"),
+  MQTT_MAX_PAYLOAD_BYTES: int(16, 256 * 1024 * 1024)
+    .default(64 * 1024)
+    .describe("largest metric payload; a bigger one is rejected `too_large`"),
   // The shared emitter adds a level; its matcher (qlobber) throws past 100.
-  MQTT_MAX_TOPIC_LEVELS: int(4, 99).default(16),
-  MQTT_MAX_CLIENT_ID_LENGTH: int(23, 65535).default(256),
-  MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0),
-  MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000).default(30_000),
-  MQTT_MAX_OUTGOING_BYTES: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
-  MQTT_MAX_OUTGOING_MESSAGES: int(1, 10_000_000).default(1000),
-  MQTT_MAX_VIOLATIONS: int(1, 1_000_000).default(10),
-  MQTT_FEEDBACK_INTERVAL_MS: int(10, 3_600_000).default(1000),
-  MQTT_MAX_CONNECTION_RATE: int(1, 1_000_000).default(500),
-  MQTT_CONNECTION_RATE_BURST: int(1, 1_000_000).default(1000),
-  MQTT_MAX_RETAINED_MESSAGES: int(0, 100_000_000).default(10_000),
-  MQTT_MAX_RETAINED_BYTES: int(0, 64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
-  MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: int(0, 100_000_000).default(1000),
-  MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL: int(0, 64 * 1024 * 1024 * 1024).default(8 * 1024 * 1024),
-  AGENT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32).default(1000),
-  AGENT_READINGS_BURST: int(1, MAX_INT32).default(5000),
-  AGENT_MAX_BYTES_PER_SECOND: int(1, MAX_INT32).default(1024 * 1024),
-  AGENT_BYTES_BURST: int(1, MAX_INT32).default(4 * 1024 * 1024),
-  TENANT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32).default(20_000),
-  TENANT_READINGS_BURST: int(1, MAX_INT32).default(40_000),
-  TENANT_MAX_CONNECTIONS: int(1, MAX_INT32).default(1000),
-  TENANT_LIMITS_CACHE_TTL_MS: int(0, 3_600_000).default(5000),
-  MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500),
-  MQTT_BATCH_LINGER_MS: int(0, 10_000).default(3),
-  MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000).default(50_000),
-  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+  MQTT_MAX_TOPIC_LEVELS: int(4, 99)
+    .default(16)
+    .describe("most levels in a topic (the metric grammar needs 4; at most 99)"),
+  MQTT_MAX_CLIENT_ID_LENGTH: int(23, 65535)
+    .default(256)
+    .describe("longest client id; longer, or with a NUL or invalid UTF-8, is CONNACK 2"),
+  MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0).describe("largest keepalive a client may ask for (`0`: any)"),
+  MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000)
+    .default(30_000)
+    .describe("time from TCP connect to CONNECT before the connection is closed"),
+  MQTT_MAX_OUTGOING_BYTES: int(1024, 1024 * 1024 * 1024)
+    .default(1024 * 1024)
+    .describe(
+      "bytes waiting to be written to one client, past which it is disconnected (`slow_consumer`); at least `MQTT_MAX_PACKET_BYTES`",
+    ),
+  MQTT_MAX_OUTGOING_MESSAGES: int(1, 10_000_000)
+    .default(1000)
+    .describe("messages waiting to be written to one client, past which it is disconnected (`slow_consumer`)"),
+  MQTT_MAX_VIOLATIONS: int(1, 1_000_000)
+    .default(10)
+    .describe("forbidden publishes after which a client is disconnected"),
+  MQTT_FEEDBACK_INTERVAL_MS: int(10, 3_600_000)
+    .default(1000)
+    .describe(
+      "an agent gets at most one feedback message per rejection reason per interval (after the first), with a `count`",
+    ),
+  MQTT_MAX_CONNECTION_RATE: int(1, 1_000_000)
+    .default(500)
+    .describe("new connections a second per listener; more wait their turn"),
+  MQTT_CONNECTION_RATE_BURST: int(1, 1_000_000)
+    .default(1000)
+    .describe("new connections a listener takes at once above its rate"),
+  MQTT_MAX_RETAINED_MESSAGES: int(0, 100_000_000).default(10_000).describe("retained messages held in all (`0`: none)"),
+  MQTT_MAX_RETAINED_BYTES: int(0, 64 * 1024 * 1024 * 1024)
+    .default(64 * 1024 * 1024)
+    .describe("bytes of retained messages (topic + payload) held in all"),
+  MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: int(0, 100_000_000)
+    .default(1000)
+    .describe("retained messages of the admin, and of anonymous clients together"),
+  MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL: int(0, 64 * 1024 * 1024 * 1024)
+    .default(8 * 1024 * 1024)
+    .describe("bytes of retained messages per principal"),
+  AGENT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32)
+    .default(1000)
+    .describe("readings per second per agent, MQTT and HTTP (overridable per tenant)"),
+  AGENT_READINGS_BURST: int(1, MAX_INT32).default(5000).describe("readings an agent may send at once above its rate"),
+  AGENT_MAX_BYTES_PER_SECOND: int(1, MAX_INT32)
+    .default(1024 * 1024)
+    .describe("payload bytes per second per agent"),
+  AGENT_BYTES_BURST: int(1, MAX_INT32)
+    .default(4 * 1024 * 1024)
+    .describe("payload bytes an agent may send at once above its rate"),
+  TENANT_MAX_READINGS_PER_SECOND: int(1, MAX_INT32)
+    .default(20_000)
+    .describe("readings per second of all a tenant's agents, across all processes"),
+  TENANT_READINGS_BURST: int(1, MAX_INT32)
+    .default(40_000)
+    .describe("readings a tenant may send at once above its rate"),
+  TENANT_MAX_CONNECTIONS: int(1, MAX_INT32)
+    .default(1000)
+    .describe("MQTT connections (agents and viewers) per tenant, across all brokers"),
+  TENANT_LIMITS_CACHE_TTL_MS: int(0, 3_600_000)
+    .default(5000)
+    .describe("how long a tenant's limits are cached should a change announcement be lost"),
+  MQTT_BATCH_MAX_MESSAGES: int(1, 100_000).default(500).describe("readings per submission before a batch is flushed"),
+  MQTT_BATCH_LINGER_MS: int(0, 10_000)
+    .default(3)
+    .describe(
+      "longest wait before a batch is flushed (the PUBACK waits for it: bench/README.md compares 5, 3, 2 and 1)",
+    ),
+  MQTT_MAX_PENDING_MESSAGES: int(1, 10_000_000)
+    .default(50_000)
+    .describe("readings accepted but not yet durable; past it the broker stops reading from sockets"),
+  LOG_LEVEL: z
+    .enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"])
+    .default("info")
+    .describe("pino level: `fatal` … `trace`, `silent`"),
   // Unset: coloured lines on a terminal, JSON lines otherwise (a file, a pipe, a log collector).
-  LOG_FORMAT: z.enum(["json", "pretty"], { error: 'must be "json" or "pretty"' }).optional(),
-  SHUTDOWN_TIMEOUT_MS: int(1000, 3_600_000).default(30_000),
-  MIGRATE_ON_START: bool.default(true),
-  HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
-  MAX_BATCH_ITEMS: int(1, 100_000).default(1000),
-  MAX_TAGS: int(0, 1000).default(32),
-  MAX_TAG_LENGTH: int(1, 10_000).default(256),
-  MAX_DEDUPE_ID_LENGTH: int(1, 1024).default(128),
-  MAX_FUTURE_SKEW_SECONDS: int(0, 10 * 365 * 86400).default(86400),
-  QUERY_MAX_LIMIT: int(1, 100_000).default(1000),
-  SSE_HEARTBEAT_MS: int(100, 3_600_000).default(15_000),
-  SSE_MAX_BUFFER_BYTES: int(1024, 1024 * 1024 * 1024).default(1024 * 1024),
-  CREDENTIAL_CACHE_TTL_MS: int(0, 3_600_000).default(5000),
-  WORKER_CONCURRENCY: int(1, 256).default(4),
-  JOB_ATTEMPTS: int(1, 100).default(8),
-  JOB_BACKOFF_MS: int(1, 3_600_000).default(500),
-  DATABASE_WAIT_MAX_MS: int(10, 3_600_000).default(30_000),
-  JOB_LOCK_MS: int(1000, 3_600_000).default(10_000),
-  JOB_STALLED_CHECK_MS: int(500, 3_600_000).default(5000),
-  JOB_MAX_STALLED: int(1, 1000).default(5),
-  EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000).default(256),
-  QUEUE_MAX_DEPTH: int(1, 100_000_000).default(20_000),
-  SUBMISSION_RETENTION_HOURS: int(1, 24 * 365).default(168),
-  METRICS_RETENTION_DAYS: int(1, 3650).default(30),
+  LOG_FORMAT: z
+    .enum(["json", "pretty"], { error: 'must be "json" or "pretty"' })
+    .optional()
+    .describe(
+      "`json` (one JSON object per line) or `pretty` (coloured lines, `pino-pretty` in a worker thread); unset: `pretty` when stdout is a terminal, `json` otherwise",
+    ),
+  SHUTDOWN_TIMEOUT_MS: int(1000, 3_600_000)
+    .default(30_000)
+    .describe(
+      "how long a SIGTERM may take to finish in-flight work; past it the process exits 1 (unacknowledged publishes are resent by their clients, held jobs go to another worker)",
+    ),
+  MIGRATE_ON_START: bool.default(true).describe("apply pending migrations at start"),
+  HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024)
+    .default(1024 * 1024)
+    .describe("largest request body"),
+  MAX_BATCH_ITEMS: int(1, 100_000).default(1000).describe("most metrics in one request"),
+  MAX_TAGS: int(0, 1000).default(32).describe("most tags on one metric"),
+  MAX_TAG_LENGTH: int(1, 10_000).default(256).describe("longest tag name or value"),
+  MAX_DEDUPE_ID_LENGTH: int(1, 1024).default(128).describe("longest `dedupe_id`"),
+  MAX_FUTURE_SKEW_SECONDS: int(0, 10 * 365 * 86400)
+    .default(86400)
+    .describe("how far ahead of the server's clock a timestamp may be"),
+  QUERY_MAX_LIMIT: int(1, 100_000).default(1000).describe("largest `limit` of a query page (default page: 100)"),
+  SSE_HEARTBEAT_MS: int(100, 3_600_000).default(15_000).describe("heartbeat interval of live streams"),
+  SSE_MAX_BUFFER_BYTES: int(1024, 1024 * 1024 * 1024)
+    .default(1024 * 1024)
+    .describe("unsent bytes after which a slow stream client is disconnected"),
+  CREDENTIAL_CACHE_TTL_MS: int(0, 3_600_000).default(5000).describe("how long a credential lookup is cached"),
+  WORKER_CONCURRENCY: int(1, 256).default(4).describe("jobs one worker process runs at once"),
+  JOB_ATTEMPTS: int(1, 100).default(8).describe("attempts of a job before it stays in the failed set"),
+  JOB_BACKOFF_MS: int(1, 3_600_000)
+    .default(500)
+    .describe("first retry delay (exponential), and first wait between database probes while it is down"),
+  DATABASE_WAIT_MAX_MS: int(10, 3_600_000)
+    .default(30_000)
+    .describe("longest wait between database probes while it is down (jobs wait, none fails)"),
+  JOB_LOCK_MS: int(1000, 3_600_000)
+    .default(10_000)
+    .describe("BullMQ job lock, renewed every half of it: a killed worker's jobs are handed on once it expires"),
+  JOB_STALLED_CHECK_MS: int(500, 3_600_000).default(5000).describe("how often workers look for jobs whose worker died"),
+  JOB_MAX_STALLED: int(1, 1000).default(5).describe("times a job may lose its worker before it goes to the failed set"),
+  EMBEDDED_QUEUE_MAX_PENDING: int(1, 1_000_000)
+    .default(256)
+    .describe("embedded mode: submissions in flight before `503`"),
+  QUEUE_MAX_DEPTH: int(1, 100_000_000)
+    .default(20_000)
+    .describe(
+      "distributed mode: jobs waiting in the queue past which brokers stop acknowledging publishes and HTTP ingestion answers `503` until workers catch up",
+    ),
+  SUBMISSION_RETENTION_HOURS: int(1, 24 * 365)
+    .default(168)
+    .describe("how long applied submission ids are remembered against replays (whole partitions dropped after)"),
+  METRICS_RETENTION_DAYS: int(1, 3650)
+    .default(30)
+    .describe(
+      "how long readings are kept (by reading time): older partitions are dropped whole; an older reading is refused `too_old`",
+    ),
   METRICS_PARTITION_HOURS: z.coerce
     .number()
     .refine((v) => [1, 2, 3, 4, 6, 8, 12, 24].includes(v), {
       error: "must be 1, 2, 3, 4, 6, 8, 12 or 24 (hours that divide a day)",
     })
-    .default(24),
-  DEDUPE_WINDOW_HOURS: int(1, 24 * 365).default(24),
-  SERIES_MAX_POINTS: int(1, 1_000_000).default(10_000),
+    .default(24)
+    .describe(
+      "the time span of one partition of `metrics` (and of the dedupe and submission tables): 1, 2, 3, 4, 6, 8, 12 or 24. The insert writes into the current partitions, so their size, not the history, sets its cost: at a million readings a day, 6 held the insert at 30 M readings steadier (see bench/README.md), at the price of more dedupe partitions searched per reading",
+    ),
+  DEDUPE_WINDOW_HOURS: int(1, 24 * 365)
+    .default(24)
+    .describe("a `dedupe_id` arriving again within this long of its first arrival is stored once"),
+  SERIES_MAX_POINTS: int(1, 1_000_000).default(10_000).describe("most buckets one series request may ask for"),
 });
 
 /** Every environment variable the service reads. */
 export const CONFIG_VARIABLES = Object.keys(envSchema.shape);
+
+/** The schema of each variable, for the generated reference (scripts/docs.ts). */
+export const CONFIG_SCHEMA: Readonly<Record<ConfigVariable, z.ZodType>> = envSchema.shape;
+
+export type ConfigVariable = keyof typeof envSchema.shape;
+
+/** How the reference (docs/configuration.md, .env.example) groups the variables, in order. */
+export const CONFIG_SECTIONS: readonly { title: string; variables: readonly ConfigVariable[] }[] = [
+  {
+    title: "Mode, backends and process",
+    variables: [
+      "DATA_DIR",
+      "DATABASE_URL",
+      "REDIS_URL",
+      "REDIS_PREFIX",
+      "REDIS_PERSISTENCE",
+      "REDIS_CHECK_INTERVAL_MS",
+      "ADMIN_TOKEN",
+      "ROLES",
+      "LOG_LEVEL",
+      "LOG_FORMAT",
+      "SHUTDOWN_TIMEOUT_MS",
+      "MIGRATE_ON_START",
+    ],
+  },
+  { title: "HTTP", variables: ["HTTP_HOST", "HTTP_PORT"] },
+  {
+    title: "MQTT listeners",
+    variables: [
+      "MQTT_HOST",
+      "MQTT_PORT",
+      "MQTT_WS_PORT",
+      "MQTT_TLS_PORT",
+      "MQTT_WSS_PORT",
+      "MQTT_TLS_CERT_FILE",
+      "MQTT_TLS_KEY_FILE",
+      "MQTT_ALLOW_ANONYMOUS",
+    ],
+  },
+  {
+    title: "MQTT connections and packets",
+    variables: [
+      "MQTT_MAX_CONNECTIONS",
+      "MQTT_MAX_PACKET_BYTES",
+      "MQTT_MAX_PAYLOAD_BYTES",
+      "MQTT_MAX_TOPIC_LEVELS",
+      "MQTT_MAX_CLIENT_ID_LENGTH",
+      "MQTT_KEEPALIVE_LIMIT_SECONDS",
+      "MQTT_CONNECT_TIMEOUT_MS",
+      "MQTT_MAX_OUTGOING_BYTES",
+      "MQTT_MAX_OUTGOING_MESSAGES",
+      "MQTT_MAX_VIOLATIONS",
+      "MQTT_FEEDBACK_INTERVAL_MS",
+      "MQTT_MAX_CONNECTION_RATE",
+      "MQTT_CONNECTION_RATE_BURST",
+      "MQTT_MAX_RETAINED_MESSAGES",
+      "MQTT_MAX_RETAINED_BYTES",
+      "MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL",
+      "MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL",
+      "MQTT_BATCH_MAX_MESSAGES",
+      "MQTT_BATCH_LINGER_MS",
+      "MQTT_MAX_PENDING_MESSAGES",
+    ],
+  },
+  {
+    title: "Rates and quotas (every tenant's defaults; `edge-ingest tenant limits set` overrides one tenant's)",
+    variables: [
+      "AGENT_MAX_READINGS_PER_SECOND",
+      "AGENT_READINGS_BURST",
+      "AGENT_MAX_BYTES_PER_SECOND",
+      "AGENT_BYTES_BURST",
+      "TENANT_MAX_READINGS_PER_SECOND",
+      "TENANT_READINGS_BURST",
+      "TENANT_MAX_CONNECTIONS",
+      "TENANT_LIMITS_CACHE_TTL_MS",
+    ],
+  },
+  {
+    title: "Readings and the HTTP API",
+    variables: [
+      "HTTP_BODY_LIMIT_BYTES",
+      "MAX_BATCH_ITEMS",
+      "MAX_TAGS",
+      "MAX_TAG_LENGTH",
+      "MAX_DEDUPE_ID_LENGTH",
+      "MAX_FUTURE_SKEW_SECONDS",
+      "QUERY_MAX_LIMIT",
+      "SERIES_MAX_POINTS",
+      "SSE_HEARTBEAT_MS",
+      "SSE_MAX_BUFFER_BYTES",
+      "CREDENTIAL_CACHE_TTL_MS",
+    ],
+  },
+  {
+    title: "Queue and worker",
+    variables: [
+      "WORKER_CONCURRENCY",
+      "JOB_ATTEMPTS",
+      "JOB_BACKOFF_MS",
+      "DATABASE_WAIT_MAX_MS",
+      "JOB_LOCK_MS",
+      "JOB_STALLED_CHECK_MS",
+      "JOB_MAX_STALLED",
+      "EMBEDDED_QUEUE_MAX_PENDING",
+      "QUEUE_MAX_DEPTH",
+    ],
+  },
+  {
+    title: "Storage",
+    variables: [
+      "METRICS_RETENTION_DAYS",
+      "METRICS_PARTITION_HOURS",
+      "DEDUPE_WINDOW_HOURS",
+      "SUBMISSION_RETENTION_HOURS",
+    ],
+  },
+];
 
 export interface PayloadLimits {
   maxBatchItems: number;

@@ -141,7 +141,3 @@ export class RedisPubSub implements PubSub {
     this.subscriber.disconnect();
   }
 }
-
-export function createPubSub(redisUrl: string | undefined, prefix: string, logger: Logger): PubSub {
-  return redisUrl ? new RedisPubSub(redisUrl, prefix, logger) : new LocalPubSub();
-}

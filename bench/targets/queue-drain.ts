@@ -6,7 +6,7 @@
  */
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
-import { createTelemetry } from "../../src/telemetry/metrics.ts";
+import { createTelemetry } from "../../src/telemetry/prometheus.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
 
 const config = loadConfig();

@@ -2,7 +2,7 @@ import type { Principal } from "../credentials/store.ts";
 import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { ApiError } from "./errors.ts";
 
-const forbidden = (message: string) => new ApiError(403, "forbidden", message);
+const forbidden = (message: string) => new ApiError("forbidden", message);
 
 /** Which agent a write is for: an agent writes as itself; an ingest token names the agent. */
 export function ingestTarget(principal: Principal, requestedAgentId: unknown): { tenantId: string; agentId: string } {
@@ -14,7 +14,7 @@ export function ingestTarget(principal: Principal, requestedAgentId: unknown): {
   }
   if (principal.kind === "token" && principal.role === "ingest") {
     if (typeof requestedAgentId !== "string" || !AGENT_ID_PATTERN.test(requestedAgentId)) {
-      throw new ApiError(400, "bad_agent_id", "agent_id is required with an ingest token: 1-64 of A-Z a-z 0-9 . _ -");
+      throw new ApiError("bad_agent_id", "agent_id is required with an ingest token: 1-64 of A-Z a-z 0-9 . _ -");
     }
     return { tenantId: principal.tenantId, agentId: requestedAgentId };
   }
@@ -24,7 +24,7 @@ export function ingestTarget(principal: Principal, requestedAgentId: unknown): {
 /** A `name` filter: absent, or a metric name of the grammar (anything else could match nothing). */
 export function metricNameFilter(raw: string | undefined): string | undefined {
   if (raw !== undefined && !METRIC_NAME_PATTERN.test(raw)) {
-    throw new ApiError(400, "bad_name", "name must be 1-128 characters of A-Z a-z 0-9 _ . : -");
+    throw new ApiError("bad_name", "name must be 1-128 characters of A-Z a-z 0-9 _ . : -");
   }
   return raw;
 }
@@ -35,7 +35,7 @@ export function readScope(
   requestedAgentId: string | undefined,
 ): { tenantId: string; agentId?: string } {
   if (requestedAgentId !== undefined && !AGENT_ID_PATTERN.test(requestedAgentId)) {
-    throw new ApiError(400, "bad_agent_id", "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
+    throw new ApiError("bad_agent_id", "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
   }
   if (principal.kind === "agent") {
     if (requestedAgentId !== undefined && requestedAgentId !== principal.agentId) {

@@ -18,7 +18,7 @@ declare module "fastify" {
 }
 
 function unauthorized(message: string): ApiError {
-  return new ApiError(401, "unauthorized", message);
+  return new ApiError("unauthorized", message);
 }
 
 /**

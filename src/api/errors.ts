@@ -2,34 +2,47 @@ import type { FastifyError, FastifyInstance, FastifyRequest } from "fastify";
 import fp from "fastify-plugin";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import type { Logger } from "pino";
-import { ConflictError, NotFoundError } from "../credentials/store.ts";
-import { QueueUnavailableError } from "../ingest/queue.ts";
+import { ConflictError, NotFoundError, QueueUnavailableError } from "../errors.ts";
+import { REFUSALS, type RefusalName } from "../ingest/refusals.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { isTransientDatabaseError } from "../store/database-errors.ts";
 
-/** An error the client caused or can act on; rendered as `{error: {code, message}}`. */
+/**
+ * A refusal of the catalogue (src/ingest/refusals.ts) the client caused or can act on; rendered
+ * as `{error: {code, message}}` with the refusal's HTTP status.
+ */
 export class ApiError extends Error {
+  readonly statusCode: number;
+  readonly extra: Record<string, unknown>;
+  /** Sent as `Retry-After`: when the client may try again. */
+  readonly retryAfterSeconds?: number;
+
   constructor(
-    readonly statusCode: number,
-    readonly code: string,
+    readonly code: RefusalName,
     message: string,
-    readonly extra: Record<string, unknown> = {},
-    /** Sent as `Retry-After`: when the client may try again. */
-    readonly retryAfterSeconds?: number,
+    options: {
+      extra?: Record<string, unknown>;
+      retryAfterSeconds?: number;
+      /** Only for a status fastify chose, which the catalogue's `bad_request` stands for. */
+      status?: number;
+    } = {},
   ) {
     super(message);
+    this.statusCode = options.status ?? REFUSALS[code].status;
+    this.extra = options.extra ?? {};
+    this.retryAfterSeconds = options.retryAfterSeconds;
   }
 }
 
-const FASTIFY_CODES: Record<string, { status: number; code: string }> = {
-  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: "too_large" },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: "bad_json" },
-  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: "bad_json" },
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: { status: 415, code: "unsupported_media_type" },
+const FASTIFY_CODES: Record<string, RefusalName> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: "too_large",
+  FST_ERR_CTP_INVALID_JSON_BODY: "bad_json",
+  FST_ERR_CTP_EMPTY_JSON_BODY: "bad_json",
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: "unsupported_media_type",
 };
 
 /** A refused field with a code of its own, by where it was; any other refused field is `bad_request`. */
-const FIELD_CODES: Record<string, string> = {
+const FIELD_CODES: Record<string, RefusalName> = {
   "querystring/agent_id": "bad_agent_id",
   "body/agent_id": "bad_agent_id",
   "querystring/name": "bad_name",
@@ -43,28 +56,28 @@ function validationError(error: FastifyError): ApiError {
   // Messages the schemas wrote themselves name their field; zod's own ones do not.
   const named = field === "" || message.startsWith(field) ? message : `${field}: ${message}`;
   const where = error.validationContext && field === "" ? `${error.validationContext}: ` : "";
-  return new ApiError(400, FIELD_CODES[`${error.validationContext}/${field}`] ?? "bad_request", `${where}${named}`);
+  return new ApiError(FIELD_CODES[`${error.validationContext}/${field}`] ?? "bad_request", `${where}${named}`);
 }
 
 function toApiError(error: FastifyError | Error): ApiError {
   if (error instanceof ApiError) return error;
   if (hasZodFastifySchemaValidationErrors(error)) return validationError(error as FastifyError);
   if (error instanceof QueueUnavailableError) {
-    return new ApiError(503, "unavailable", `${error.message}; nothing was stored, retry later`);
+    return new ApiError("unavailable", `${error.message}; nothing was stored, retry later`);
   }
   if (isTransientDatabaseError(error)) {
-    return new ApiError(503, "unavailable", "the database is unavailable; nothing was changed, retry later");
+    return new ApiError("unavailable", "the database is unavailable; nothing was changed, retry later");
   }
-  if (error instanceof NotFoundError) return new ApiError(404, "not_found", error.message);
-  if (error instanceof ConflictError) return new ApiError(409, "conflict", error.message);
+  if (error instanceof NotFoundError) return new ApiError("not_found", error.message);
+  if (error instanceof ConflictError) return new ApiError("conflict", error.message);
   const fastifyError = error as FastifyError;
   const known = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
-  if (known) return new ApiError(known.status, known.code, fastifyError.message);
-  if (fastifyError.validation) return new ApiError(400, "bad_request", fastifyError.message);
+  if (known) return new ApiError(known, fastifyError.message);
+  if (fastifyError.validation) return new ApiError("bad_request", fastifyError.message);
   if (fastifyError.statusCode && fastifyError.statusCode < 500) {
-    return new ApiError(fastifyError.statusCode, "bad_request", fastifyError.message);
+    return new ApiError("bad_request", fastifyError.message, { status: fastifyError.statusCode });
   }
-  return new ApiError(500, "internal", "internal error");
+  return new ApiError("internal", "internal error");
 }
 
 /** Every error leaves as `{error: {code, message}}` with its status; 5xx are logged, 4xx are not. */

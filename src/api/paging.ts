@@ -1,4 +1,4 @@
-import type { JsonPage } from "../store/metrics.ts";
+import type { JsonPage } from "../store/readings.ts";
 import { ApiError } from "./errors.ts";
 
 /** An opaque cursor: the position of the last item of a page, as JSON in base64url. */
@@ -11,7 +11,7 @@ export function decodeCursor<T>(raw: string, valid: (position: Record<string, un
     const position = JSON.parse(Buffer.from(raw, "base64url").toString("utf8")) as Record<string, unknown>;
     if (valid(position)) return position as T;
   } catch {}
-  throw new ApiError(400, "bad_request", "cursor is not one this API returned");
+  throw new ApiError("bad_request", "cursor is not one this API returned");
 }
 
 /** A page from `limit + 1` rows: the extra row only says there is a next page, which starts after the last item. */

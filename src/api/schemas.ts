@@ -1,7 +1,7 @@
 import { z } from "zod";
 import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../ingest/payload.ts";
-import { REJECTION_REASONS } from "../ingest/rejection.ts";
-import { SERIES_AGGREGATES, type SeriesAggregate } from "../store/metrics.ts";
+import { REJECTION_REASONS } from "../ingest/refusals.ts";
+import { SERIES_AGGREGATES, type SeriesAggregate } from "../store/readings.ts";
 
 // The API's request and reply shapes: fastify validates requests with them (the handlers' types
 // come from them), serializes replies by them, and the OpenAPI document at /api/openapi.json is

@@ -13,8 +13,8 @@ import type { FanOut } from "../live/fanout.ts";
 import type { LiveRejections } from "../live/rejections.ts";
 import type { Presence } from "../presence/presence.ts";
 import type { AgentDirectory } from "../store/agents.ts";
-import type { MetricStore } from "../store/metrics.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { ReadingStore } from "../store/readings.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin } from "./errors.ts";
 import { openapiPlugin } from "./openapi.ts";
@@ -27,7 +27,7 @@ import { streamRoutes } from "./routes/stream.ts";
 
 /** What the `api` role serves besides the probes: the API and the console. */
 export interface ApiDeps {
-  metrics: MetricStore;
+  readings: ReadingStore;
   agents: AgentDirectory;
   credentials: CredentialStore;
   identifier: Identifier;
@@ -87,7 +87,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     rejections: api.rejections,
   });
   await app.register(queryRoutes, {
-    metrics: api.metrics,
+    readings: api.readings,
     maxLimit: config.QUERY_MAX_LIMIT,
     maxSeriesPoints: config.SERIES_MAX_POINTS,
   });

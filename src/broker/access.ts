@@ -1,6 +1,6 @@
 import type { Principal } from "../credentials/store.ts";
 import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
-import { type Rejected, reject } from "../ingest/rejection.ts";
+import { type Rejected, reject } from "../ingest/refusals.ts";
 import { feedbackTopic, isTenantNamespace, METRICS_ROOT, SESSION_MARKER_TOPIC } from "./topics.ts";
 
 /** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */

@@ -1,32 +1,23 @@
 import type { AuthenticateError, AuthenticateHandler, Client, PreConnectHandler } from "aedes";
 import type { Logger } from "pino";
 import type { Identifier } from "../credentials/identify.ts";
+import { type ConnectRefusal, connackReturnCode, REFUSALS } from "../ingest/refusals.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { type Presence, presenceMember } from "../presence/presence.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { clientIdRefusal, type MqttPrincipal, namespacedClientId } from "./access.ts";
 import type { Sessions } from "./sessions.ts";
 
-// CONNACK return codes (MQTT 3.1.1, 3.2.2.3).
-export const IDENTIFIER_REJECTED = 2;
-export const SERVER_UNAVAILABLE = 3;
-export const BAD_USERNAME_OR_PASSWORD = 4;
-export const NOT_AUTHORIZED = 5;
-
 /** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
-type RefusalReason =
-  | "bad_client_id"
-  | "no_credentials"
-  | "bad_credentials"
-  | "not_authorized"
-  | "tenant_connection_quota"
-  | "unavailable";
+type RefusalReason = ConnectRefusal | "unavailable";
 
 type Refusal = AuthenticateError & { reason: RefusalReason };
 
-function refuse(returnCode: number, reason: RefusalReason, message: string): Refusal {
+/** A CONNACK refusing the connection, with the return code the catalogue gives the reason. */
+function refuse(reason: RefusalReason, message: string): Refusal {
+  const returnCode = connackReturnCode(REFUSALS[reason].mqtt5);
   return Object.assign(new Error(message), { returnCode, reason }) as Refusal;
 }
 
@@ -72,13 +63,13 @@ export function createConnectHooks(deps: AuthenticateDeps): {
     const secret = password?.toString("utf8");
     if (!username && !secret) {
       if (deps.allowAnonymous) return { kind: "anonymous" };
-      throw refuse(NOT_AUTHORIZED, "no_credentials", "credentials are required");
+      throw refuse("no_credentials", "credentials are required");
     }
-    if (!secret) throw refuse(BAD_USERNAME_OR_PASSWORD, "bad_credentials", "a password is required");
+    if (!secret) throw refuse("bad_credentials", "a password is required");
     const principal = await identifier.password(username, secret);
-    if (!principal) throw refuse(BAD_USERNAME_OR_PASSWORD, "bad_credentials", "unknown or revoked credential");
+    if (!principal) throw refuse("bad_credentials", "unknown or revoked credential");
     if (principal.kind === "token" && principal.role !== "viewer") {
-      throw refuse(NOT_AUTHORIZED, "not_authorized", "over MQTT a tenant token connects only as a viewer");
+      throw refuse("not_authorized", "over MQTT a tenant token connects only as a viewer");
     }
     return principal;
   }
@@ -93,7 +84,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
       return true;
     });
     if (!admitted) {
-      throw refuse(SERVER_UNAVAILABLE, "tenant_connection_quota", `the tenant has its ${maxConnections} connections`);
+      throw refuse("tenant_connection_quota", `the tenant has its ${maxConnections} connections`);
     }
     const release = () => void presence.release(tenantId, member).catch(() => undefined);
     if (client.conn.destroyed) release();
@@ -104,7 +95,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
     const idRefusal = refusedIds.get(client);
     Promise.resolve()
       .then(() => {
-        if (idRefusal) throw refuse(IDENTIFIER_REJECTED, "bad_client_id", idRefusal);
+        if (idRefusal) throw refuse("bad_client_id", idRefusal);
         return identify(username, password);
       })
       .then(async (principal) => {
@@ -119,7 +110,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
         (error: Refusal) => {
           if (error.returnCode === undefined) {
             logLookupError({ reason: error.message }, "credential lookup failed");
-            error = refuse(SERVER_UNAVAILABLE, "unavailable", "the credential store is unavailable");
+            error = refuse("unavailable", "the credential store is unavailable");
           }
           deps.telemetry.mqttConnectsRefused.inc({ reason: error.reason });
           done(error, false);

@@ -13,15 +13,15 @@ import type { FanOut } from "../live/fanout.ts";
 import type { LiveRejections } from "../live/rejections.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Presence } from "../presence/presence.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { createConnectHooks } from "./authenticate.ts";
-import { brokerBackends } from "./backends.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
 import { markPersistentSessions, Sessions } from "./sessions.ts";
+import type { BrokerState } from "./shared-state.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
 import { feedbackTopic } from "./topics.ts";
 import { attachViewerFeed } from "./viewer-feed.ts";
@@ -44,6 +44,8 @@ export interface BrokerDeps {
   tenantLimits: TenantLimitsStore;
   presence: Presence;
   retained: RetainedLedger;
+  /** Sessions, retained messages and routing: in memory, or shared across brokers (src/backends.ts). */
+  state: BrokerState;
 }
 
 export interface RunningBroker {
@@ -108,7 +110,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     feedback,
   });
 
-  const backends = brokerBackends(config, logger);
+  const { state } = deps;
   const brokerId = randomUUID();
   const connectHooks = createConnectHooks({
     identifier: deps.identifier,
@@ -123,7 +125,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     logger,
   });
   broker = await Aedes.createBroker({
-    ...backends.options,
+    ...state.options,
     id: brokerId,
     ...connectHooks,
     authorizePublish,
@@ -146,7 +148,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     for (const client of Object.values(aedes.clients)) {
       const principal = sessions.of(client)?.principal;
       if (principal && "username" in principal && principal.username === username) {
-        telemetry.mqttDisconnects.inc({ reason: "revoked" });
+        telemetry.countDisconnect("revoked");
         logger.info({ clientId: client.id }, "disconnecting: credential revoked");
         client.close();
       }
@@ -161,7 +163,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
-    await backends.close();
+    await state.close();
     throw error;
   }
 
@@ -178,7 +180,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       // Acknowledgements are written as the batches settle; closing the clients comes after them.
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
       await closed;
-      await backends.close();
+      await state.close();
     },
   };
 }

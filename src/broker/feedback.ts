@@ -1,4 +1,4 @@
-import type { RejectionReason } from "../ingest/rejection.ts";
+import type { RejectionReason } from "../ingest/refusals.ts";
 
 /** What an agent is told of one refused publish (or one item of a batch). */
 export interface Feedback {

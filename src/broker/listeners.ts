@@ -10,7 +10,7 @@ import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { listen } from "./listen.ts";
 import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
@@ -58,7 +58,7 @@ export async function startListeners(
 
   const accept = (listener: ListenerName) => (connection: Duplex, request?: http.IncomingMessage) => {
     if (open >= config.MQTT_MAX_CONNECTIONS) {
-      telemetry.mqttDisconnects.inc({ reason: "max_connections" });
+      telemetry.countDisconnect("max_connections");
       connection.destroy();
       return;
     }
@@ -81,11 +81,11 @@ export async function startListeners(
   const hand = (connection: Duplex, request?: http.IncomingMessage) => {
     ReadThrottle.attach(connection);
     guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
-      telemetry.mqttDisconnects.inc({ reason: "packet_too_large" });
+      telemetry.countDisconnect("packet_too_large");
       logTooLarge({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
     Outgoing.attach(connection, outgoingLimits, (waiting) => {
-      telemetry.mqttDisconnects.inc({ reason: "slow_consumer" });
+      telemetry.countDisconnect("slow_consumer");
       logSlowConsumer(
         { ...waiting, limits: outgoingLimits },
         "disconnecting: the client does not read what it subscribed to",

@@ -3,10 +3,10 @@ import type { Logger } from "pino";
 import type { PayloadLimits } from "../config.ts";
 import type { SubmissionBatcher } from "../ingest/batcher.ts";
 import { type ParsedBatch, parseMqttPayload } from "../ingest/payload.ts";
-import { type Rejected, reject } from "../ingest/rejection.ts";
+import { type Rejected, reject } from "../ingest/refusals.ts";
 import type { LimitName, RateLimiter, Sender } from "../limits/rate-limiter.ts";
 import { rateLimitedLog } from "../logger.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { agentOfClientId, type MqttPrincipal } from "./access.ts";
 import type { FeedbackCoalescer } from "./feedback.ts";
 import { ReadThrottle } from "./read-throttle.ts";
@@ -147,7 +147,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     if (decision.kind === "rejected") {
       report(principal, packet.topic, [decision], client?.id);
       if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
-        telemetry.mqttDisconnects.inc({ reason: "violations" });
+        telemetry.countDisconnect("violations");
         logRejection(
           { clientId: client?.id, violations: session.violations },
           "disconnecting: too many forbidden publishes",

@@ -1,5 +1,5 @@
 import type { AuthorizeForwardHandler, AuthorizeSubscribeHandler } from "aedes";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { mayReceive, maySubscribe } from "./access.ts";
 import type { Sessions } from "./sessions.ts";
 

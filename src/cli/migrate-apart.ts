@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { StartupError } from "../app.ts";
+import { StartupError } from "../errors.ts";
 
 /**
  * Runs `migrate` in a process of its own, through `entry` (node's arguments up to and including the

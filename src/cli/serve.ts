@@ -1,5 +1,6 @@
-import { StartupError, startApp } from "../app.ts";
+import { startApp } from "../app.ts";
 import type { Config } from "../config.ts";
+import { StartupError } from "../errors.ts";
 import { createLogger, resolveLogFormat } from "../logger.ts";
 import { embeddedDatabaseExists } from "../store/database.ts";
 import { migrateApart } from "./migrate-apart.ts";

@@ -1,3 +1,4 @@
+import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
 import { type CredentialRecord, findCredential } from "../store/lookups.ts";
 import {
@@ -16,14 +17,6 @@ export type Principal =
   | { kind: "agent"; username: string; tenantId: string; agentId: string }
   | { kind: "token"; username: string; tenantId: string; role: TokenRole }
   | { kind: "admin" };
-
-export class NotFoundError extends Error {
-  override name = "NotFoundError";
-}
-
-export class ConflictError extends Error {
-  override name = "ConflictError";
-}
 
 /**
  * Tenants, agents and their credentials. Lookups are cached for `cacheTtlMs` so a reconnect storm

@@ -1,8 +1,9 @@
 import { Job, Queue } from "bullmq";
 import { Redis } from "ioredis";
 import type { Logger } from "pino";
+import { QueueUnavailableError } from "../errors.ts";
 import { rateLimitedLog } from "../logger.ts";
-import { type FailedSubmission, type FailedSummary, QueueUnavailableError, type SubmissionQueue } from "./queue.ts";
+import type { FailedSubmission, FailedSummary, SubmissionQueue } from "./queue.ts";
 import { type MetricSubmission, SUBMISSION_JOB_NAME } from "./submission.ts";
 
 export const INGEST_QUEUE_NAME = "ingest";

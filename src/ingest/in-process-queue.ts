@@ -1,4 +1,5 @@
-import { type FailedSummary, QueueUnavailableError, type SubmissionProcessor, type SubmissionQueue } from "./queue.ts";
+import { QueueUnavailableError } from "../errors.ts";
+import type { FailedSummary, SubmissionProcessor, SubmissionQueue } from "./queue.ts";
 import type { MetricSubmission } from "./submission.ts";
 
 /**

@@ -1,4 +1,4 @@
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import type { DepthGate } from "./depth-gate.ts";
 import type { SubmissionQueue } from "./queue.ts";
 import type { MetricSubmission } from "./submission.ts";

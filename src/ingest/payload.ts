@@ -1,5 +1,5 @@
 import type { PayloadLimits } from "../config.ts";
-import { Rejected, reject } from "./rejection.ts";
+import { Rejected, reject } from "./refusals.ts";
 import type { MetricPoint } from "./submission.ts";
 
 export const AGENT_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;

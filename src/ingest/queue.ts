@@ -15,11 +15,6 @@ export interface SubmissionQueue {
   close(): Promise<void>;
 }
 
-/** The queue cannot take the submission now; nothing was stored, the producer may retry. */
-export class QueueUnavailableError extends Error {
-  override name = "QueueUnavailableError";
-}
-
 export interface FailedSubmission {
   id: string;
   tenantId: string;

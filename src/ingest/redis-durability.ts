@@ -1,6 +1,6 @@
 import type { Redis } from "ioredis";
 import type { Logger } from "pino";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 
 /** `aof`: the queue's Redis must persist every write; `none`: its operator accepts losing the queue with Redis. */
 export type RedisPersistence = "aof" | "none";

@@ -11,7 +11,7 @@ export interface MetricPoint {
 
 /** The one job every source produces (BullMQ job name `metric-submission`). */
 export interface MetricSubmission {
-  /** Unique per submission: a retried job is applied at most once (src/worker/store-metrics.ts). */
+  /** Unique per submission: a retried job is applied at most once (ReadingStore.store, src/store/readings.ts). */
   id: string;
   tenantId: string;
   /** The agent of every reading that does not name its own. */

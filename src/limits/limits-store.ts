@@ -1,4 +1,4 @@
-import { NotFoundError } from "../credentials/store.ts";
+import { NotFoundError } from "../errors.ts";
 import type { PubSub } from "../pubsub.ts";
 import type { Database } from "../store/database.ts";
 import { findTenantLimits } from "../store/lookups.ts";

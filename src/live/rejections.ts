@@ -1,4 +1,4 @@
-import type { RejectionReason } from "../ingest/rejection.ts";
+import type { RejectionReason } from "../ingest/refusals.ts";
 import type { PubSub } from "../pubsub.ts";
 
 /** A refusal as a tenant's console sees it: whose, why, and how many it stands for. */

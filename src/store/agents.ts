@@ -1,5 +1,5 @@
 import type { Sql } from "./database.ts";
-import { iso } from "./metrics.ts";
+import { iso } from "./readings.ts";
 
 export interface AgentActivityRow {
   agent_id: string;

@@ -6,7 +6,7 @@ import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { isTransientDatabaseError } from "../store/database-errors.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 import { DatabaseWait, DatabaseWaitClosed } from "./database-wait.ts";
 
 export interface WorkerOptions {

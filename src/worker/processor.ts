@@ -2,8 +2,8 @@ import type { Logger } from "pino";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { FanOut, StoredMetric } from "../live/fanout.ts";
 import { rateLimitedLog } from "../logger.ts";
-import type { MetricStore } from "../store/metrics.ts";
-import type { Telemetry } from "../telemetry/metrics.ts";
+import type { ReadingStore } from "../store/readings.ts";
+import type { Telemetry } from "../telemetry/prometheus.ts";
 
 /**
  * Stores one submission, then hands the stored rows to live subscribers, reading them back only
@@ -12,19 +12,19 @@ import type { Telemetry } from "../telemetry/metrics.ts";
  * find its submission already applied.
  */
 export function createProcessor(deps: {
-  metrics: MetricStore;
+  readings: ReadingStore;
   fanout: FanOut;
   telemetry: Telemetry;
   logger: Logger;
 }): SubmissionProcessor {
-  const { metrics, fanout, telemetry, logger } = deps;
+  const { readings, fanout, telemetry, logger } = deps;
   const logFanoutError = rateLimitedLog(logger, 5, 60_000);
   return async (submission) => {
     const stopTimer = telemetry.batchDuration.startTimer();
     let stored: StoredMetric[] = [];
     try {
-      if (await fanout.hasSubscribers(submission.tenantId)) stored = await metrics.store(submission);
-      else await metrics.storeQuietly(submission);
+      if (await fanout.hasSubscribers(submission.tenantId)) stored = await readings.store(submission);
+      else await readings.storeQuietly(submission);
     } catch (error) {
       telemetry.jobsFailed.inc();
       throw error;

@@ -15,7 +15,10 @@ describe("open files", () => {
     expect(openFilesLimit("")).toBeUndefined();
   });
 
-  it("warns at start-up when the process may open fewer files than MQTT_MAX_CONNECTIONS needs", async () => {
+  // Two first starts of the embedded service at once: each creates its database, slow on a loaded machine.
+  it("warns at start-up when the process may open fewer files than MQTT_MAX_CONNECTIONS needs", {
+    timeout: 120_000,
+  }, async () => {
     const limit = 1024;
     const tooMany = await startServiceProcess("embedded", { MQTT_MAX_CONNECTIONS: "10000" }, { openFilesLimit: limit });
     const fitting = await startServiceProcess(

@@ -1,17 +1,12 @@
-import { once } from "node:events";
-import net, { type AddressInfo } from "node:net";
+import type net from "node:net";
 import mqttPacket from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { Outgoing } from "../../src/broker/outgoing.ts";
+import { tcpPair } from "../helpers/tcp.ts";
 
 /** A real TCP connection: the broker's side with its outgoing bound, and the client's side. */
 async function connectedPair(limits: { maxBytes: number; maxMessages: number }) {
-  const server = net.createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
-  const [socket] = (await once(server, "connection")) as [net.Socket];
-  server.close();
+  const { client, socket } = await tcpPair();
   client.on("error", () => undefined);
   const overflows: { bytes: number; messages: number }[] = [];
   const outgoing = Outgoing.attach(socket, limits, (waiting) => overflows.push(waiting));

@@ -1,9 +1,9 @@
 import { once } from "node:events";
-import net, { type AddressInfo } from "node:net";
 import mqttPacket from "mqtt-packet";
 import { describe, expect, it } from "vitest";
 import { type Frame, FrameScanner } from "../../src/broker/framing.ts";
 import { guardPacketSize } from "../../src/broker/packet-size-guard.ts";
+import { tcpPair } from "../helpers/tcp.ts";
 
 const publish = (payloadBytes: number) =>
   mqttPacket.generate({
@@ -61,12 +61,7 @@ describe("FrameScanner", () => {
 describe("guardPacketSize", () => {
   /** A real TCP connection: the server side guarded and read as Aedes reads it, the client side to write with. */
   async function connectedPair(maxPacketBytes: number) {
-    const server = net.createServer();
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
-    const [socket] = (await once(server, "connection")) as [net.Socket];
-    server.close();
+    const { client, socket } = await tcpPair();
     let tooLarge = false;
     guardPacketSize(socket, maxPacketBytes, () => {
       tooLarge = true;

@@ -1,16 +1,11 @@
 import { once } from "node:events";
-import net, { type AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { ReadThrottle } from "../../src/broker/read-throttle.ts";
+import { tcpPair } from "../helpers/tcp.ts";
 
 /** A real TCP connection, read on the server side the way Aedes reads: `read()` on every `readable`. */
 async function connectedPair() {
-  const server = net.createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const client = net.connect((server.address() as AddressInfo).port, "127.0.0.1");
-  const [socket] = (await once(server, "connection")) as [net.Socket];
-  server.close();
+  const { client, socket } = await tcpPair();
   const throttle = ReadThrottle.attach(socket);
   const reads: { at: number; bytes: number }[] = [];
   socket.on("readable", () => {

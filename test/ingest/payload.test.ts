@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { PayloadLimits } from "../../src/config.ts";
 import { parseItems, parseNamedReading, parseReading, parseTimestamp } from "../../src/ingest/payload.ts";
-import { Rejected } from "../../src/ingest/rejection.ts";
+import { Rejected } from "../../src/ingest/refusals.ts";
 
 const limits: PayloadLimits = {
   maxBatchItems: 10,

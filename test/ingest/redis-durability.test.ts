@@ -1,8 +1,9 @@
 import { Redis } from "ioredis";
 import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
-import { StartupError, startApp } from "../../src/app.ts";
+import { startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
+import { StartupError } from "../../src/errors.ts";
 import { durabilityReport } from "../../src/ingest/redis-durability.ts";
 import { eventually, request } from "../helpers/http.ts";
 import { type OwnRedis, startOwnRedis } from "../helpers/redis-server.ts";

@@ -5,17 +5,17 @@ import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
+import { QueueUnavailableError } from "../../src/errors.ts";
 import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import { BullmqSubmissionQueue, INGEST_QUEUE_NAME } from "../../src/ingest/bullmq-queue.ts";
 import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
-import { QueueUnavailableError } from "../../src/ingest/queue.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import { FanOut } from "../../src/live/fanout.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
-import { MetricStore } from "../../src/store/metrics.ts";
 import { partitionsOf } from "../../src/store/partitions.ts";
-import { createTelemetry } from "../../src/telemetry/metrics.ts";
+import { ReadingStore } from "../../src/store/readings.ts";
+import { createTelemetry } from "../../src/telemetry/prometheus.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
 import { basic, bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
@@ -129,7 +129,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const fanout = new FanOut(new LocalPubSub());
-    const process = createProcessor({ metrics: new MetricStore(db.sql, DAY), fanout, telemetry, logger });
+    const process = createProcessor({ readings: new ReadingStore(db.sql, DAY), fanout, telemetry, logger });
     const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
     const worker = await startBullmqWorker(workerOptions(process, telemetry, () => db.ping()));
     const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
@@ -168,7 +168,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
     const telemetry = createTelemetry();
     const process = createProcessor({
-      metrics: new MetricStore(own.sql, DAY),
+      readings: new ReadingStore(own.sql, DAY),
       fanout: new FanOut(new LocalPubSub()),
       telemetry,
       logger,
@@ -318,7 +318,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const telemetry = createTelemetry();
     const deadRedis = new RedisPubSub(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
     const process = createProcessor({
-      metrics: new MetricStore(db.sql, DAY),
+      readings: new ReadingStore(db.sql, DAY),
       fanout: new FanOut(deadRedis),
       telemetry,
       logger,

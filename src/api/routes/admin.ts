@@ -18,8 +18,7 @@ const tenantParams = z.object({ id: z.string().describe("the tenant's id (a UUID
 
 /** The tenant id of a path: one that is not a UUID names no tenant, 404 as for one that does not exist. */
 function tenantOf(params: { id: string }): string {
-  if (!tenantId.safeParse(params.id).success)
-    throw new ApiError(404, "not_found", `tenant ${params.id} does not exist`);
+  if (!tenantId.safeParse(params.id).success) throw new ApiError("not_found", `tenant ${params.id} does not exist`);
   return params.id;
 }
 
@@ -182,7 +181,7 @@ export const adminRoutes = fp(
       },
       async (request) => {
         const id = tenantOf(request.params);
-        if (!(await credentials.tenantExists(id))) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
+        if (!(await credentials.tenantExists(id))) throw new ApiError("not_found", `tenant ${id} does not exist`);
         const members = await presence.members(id);
         return members.flatMap((member) => {
           const { brokerId, clientId } = parseMember(member);
@@ -227,7 +226,7 @@ export const adminRoutes = fp(
       },
       async (request) => {
         const id = tenantOf(request.params);
-        if (!(await credentials.tenantExists(id))) throw new ApiError(404, "not_found", `tenant ${id} does not exist`);
+        if (!(await credentials.tenantExists(id))) throw new ApiError("not_found", `tenant ${id} does not exist`);
         return limitsView(id, await tenantLimits.overrides(id));
       },
     );
@@ -351,7 +350,7 @@ export const adminRoutes = fp(
       async (request, reply) => {
         const { username } = request.params;
         if (!(await credentials.revoke(username))) {
-          throw new ApiError(404, "not_found", `credential ${username} does not exist`);
+          throw new ApiError("not_found", `credential ${username} does not exist`);
         }
         // The revocation is committed; telling the other processes only makes it take effect sooner.
         await revocations

@@ -78,7 +78,7 @@ export const agentRoutes = fp(
         const [rows, connections] = await Promise.all([
           agents.list(scope, limit + 1, cursor),
           connectionsByAgent(presence, scope.tenantId).catch((error: Error) => {
-            throw new ApiError(503, "unavailable", `cannot read who is connected: ${error.message}`);
+            throw new ApiError("unavailable", `cannot read who is connected: ${error.message}`);
           }),
         ]);
         return pageOf(

@@ -4,12 +4,12 @@ import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { PayloadLimits } from "../../config.ts";
+import { QueueUnavailableError } from "../../errors.ts";
 import type { Intake } from "../../ingest/intake.ts";
 import { type ParsedBatch, parseItems, parseNamedReading } from "../../ingest/payload.ts";
-import { QueueUnavailableError } from "../../ingest/queue.ts";
 import type { RateLimiter } from "../../limits/rate-limiter.ts";
 import type { LiveRejections } from "../../live/rejections.ts";
-import type { Telemetry } from "../../telemetry/metrics.ts";
+import type { Telemetry } from "../../telemetry/prometheus.ts";
 import { ingestTarget } from "../access.ts";
 import { ApiError } from "../errors.ts";
 import { errorReplies, errorReply } from "../schemas.ts";
@@ -89,10 +89,10 @@ export const ingestRoutes = fp(
         const receivedAt = Date.now();
         const { tenantId, agentId } = ingestTarget(request.principal, request.body.agent_id);
         const items = request.body.metrics;
-        if (items.length === 0) throw new ApiError(400, "bad_request", "metrics is empty");
+        if (items.length === 0) throw new ApiError("bad_request", "metrics is empty");
         if (items.length > limits.maxBatchItems) {
           telemetry.rejected.inc({ source: "http", reason: "too_many" }, items.length);
-          throw new ApiError(400, "too_many", `at most ${limits.maxBatchItems} metrics per request`);
+          throw new ApiError("too_many", `at most ${limits.maxBatchItems} metrics per request`);
         }
 
         const { points, rejected } = parseItems(items, (item) => parseNamedReading(item, receivedAt, limits));
@@ -103,7 +103,7 @@ export const ingestRoutes = fp(
         if (rejected.length > 0) announceQuietly(tenantId, agentId, rejected, new Date(receivedAt).toISOString());
         const first = rejected[0];
         if (points.length === 0 && first) {
-          throw new ApiError(400, first.reason, `no metric was valid; first: ${first.message}`, { rejected });
+          throw new ApiError(first.reason, `no metric was valid; first: ${first.message}`, { extra: { rejected } });
         }
 
         // Over its rate the request is refused whole: nothing is stored, the client sends it again later.
@@ -116,11 +116,9 @@ export const ingestRoutes = fp(
         if (waitMs > 0 && limit) {
           telemetry.httpThrottled.inc({ tenant_id: tenantId, limit });
           throw new ApiError(
-            429,
             "rate_limited",
             `over the ${limit.replace("_", " ")} limit; nothing was stored, retry after the Retry-After seconds`,
-            {},
-            Math.ceil(waitMs / 1000),
+            { retryAfterSeconds: Math.ceil(waitMs / 1000) },
           );
         }
         // Over QUEUE_MAX_DEPTH an HTTP client is told to come back, as a broker stops acknowledging.

@@ -3,7 +3,7 @@ import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { AGENT_ID_PATTERN, METRIC_NAME_PATTERN } from "../../ingest/payload.ts";
-import type { LatestPosition, MetricStore } from "../../store/metrics.ts";
+import type { LatestPosition, ReadingStore } from "../../store/readings.ts";
 import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
 import { decodeCursor, encodeCursor, jsonPageBody, pageOf } from "../paging.ts";
@@ -22,15 +22,15 @@ import {
   timeParam,
 } from "../schemas.ts";
 
-const badRequest = (message: string) => new ApiError(400, "bad_request", message);
+const badRequest = (message: string) => new ApiError("bad_request", message);
 
 /**
  * The read API, one tenant at a time: readings (newest first, paginated), a metric's aggregated
  * series in time buckets, and the latest value of every series.
  */
 export const queryRoutes = fp(
-  async (app: FastifyInstance, options: { metrics: MetricStore; maxLimit: number; maxSeriesPoints: number }) => {
-    const { metrics, maxLimit } = options;
+  async (app: FastifyInstance, options: { readings: ReadingStore; maxLimit: number; maxSeriesPoints: number }) => {
+    const { readings, maxLimit } = options;
     const api = app.withTypeProvider<ZodTypeProvider>();
     const tags = ["metrics"];
 
@@ -62,7 +62,7 @@ export const queryRoutes = fp(
                 q.cursor,
                 (c) => typeof c.ts === "string" && Number.isFinite(Date.parse(c.ts)) && /^\d+$/.test(String(c.id)),
               );
-        const rows = await metrics.query({ ...scope, name: q.name, from: q.from, to: q.to }, q.limit + 1, after);
+        const rows = await readings.query({ ...scope, name: q.name, from: q.from, to: q.to }, q.limit + 1, after);
         return pageOf(rows, q.limit, (last) => encodeCursor({ ts: last.ts, id: last.id }));
       },
     );
@@ -100,7 +100,7 @@ export const queryRoutes = fp(
         if ((to - from) / step > options.maxSeriesPoints) {
           throw badRequest(`at most ${options.maxSeriesPoints} buckets: widen step or narrow from..to`);
         }
-        const buckets = await metrics.series({ ...scope, name, from, to }, step, agg);
+        const buckets = await readings.series({ ...scope, name, from, to }, step, agg);
         return { name, ...(scope.agentId && { agent_id: scope.agentId }), step_ms: step, buckets };
       },
     );
@@ -131,7 +131,7 @@ export const queryRoutes = fp(
                 (c) => AGENT_ID_PATTERN.test(String(c.agentId)) && METRIC_NAME_PATTERN.test(String(c.name)),
               );
         // Already JSON in the reply schema's shape: a string with a JSON content type is sent as it is.
-        const body = jsonPageBody(await metrics.latest(scope, q.limit, after));
+        const body = jsonPageBody(await readings.latest(scope, q.limit, after));
         return reply.type("application/json").send(body as never);
       },
     );

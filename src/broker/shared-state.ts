@@ -3,7 +3,6 @@ import { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "pino";
-import type { Config } from "../config.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { BrokerEmitter } from "./emitter.ts";
 
@@ -23,20 +22,26 @@ export function handleUnawaitedReplies(connection: Redis): Redis {
   return connection;
 }
 
-/** Shared state across broker processes in distributed mode; in memory otherwise. */
-export function brokerBackends(config: Config, logger: Logger) {
-  if (!config.REDIS_URL) return { options: {}, close: async () => {} };
-  // Keys go under REDIS_PREFIX, and so do the emitter's channels (src/broker/emitter.ts).
-  const persistenceConnection = handleUnawaitedReplies(
-    new Redis(config.REDIS_URL, { keyPrefix: `${config.REDIS_PREFIX}:mqtt:` }),
-  );
+/** What Aedes shares across brokers: sessions and retained messages (persistence), and routing (emitter). */
+export interface BrokerState {
+  options: { persistence?: unknown; mq?: BrokerEmitter };
+  close(): Promise<void>;
+}
+
+/**
+ * Distributed mode: sessions, subscriptions and retained messages in Redis under
+ * `prefix:mqtt:` (aedes-persistence-redis), routing through Redis Pub/Sub under `prefix:mqtt/`
+ * (mqemitter-redis behind BrokerEmitter), so a client can reconnect to any broker.
+ */
+export function redisBrokerState(redisUrl: string, prefix: string, logger: Logger): BrokerState {
+  const persistenceConnection = handleUnawaitedReplies(new Redis(redisUrl, { keyPrefix: `${prefix}:mqtt:` }));
   const logRedisError = rateLimitedLog(logger, 5, 60_000);
   persistenceConnection.on("error", (error: Error) =>
     logRedisError({ reason: error.message }, "broker persistence Redis error"),
   );
   const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
-  const pubConn = new Redis(config.REDIS_URL, { enableAutoPipelining: true });
-  const subConn = new Redis(config.REDIS_URL);
+  const pubConn = new Redis(redisUrl, { enableAutoPipelining: true });
+  const subConn = new Redis(redisUrl);
   // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
   const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
   // It re-emits its connections' errors here; without a listener they would crash the process.
@@ -46,7 +51,7 @@ export function brokerBackends(config: Config, logger: Logger) {
     subConn.disconnect();
   };
   return {
-    options: { persistence, mq: new BrokerEmitter(mqemitter(), shared, closeShared, `${config.REDIS_PREFIX}:mqtt/`) },
+    options: { persistence, mq: new BrokerEmitter(mqemitter(), shared, closeShared, `${prefix}:mqtt/`) },
     close: async () => {
       await persistence.destroy();
     },

@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { afterEach, describe, expect, it } from "vitest";
-import { handleUnawaitedReplies } from "../../src/broker/backends.ts";
+import { handleUnawaitedReplies } from "../../src/broker/shared-state.ts";
 import { type OwnRedis, startOwnRedis } from "../helpers/redis-server.ts";
 
 describe("the broker persistence's Redis connection", () => {

@@ -9,9 +9,9 @@ import type { PrismaClient } from "../../src/generated/prisma/client.ts";
 import { METRIC_NAME_PATTERN } from "../../src/ingest/payload.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import type { Database } from "../../src/store/database.ts";
-import { MetricStore } from "../../src/store/metrics.ts";
 import { MIGRATIONS_DIR, migrate } from "../../src/store/migrate.ts";
 import { partitionsOf as boundsOf, maintainPartitions } from "../../src/store/partitions.ts";
+import { ReadingStore } from "../../src/store/readings.ts";
 import { DAILY_PARTITIONS, openTestDatabase } from "../helpers/databases.ts";
 import { distributedUnavailable, tempDir, uniqueId } from "../helpers/services.ts";
 
@@ -28,7 +28,7 @@ function submission(tenantId: string, metrics: MetricSubmission["metrics"], rece
 type LatestValue = z.infer<typeof latestRow>;
 
 /** A page of latest values, read back from the JSON the store returns. */
-async function latestOf(store: MetricStore, ...page: Parameters<MetricStore["latest"]>): Promise<LatestValue[]> {
+async function latestOf(store: ReadingStore, ...page: Parameters<ReadingStore["latest"]>): Promise<LatestValue[]> {
   return JSON.parse((await store.latest(...page)).itemsJson) as LatestValue[];
 }
 
@@ -47,7 +47,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
     let db: Database;
     let prisma: PrismaClient;
     let remove: () => Promise<void>;
-    let store: MetricStore;
+    let store: ReadingStore;
     let tenantId: string;
     const count = (where: { name?: string; dedupeId?: string } = {}) =>
       prisma.metric.count({ where: { tenantId, ...where } });
@@ -56,7 +56,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       ({ db, remove } = await openTestDatabase(kind));
       prisma = await db.prisma();
       await db.withSession((session) => maintainPartitions(session, settings, logger));
-      store = new MetricStore(db.sql, settings.dedupeWindowHours * HOUR);
+      store = new ReadingStore(db.sql, settings.dedupeWindowHours * HOUR);
       tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     });
     afterAll(() => remove?.());
@@ -383,7 +383,7 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
           expect(newRows).toEqual(oldRows);
           expect(await partitionsOf(db, "metrics")).not.toContain("metrics");
           expect(await prisma.ingestSubmission.count()).toBe(1);
-          const store = new MetricStore(db.sql, DAY);
+          const store = new ReadingStore(db.sql, DAY);
           const latest = await latestOf(store, { tenantId }, 100);
           expect(latest).toHaveLength(15);
           expect(latest.find((row) => row.agent_id === "dev-2" && row.name === "m4")?.value).toBe(299);

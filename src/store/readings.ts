@@ -219,7 +219,7 @@ export interface JsonPage<Position> {
  * The metric tables: where the worker stores submissions and the API reads them. Every statement
  * on them is here.
  */
-export class MetricStore {
+export class ReadingStore {
   private readonly dedupePartitions: PartitionBounds;
   private readonly submissionPartitions: PartitionBounds;
 

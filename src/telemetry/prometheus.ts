@@ -1,5 +1,5 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { RejectionReason } from "../ingest/rejection.ts";
+import type { DisconnectReason, RejectionReason } from "../ingest/refusals.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
 
 export type Source = MetricSubmission["source"];
@@ -130,6 +130,9 @@ export function createTelemetry() {
     },
     countRejections(source: Source, reasons: Iterable<RejectionReason>) {
       for (const reason of reasons) telemetry.rejected.inc({ source, reason });
+    },
+    countDisconnect(reason: DisconnectReason) {
+      telemetry.mqttDisconnects.inc({ reason });
     },
   };
   new Gauge({
