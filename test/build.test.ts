@@ -1,6 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readdir, readFile, rm } from "node:fs/promises";
+import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
@@ -76,5 +76,44 @@ describe("the build", () => {
     expect((await fetch(`${restarted.http}/`)).status).toBe(200);
     expect(createdApart()).toBeUndefined();
     await stop();
+  });
+
+  it("never leaves the output without its files while it rebuilds, and skips a build of the same sources", {
+    timeout: 120_000,
+  }, async () => {
+    const build = (dir: string) =>
+      promisify(execFile)(process.execPath, [path.join(ROOT, "scripts/build.mjs"), dir], { encoding: "utf8" });
+    const dir = `.build-test-${uniqueId()}`;
+    const main = path.join(ROOT, dir, "main.js");
+    try {
+      await build(dir);
+      // Sources that changed since (a stamp of other sources): a rebuild, during which a service
+      // running from the directory may load a module at any moment.
+      await writeFile(path.join(ROOT, dir, ".build-stamp"), "other sources");
+      let missing = 0;
+      let looks = 0;
+      const rebuilt = build(dir);
+      let done = false;
+      void rebuilt.finally(() => {
+        done = true;
+      });
+      while (!done) {
+        looks++;
+        if (!(await stat(main).catch(() => undefined))) missing++;
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      await rebuilt;
+      expect(looks).toBeGreaterThan(50);
+      expect(missing).toBe(0);
+
+      const before = await stat(main);
+      const again = await build(dir);
+      expect(again.stdout).toContain("is current");
+      expect((await stat(main)).ino).toBe(before.ino);
+      const leftovers = (await readdir(ROOT)).filter((name) => name.startsWith(`${dir}.`));
+      expect(leftovers).toEqual([]);
+    } finally {
+      await rm(path.join(ROOT, dir), { recursive: true, force: true });
+    }
   });
 });
