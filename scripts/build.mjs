@@ -23,7 +23,11 @@ function sourcesHash() {
     .map((entry) => path.relative(root, path.join(entry.parentPath, entry.name)))
     .concat(["tsconfig.json", "tsconfig.build.json", "scripts/build.mjs", "package-lock.json"])
     .sort();
-  for (const file of files) hash.update(`${file}\0`).update(readFileSync(path.join(root, file))).update("\0");
+  for (const file of files)
+    hash
+      .update(`${file}\0`)
+      .update(readFileSync(path.join(root, file)))
+      .update("\0");
   return hash.digest("hex");
 }
 

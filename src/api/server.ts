@@ -15,6 +15,7 @@ import type { Presence } from "../presence/presence.ts";
 import type { AgentDirectory } from "../store/agents.ts";
 import type { ReadingStore } from "../store/readings.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
+import { apiDocsPlugin } from "./api-docs.ts";
 import { authPlugin } from "./auth.ts";
 import { errorsPlugin } from "./errors.ts";
 import { openapiPlugin } from "./openapi.ts";
@@ -112,6 +113,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     queue: api.queue,
     presence: api.presence,
   });
+  await app.register(apiDocsPlugin);
   await app.register(consolePlugin);
   return app;
 }

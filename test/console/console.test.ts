@@ -135,4 +135,24 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     expect((await fetch(`${t.url}/vendor/uplot/uPlot.iife.min.js`)).status).toBe(200);
     expect((await request(`${t.url}/no-such-page`)).body.error.code).toBe("not_found");
   });
+
+  it("links the API reference from its header, which renders every route from the OpenAPI document", async () => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on("pageerror", (error) => errors.push(error.message));
+    await page.goto(t.url);
+    await page.click("[data-testid=api-docs]");
+    await page.waitForURL(/\/api\/docs/);
+    const ingest = page.locator(".opblock-summary-path", { hasText: "/api/v1/metrics" }).first();
+    await expect.poll(() => ingest.isVisible(), { timeout: 15_000 }).toBe(true);
+    expect(await page.locator(".opblock-summary-path").count()).toBeGreaterThan(15);
+    // Swagger UI comes from the package: nothing is asked of another host.
+    const requested: string[] = [];
+    page.on("request", (r) => requested.push(r.url()));
+    await page.reload();
+    await expect.poll(() => page.locator(".opblock-summary-path").count(), { timeout: 15_000 }).toBeGreaterThan(15);
+    expect(requested.filter((url) => !url.startsWith(t.url) && !url.startsWith("data:"))).toEqual([]);
+    expect(errors).toEqual([]);
+    await page.close();
+  });
 });
