@@ -101,6 +101,14 @@ const envSchema = z.object({
     .default(256)
     .describe("longest client id; longer, or with a NUL or invalid UTF-8, is CONNACK 2"),
   MQTT_KEEPALIVE_LIMIT_SECONDS: int(0, 65535).default(0).describe("largest keepalive a client may ask for (`0`: any)"),
+  MQTT_RECEIVE_MAXIMUM: int(1, 65535)
+    .default(1000)
+    .describe(
+      "MQTT 5: QoS 1/2 publishes a client may have unacknowledged (Receive Maximum, in the CONNACK); one more is DISCONNECT 0x93. 3.1.1 clients are bounded by backpressure (limits.md)",
+    ),
+  MQTT_TOPIC_ALIAS_MAXIMUM: int(0, 65535)
+    .default(64)
+    .describe("MQTT 5: topic aliases a client may set (Topic Alias Maximum, in the CONNACK; `0`: none)"),
   MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("time from TCP connect to CONNECT before the connection is closed"),
@@ -294,6 +302,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_MAX_TOPIC_LEVELS",
       "MQTT_MAX_CLIENT_ID_LENGTH",
       "MQTT_KEEPALIVE_LIMIT_SECONDS",
+      "MQTT_RECEIVE_MAXIMUM",
+      "MQTT_TOPIC_ALIAS_MAXIMUM",
       "MQTT_CONNECT_TIMEOUT_MS",
       "MQTT_MAX_OUTGOING_BYTES",
       "MQTT_MAX_OUTGOING_MESSAGES",

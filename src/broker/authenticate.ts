@@ -8,6 +8,7 @@ import { rateLimitedLog } from "../logger.ts";
 import { type Presence, presenceMember } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { clientIdRefusal, type MqttPrincipal, namespacedClientId } from "./access.ts";
+import { acceptMqtt5, type Mqtt5Limits, refuseMqtt5 } from "./mqtt5.ts";
 import type { Sessions } from "./sessions.ts";
 
 /** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
@@ -31,6 +32,8 @@ export interface AuthenticateDeps {
   brokerId: string;
   allowAnonymous: boolean;
   maxClientIdLength: number;
+  /** What MQTT 5 clients are offered. */
+  mqtt5: Mqtt5Limits;
   telemetry: Telemetry;
   logger: Logger;
 }
@@ -54,6 +57,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
   const refusedIds = new WeakMap<Client, string>();
 
   const preConnect: PreConnectHandler = (client, packet, callback) => {
+    acceptMqtt5(client, packet, deps.mqtt5);
     const refusal = clientIdRefusal(packet.clientId, packet.clean !== false, deps.maxClientIdLength);
     if (refusal) refusedIds.set(client, refusal);
     callback(null, true);
@@ -113,6 +117,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
             error = refuse("unavailable", "the credential store is unavailable");
           }
           deps.telemetry.mqttConnectsRefused.inc({ reason: error.reason });
+          refuseMqtt5(client, { code: REFUSALS[error.reason].mqtt5, reasonString: error.message });
           done(error, false);
         },
       );

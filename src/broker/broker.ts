@@ -7,6 +7,7 @@ import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
 import type { Intake } from "../ingest/intake.ts";
+import { REFUSALS } from "../ingest/refusals.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
@@ -17,6 +18,7 @@ import type { Telemetry } from "../telemetry/prometheus.ts";
 import { createConnectHooks } from "./authenticate.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
+import { closeMqtt5, speakMqtt5 } from "./mqtt5.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
@@ -30,6 +32,7 @@ import { attachViewerFeed } from "./viewer-feed.ts";
 // 6 MiB of heap and 65,536 objects every full GC walks, in a broker that sends a few packet ids a
 // millisecond. Made when written instead (Buffer.allocUnsafe(2), from Node's pool).
 mqttPacket.writeToStream.cacheNumbers = false;
+speakMqtt5();
 
 export interface BrokerDeps {
   config: Config;
@@ -121,6 +124,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     brokerId,
     allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
     maxClientIdLength: config.MQTT_MAX_CLIENT_ID_LENGTH,
+    mqtt5: {
+      receiveMaximum: config.MQTT_RECEIVE_MAXIMUM,
+      topicAliasMaximum: config.MQTT_TOPIC_ALIAS_MAXIMUM,
+      maximumPacketSize: config.MQTT_MAX_PACKET_BYTES,
+      keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
+    },
     telemetry,
     logger,
   });
@@ -150,7 +159,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       if (principal && "username" in principal && principal.username === username) {
         telemetry.countDisconnect("revoked");
         logger.info({ clientId: client.id }, "disconnecting: credential revoked");
-        client.close();
+        closeMqtt5(client, { code: REFUSALS.revoked.mqtt5, reasonString: "the credential was revoked" });
       }
     }
   });

@@ -8,10 +8,12 @@ import type { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
+import { REFUSALS } from "../ingest/refusals.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { listen } from "./listen.ts";
+import { disconnectMqtt5Connection } from "./mqtt5.ts";
 import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
@@ -82,6 +84,10 @@ export async function startListeners(
     ReadThrottle.attach(connection);
     guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.countDisconnect("packet_too_large");
+      disconnectMqtt5Connection(connection, {
+        code: REFUSALS.packet_too_large.mqtt5,
+        reasonString: `packets are at most ${config.MQTT_MAX_PACKET_BYTES} bytes`,
+      });
       logTooLarge({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
     Outgoing.attach(connection, outgoingLimits, (waiting) => {

@@ -3,12 +3,13 @@ import type { Logger } from "pino";
 import type { PayloadLimits } from "../config.ts";
 import type { SubmissionBatcher } from "../ingest/batcher.ts";
 import { type ParsedBatch, parseMqttPayload } from "../ingest/payload.ts";
-import { type Rejected, reject } from "../ingest/refusals.ts";
+import { MQTT5, REFUSALS, type Rejected, reject } from "../ingest/refusals.ts";
 import type { LimitName, RateLimiter, Sender } from "../limits/rate-limiter.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { agentOfClientId, type MqttPrincipal } from "./access.ts";
 import type { FeedbackCoalescer } from "./feedback.ts";
+import { type AckReason, acknowledgeMqtt5, explainCloseMqtt5 } from "./mqtt5.ts";
 import { ReadThrottle } from "./read-throttle.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
 import { decideCached, type Sessions } from "./sessions.ts";
@@ -26,6 +27,29 @@ export interface PublishDeps {
   feedback: FeedbackCoalescer;
   /** True once shutdown began: new publishes are refused unacknowledged, so the client resends elsewhere. */
   isDraining(): boolean;
+}
+
+/**
+ * What the MQTT 5 PUBACK / PUBREC of a publish with refused readings says: the first refusal's
+ * reason code when nothing was accepted, else success with the counts (the feedback topic has the
+ * details of each).
+ */
+export function refusalAck(rejected: readonly Rejected[], accepted: number): AckReason {
+  const first = rejected[0];
+  const counts = { accepted: String(accepted), rejected: String(rejected.length) };
+  if (!first) return { code: MQTT5.SUCCESS };
+  if (accepted > 0) {
+    return {
+      code: MQTT5.SUCCESS,
+      reasonString: `${rejected.length} of ${accepted + rejected.length} readings refused, the first ${first.reason}: ${first.message}`,
+      userProperties: counts,
+    };
+  }
+  return {
+    code: REFUSALS[first.reason].mqtt5,
+    reasonString: `${first.reason}: ${first.message}`,
+    userProperties: counts,
+  };
 }
 
 /** Acknowledged, never routed: see DISCARD_TOPIC. */
@@ -61,11 +85,15 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
   const logDrop = rateLimitedLog(logger, 20);
 
   function report(
+    client: Client | null,
+    packet: PublishPacket,
     principal: MqttPrincipal,
-    topic: string,
     rejected: ParsedBatch["rejected"] | Rejected[],
-    clientId: string | undefined,
+    accepted = 0,
   ): void {
+    const { topic } = packet;
+    const clientId = client?.id;
+    acknowledgeMqtt5(client, packet.messageId, refusalAck(rejected, accepted));
     telemetry.countRejections(
       "mqtt",
       rejected.map((r) => r.reason),
@@ -114,7 +142,10 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     const principal: MqttPrincipal | undefined =
       session?.principal ?? (willAgent && { kind: "agent", username: "", ...willAgent });
     if (!principal) return done(new Error("publish from an unauthenticated connection"));
-    if (deps.isDraining()) return done(new Error("the broker is shutting down"));
+    if (deps.isDraining()) {
+      explainCloseMqtt5(client, { code: MQTT5.SERVER_SHUTTING_DOWN });
+      return done(new Error("the broker is shutting down"));
+    }
     const payload = packet.payload as Buffer;
 
     const decision = decideCached(session, principal, packet.topic);
@@ -129,7 +160,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       stored.then(
         (refusal) => {
           if (refusal) {
-            report(principal, packet.topic, [reject("retained_quota", refusal)], client?.id);
+            report(client, packet, principal, [reject("retained_quota", refusal)]);
             discard(packet);
           }
           done(null);
@@ -145,9 +176,10 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       return;
     }
     if (decision.kind === "rejected") {
-      report(principal, packet.topic, [decision], client?.id);
+      report(client, packet, principal, [decision]);
       if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
         telemetry.countDisconnect("violations");
+        explainCloseMqtt5(client, { code: REFUSALS.violations.mqtt5, reasonString: "too many forbidden publishes" });
         logRejection(
           { clientId: client?.id, violations: session.violations },
           "disconnecting: too many forbidden publishes",
@@ -160,7 +192,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
 
     const { points, rejected } = parseMqttPayload(payload, decision.name, receivedAt, limits);
     charge(client, principal, Math.max(1, points.length + rejected.length), payload.length, receivedAt);
-    if (rejected.length > 0) report(principal, packet.topic, rejected, client?.id);
+    if (rejected.length > 0) report(client, packet, principal, rejected, points.length);
     if (points.length === 0) {
       discard(packet);
       return done(null);
@@ -183,6 +215,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
         }
         // No acknowledgement: closing the connection makes the client resend after it reconnects.
         telemetry.mqttUnacknowledged.inc();
+        explainCloseMqtt5(client, { code: MQTT5.SERVER_BUSY, reasonString: "the queue cannot take the publish now" });
         logDrop(
           { clientId: client?.id, topic: packet.topic, err: error },
           "publish not acknowledged: the queue could not take it",

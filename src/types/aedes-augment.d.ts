@@ -13,7 +13,15 @@ declare module "aedes" {
       createRetainedStreamCombi(filters: string[]): Readable;
     };
   }
+  interface Aedes {
+    /** Set once `close` began. */
+    closed: boolean;
+  }
   interface Client {
+    /** Set once `close` began. */
+    closed: boolean;
+    /** The broker the client is connected to. */
+    broker: Aedes;
     /** The client's subscriptions, by filter. */
     subscriptions: Record<string, unknown>;
     /** What Aedes itself calls to send a retained message to a new subscription (no outgoing-queue record). */

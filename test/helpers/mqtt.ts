@@ -1,4 +1,4 @@
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
 
 /** A real mqtt.js client that does not reconnect unless asked to, so tests see every refusal. */
 export function connect(url: string, options: IClientOptions = {}): Promise<MqttClient> {
@@ -63,6 +63,37 @@ export async function subscribeGrants(client: MqttClient, filters: string[]): Pr
       return error.packet.granted;
     },
   );
+}
+
+/**
+ * The reason code of a publish's acknowledgement: 0 when it was accepted (and always for MQTT
+ * 3.1.1, which has none), else the MQTT 5 code mqtt.js rejects it with.
+ */
+export async function pubackCode(
+  client: MqttClient,
+  topic: string,
+  payload: string | Buffer,
+  options: IClientPublishOptions,
+): Promise<number> {
+  return client.publishAsync(topic, payload, options).then(
+    () => 0,
+    (error: { code?: number }) => {
+      if (typeof error.code !== "number") throw error;
+      return error.code;
+    },
+  );
+}
+
+/** The reason code of the DISCONNECT the broker sends before it closes the connection (MQTT 5); undefined without one. */
+export function disconnectCode(client: MqttClient, timeoutMs = 10_000): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(undefined), timeoutMs);
+    client.once("disconnect", (packet) => {
+      clearTimeout(timer);
+      resolve(packet.reasonCode ?? 0);
+    });
+    client.once("close", () => setTimeout(() => resolve(undefined), 50));
+  });
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
