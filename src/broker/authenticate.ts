@@ -57,8 +57,11 @@ export function createConnectHooks(deps: AuthenticateDeps): {
   const refusedIds = new WeakMap<Client, string>();
 
   const preConnect: PreConnectHandler = (client, packet, callback) => {
-    acceptMqtt5(client, packet, deps.mqtt5);
-    const refusal = clientIdRefusal(packet.clientId, packet.clean !== false, deps.maxClientIdLength);
+    // An MQTT 5 client that sent no id is given one, which is not the client's to be refused for.
+    const { assignedId } = acceptMqtt5(client, packet, deps.mqtt5);
+    const refusal = assignedId
+      ? undefined
+      : clientIdRefusal(packet.clientId, packet.clean !== false, deps.maxClientIdLength);
     if (refusal) refusedIds.set(client, refusal);
     callback(null, true);
   };

@@ -129,6 +129,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       topicAliasMaximum: config.MQTT_TOPIC_ALIAS_MAXIMUM,
       maximumPacketSize: config.MQTT_MAX_PACKET_BYTES,
       keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
+      maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
     },
     telemetry,
     logger,

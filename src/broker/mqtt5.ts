@@ -1,4 +1,4 @@
-import { randomUUID } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import type { Client, ConnectPacket } from "aedes";
 import mqttPacket, { type IConnackPacket, type IPublishPacket, type Packet } from "mqtt-packet";
 import { MQTT5 } from "../ingest/refusals.ts";
@@ -25,6 +25,8 @@ export interface Mqtt5Limits {
   maximumPacketSize: number;
   /** The longest keep alive the broker allows (0: any); longer or none is answered with Server Keep Alive. */
   keepaliveLimit: number;
+  /** Most levels in a topic filter (`MQTT_MAX_TOPIC_LEVELS`). */
+  maxTopicLevels: number;
 }
 
 /** The reason code (and what it says, when the client asked) of one acknowledgement. */
@@ -55,8 +57,8 @@ interface Mqtt5Connection {
   /** Message ids of inbound QoS 1/2 publishes not yet acknowledged (PUBACK, or PUBCOMP for QoS 2). */
   readonly inflight: Set<number>;
   readonly acks: Map<number, AckReason>;
-  /** The filters of each SUBSCRIBE, by packet id, for its SUBACK's reason codes. */
-  readonly subscribes: Map<number, string[]>;
+  /** Each SUBSCRIBE, by packet id, for its SUBACK's reason codes. */
+  readonly subscribes: Map<number, PendingSubscribe>;
   /** How many filters each UNSUBSCRIBE named, by packet id. */
   readonly unsubscribes: Map<number, number>;
   readonly writeOptions: { protocolVersion: 5; maximumPacketSize?: number };
@@ -75,19 +77,39 @@ export function isMqtt5(client: Client | null | undefined): boolean {
 }
 
 /**
- * The reason code of a SUBACK entry Aedes refused (128): a filter that is not one, a shared
- * subscription (not offered), or one the principal may not hold.
+ * Why a subscription filter is refused before Aedes sees it, or undefined: a filter that is not
+ * one (Aedes would close the connection over it, as 3.1.1 requires), or a shared subscription,
+ * which this broker does not offer.
  */
-export function subscribeRefusalCode(filter: string): number {
+export function filterRefusal(filter: string, maxTopicLevels: number): number | undefined {
   if (filter.startsWith("$share/")) return MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
   const levels = filter.split("/");
   const valid =
     filter.length > 0 &&
+    levels.length <= maxTopicLevels &&
     levels.every(
       (level, i) =>
         (!level.includes("#") || (level === "#" && i === levels.length - 1)) && (!level.includes("+") || level === "+"),
     );
-  return valid ? MQTT5.NOT_AUTHORIZED : MQTT5.TOPIC_FILTER_INVALID;
+  return valid ? undefined : MQTT5.TOPIC_FILTER_INVALID;
+}
+
+/** A SUBSCRIBE's filters, and the reason codes of those refused before Aedes saw them. */
+interface PendingSubscribe {
+  filters: string[];
+  refused: (number | undefined)[];
+}
+
+/**
+ * The SUBACK's codes, one per filter sent: Aedes granted or refused (128: not authorized) each
+ * filter it saw, once per distinct filter, in the order it first appeared.
+ */
+function subackCodes(pending: PendingSubscribe, granted: number[]): number[] {
+  const distinct = [...new Set(pending.filters.filter((_, i) => pending.refused[i] === undefined))];
+  return pending.filters.map((filter, i) => {
+    const code = pending.refused[i] ?? granted[distinct.indexOf(filter)] ?? MQTT5.UNSPECIFIED_ERROR;
+    return code === 128 ? MQTT5.NOT_AUTHORIZED : code;
+  });
 }
 
 /** The 5.0 CONNACK code for Aedes's own 3.1.1 return codes (refusals of ours carry their own). */
@@ -156,12 +178,10 @@ function toMqtt5(packet: Packet, connection: Mqtt5Connection): Packet | undefine
     case "pubrel":
       return { ...packet, reasonCode: MQTT5.SUCCESS };
     case "suback": {
-      const filters = connection.subscribes.get(packet.messageId as number) ?? [];
+      const pending = connection.subscribes.get(packet.messageId as number);
       connection.subscribes.delete(packet.messageId as number);
-      const granted = (packet.granted as number[]).map((code, i) =>
-        code === 128 ? subscribeRefusalCode(filters[i] ?? "") : code,
-      );
-      return { cmd: "suback", messageId: packet.messageId, granted };
+      const granted = packet.granted as number[];
+      return { cmd: "suback", messageId: packet.messageId, granted: pending ? subackCodes(pending, granted) : granted };
     }
     case "unsuback": {
       const count = connection.unsubscribes.get(packet.messageId as number) ?? 1;
@@ -259,12 +279,13 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       }
       return;
     }
-    case "subscribe":
-      connection.subscribes.set(
-        packet.messageId as number,
-        packet.subscriptions.map((s) => s.topic),
-      );
+    case "subscribe": {
+      const filters = packet.subscriptions.map((sub) => sub.topic);
+      const refused = filters.map((filter) => filterRefusal(filter, connection.limits.maxTopicLevels));
+      connection.subscribes.set(packet.messageId as number, { filters, refused });
+      packet.subscriptions = packet.subscriptions.filter((_, i) => refused[i] === undefined);
       return;
+    }
     case "unsubscribe":
       connection.unsubscribes.set(packet.messageId as number, packet.unsubscriptions.length);
       return;
@@ -281,8 +302,8 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
  * connection spoken to in 5.0. Assigns a client id to a client that sent none (Assigned Client
  * Identifier), and shortens a keep alive over the limit (Server Keep Alive) where 3.1.1 refuses it.
  */
-export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5Limits): void {
-  if (packet.protocolVersion !== 5) return;
+export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5Limits): { assignedId: boolean } {
+  if (packet.protocolVersion !== 5) return { assignedId: false };
   const parsing = client as ParsingClient;
   // The parser reads the next packets by these settings, which were the CONNECT packet itself.
   parsing._parser.settings = { protocolVersion: 5 };
@@ -297,8 +318,9 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     subscriptionIdentifiersAvailable: false,
     sharedSubscriptionAvailable: false,
   };
-  if (!packet.clientId) {
-    packet.clientId = `auto-${randomUUID()}`;
+  const assignedId = !packet.clientId;
+  if (assignedId) {
+    packet.clientId = `auto-${randomBytes(8).toString("hex")}`;
     connackProperties.assignedClientIdentifier = packet.clientId;
   }
   if (limits.keepaliveLimit > 0 && (!packet.keepalive || packet.keepalive > limits.keepaliveLimit)) {
@@ -347,6 +369,7 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     );
     close(done);
   }) as Client["close"];
+  return { assignedId };
 }
 
 /** Tells a live 5.0 connection the client did not end why the broker ends it (DISCONNECT), once. */

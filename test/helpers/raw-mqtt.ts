@@ -3,8 +3,8 @@ import net from "node:net";
 import mqttPacket, { type Packet } from "mqtt-packet";
 
 /**
- * An MQTT 3.1.1 client on a bare socket, for what a library client will not do: stop reading its
- * socket on purpose, or write thousands of packets in one go.
+ * An MQTT 3.1.1 (or 5.0) client on a bare socket, for what a library client will not do: stop
+ * reading its socket on purpose, write thousands of packets in one go, or break the protocol.
  */
 export interface RawMqttClient {
   socket: net.Socket;
@@ -27,34 +27,40 @@ export async function rawConnect(
     password?: string;
     clean?: boolean;
     will?: { topic: string; payload: Buffer; qos: 0 | 1 | 2; retain: boolean };
+    protocolVersion?: 4 | 5;
+    keepalive?: number;
+    properties?: Record<string, unknown>;
   } = {},
 ): Promise<RawMqttClient> {
+  const protocolVersion = options.protocolVersion ?? 4;
   const socket = net.connect(port, "127.0.0.1");
   socket.on("error", () => undefined);
-  const parser = mqttPacket.parser();
+  const parser = mqttPacket.parser({ protocolVersion });
   const received: Packet[] = [];
   parser.on("packet", (packet) => received.push(packet));
   socket.on("data", (chunk) => parser.parse(chunk));
   const closed = once(socket, "close").then(() => undefined);
   await once(socket, "connect");
   const send: RawMqttClient["send"] = (...packets) => {
-    socket.write(Buffer.concat(packets.map((packet) => mqttPacket.generate(packet))));
+    socket.write(Buffer.concat(packets.map((packet) => mqttPacket.generate(packet, { protocolVersion }))));
   };
   send({
     cmd: "connect",
     protocolId: "MQTT",
-    protocolVersion: 4,
+    protocolVersion,
     clean: options.clean ?? true,
     clientId: options.clientId ?? `raw-${Math.random().toString(16).slice(2)}`,
-    keepalive: 0,
+    keepalive: options.keepalive ?? 0,
+    properties: options.properties,
     username: options.username,
     password: options.password === undefined ? undefined : Buffer.from(options.password),
     will: options.will,
   });
   const connack = await waitFor(received, (p) => p.cmd === "connack");
-  if (connack.cmd === "connack" && connack.returnCode !== 0) {
+  const code = connack.cmd === "connack" ? (protocolVersion === 5 ? connack.reasonCode : connack.returnCode) : 0;
+  if (code) {
     socket.destroy();
-    throw Object.assign(new Error(`CONNACK ${connack.returnCode}`), { code: connack.returnCode });
+    throw Object.assign(new Error(`CONNACK ${code}`), { code });
   }
   return {
     socket,
