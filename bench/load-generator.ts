@@ -25,6 +25,8 @@ export interface Publisher {
 export type LoadPlan =
   | {
       mode: "publish";
+      /** The MQTT version to speak: 4 is 3.1.1 (the default), 5 is 5.0. */
+      protocolVersion?: 4 | 5;
       url: string;
       publishers: Publisher[];
       messages: number;
@@ -90,13 +92,22 @@ export interface LoadResult {
 
 const plan = JSON.parse(process.argv[2] ?? "{}") as LoadPlan;
 
-function connect(url: string, username?: string, password?: string): Promise<MqttClient> {
-  return mqtt.connectAsync(url, { username, password, reconnectPeriod: 0, connectTimeout: 30_000, keepalive: 300 });
+function connect(url: string, username?: string, password?: string, protocolVersion: 4 | 5 = 4): Promise<MqttClient> {
+  return mqtt.connectAsync(url, {
+    username,
+    password,
+    protocolVersion,
+    reconnectPeriod: 0,
+    connectTimeout: 30_000,
+    keepalive: 300,
+  });
 }
 
 async function publishAll(): Promise<void> {
   if (plan.mode !== "publish") return;
-  const clients = await Promise.all(plan.publishers.map((p) => connect(plan.url, p.username, p.password)));
+  const clients = await Promise.all(
+    plan.publishers.map((p) => connect(plan.url, p.username, p.password, plan.protocolVersion)),
+  );
   const latencies: number[] = [];
   const warmupLatencies: number[] = [];
   const warmupMs = plan.warmupMs ?? 0;

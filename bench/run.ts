@@ -52,6 +52,16 @@ function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
   return values;
 }
 const wholeNumber = (name: string, fallback: number) => wholeNumbers(name, [fallback])[0] as number;
+/**
+ * `--protocol=5`: each edge-ingest target's flat-out runs once more with MQTT 5.0 clients, right
+ * after its 3.1.1 run (the baselines speak 3.1.1 only), and the ratio of the two.
+ */
+const protocolArg = argValue("protocol");
+if (protocolArg !== undefined && protocolArg !== "5") {
+  console.error(`bench: --protocol takes 5 (MQTT 5.0 runs beside the 3.1.1 ones; got "${protocolArg}")`);
+  process.exit(2);
+}
+const protocols: (4 | 5)[] = protocolArg === "5" ? [4, 5] : [4];
 const sizes = quick
   ? {
       publishers: 4,
@@ -103,6 +113,8 @@ const wanted = (name: string) => !only || only.includes(name);
 interface ScenarioResult {
   scenario: TargetName;
   qos: 0 | 1;
+  /** The MQTT version the load generator spoke: 4 is 3.1.1, 5 is 5.0. */
+  protocol: 4 | 5;
   /** Flat-out runs: which of the `--rounds` it belongs to, from 1. */
   round?: number;
   /** Offered rate when the run was paced (half the rate measured unpaced); absent: flat out. */
@@ -160,12 +172,19 @@ async function cpuSoFar(target: Target): Promise<Record<string, number>> {
   return target.usesSharedServices ? { ...cpu, ...(await serviceCpu(PG_ADMIN_URL, REDIS_URL)) } : cpu;
 }
 
-async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedAt?: number): Promise<ScenarioResult> {
+async function runScenario(
+  name: TargetName,
+  qos: 0 | 1,
+  scratch: string,
+  pacedAt?: number,
+  protocol: 4 | 5 = 4,
+): Promise<ScenarioResult> {
   const target = await startTarget(name, sizes.publishers);
   try {
-    const ackedFile = path.join(scratch, `${name}-qos${qos}${pacedAt ? "-paced" : ""}.acked`);
+    const ackedFile = path.join(scratch, `${name}-qos${qos}-v${protocol}${pacedAt ? "-paced" : ""}.acked`);
     const plan: LoadPlan = {
       mode: "publish",
+      protocolVersion: protocol,
       url: target.mqttUrl,
       publishers: target.publishers,
       messages: sizes.messages,
@@ -214,6 +233,7 @@ async function runScenario(name: TargetName, qos: 0 | 1, scratch: string, pacedA
     return {
       scenario: name,
       qos,
+      protocol,
       ...(pacedAt && { pacedAt }),
       offered: load.offered,
       acknowledged: load.acknowledged,
@@ -261,14 +281,17 @@ async function main() {
     for (let round = 1; round <= rounds; round++) {
       for (const qos of qosLevels) {
         for (const name of [...TARGETS.filter(wanted), ...NAMED_ONLY_TARGETS.filter((n) => only?.includes(n))]) {
-          process.stderr.write(`scenario ${name} QoS ${qos}${rounds > 1 ? ` round ${round}` : ""}…\n`);
-          scenarios.push({ ...(await runScenario(name, qos, scratch)), round });
+          for (const protocol of name.startsWith("edge-ingest") ? protocols : [4 as const]) {
+            const version = protocol === 5 ? " MQTT 5" : "";
+            process.stderr.write(`scenario ${name}${version} QoS ${qos}${rounds > 1 ? ` round ${round}` : ""}…\n`);
+            scenarios.push({ ...(await runScenario(name, qos, scratch, undefined, protocol)), round });
+          }
         }
       }
     }
     // PUBACK latency at half the maximum rate (the median of the rounds): edge-ingest at QoS 1, paced.
     const latencyMeasured = (s: ScenarioResult) => TARGETS.includes(s.scenario) && s.scenario.startsWith("edge-ingest");
-    const flatOutQos1 = scenarios.filter((s) => s.qos === 1 && latencyMeasured(s));
+    const flatOutQos1 = scenarios.filter((s) => s.qos === 1 && s.protocol === 4 && latencyMeasured(s));
     for (const name of new Set(flatOutQos1.map((s) => s.scenario))) {
       const pacedAt = Math.round(
         median(flatOutQos1.filter((s) => s.scenario === name).map((s) => s.acknowledgedPerSecond)) / 2,
@@ -278,7 +301,9 @@ async function main() {
     }
     // The soak runs at 80 % of the distributed QoS 1 maximum of this run (measured first if need be).
     if (wanted("soak") && !quick) {
-      let flatOuts = scenarios.filter((s) => s.scenario === "edge-ingest-distributed" && s.qos === 1 && !s.pacedAt);
+      let flatOuts = scenarios.filter(
+        (s) => s.scenario === "edge-ingest-distributed" && s.qos === 1 && s.protocol === 4 && !s.pacedAt,
+      );
       if (!argValue("soak-rate") && flatOuts.length === 0) {
         process.stderr.write("soak: measuring the distributed QoS 1 maximum first…\n");
         flatOuts = [await runScenario("edge-ingest-distributed", 1, scratch)];
@@ -297,17 +322,22 @@ async function main() {
 
   const rate = (s: ScenarioResult) => s.acknowledgedAndStoredPerSecond ?? s.storedPerSecond ?? s.acknowledgedPerSecond;
   // Each run is compared with the baselines of its own round.
-  const find = (name: TargetName, of: ScenarioResult) =>
-    scenarios.find((s) => s.scenario === name && s.qos === of.qos && s.round === of.round);
+  const find = (name: TargetName, of: ScenarioResult, protocol: 4 | 5 = 4) =>
+    scenarios.find(
+      (s) => s.scenario === name && s.qos === of.qos && s.round === of.round && s.protocol === protocol && !s.pacedAt,
+    );
   const ratios = scenarios
     .filter((s) => s.scenario.startsWith("edge-ingest") && !s.pacedAt)
     .map((s) => {
       const seed = find("seed-architecture", s);
       const bare = find("aedes-bare", s);
+      const mqtt311 = s.protocol === 5 ? find(s.scenario, s) : undefined;
       return {
         scenario: s.scenario,
         qos: s.qos,
+        protocol: s.protocol,
         round: s.round,
+        vsMqtt311: mqtt311 ? rate(s) / rate(mqtt311) : null,
         vsSeedArchitecture: seed ? rate(s) / rate(seed) : null,
         vsAedesBare: bare ? rate(s) / bare.acknowledgedPerSecond : null,
       };
@@ -321,11 +351,13 @@ async function main() {
     rounds > 1
       ? ratios
           .filter((r) => r.round === 1)
-          .map(({ scenario, qos }) => {
-            const of = ratios.filter((r) => r.scenario === scenario && r.qos === qos);
+          .map(({ scenario, qos, protocol }) => {
+            const of = ratios.filter((r) => r.scenario === scenario && r.qos === qos && r.protocol === protocol);
             return {
               scenario,
               qos,
+              protocol,
+              vsMqtt311: medianOf(of.map((r) => r.vsMqtt311)),
               vsSeedArchitecture: medianOf(of.map((r) => r.vsSeedArchitecture)),
               vsAedesBare: medianOf(of.map((r) => r.vsAedesBare)),
             };
@@ -378,12 +410,14 @@ async function main() {
 
   if (scenarios.length > 0) {
     // With --rounds, a flat-out run's name carries its round.
-    const label = (s: { scenario: string; round?: number | string }) =>
-      typeof s.round === "string"
-        ? `${s.scenario} (${s.round})`
+    const label = (s: { scenario: string; round?: number | string; protocol?: 4 | 5 }) => {
+      const name = s.protocol === 5 ? `${s.scenario} (MQTT 5)` : s.scenario;
+      return typeof s.round === "string"
+        ? `${name} (${s.round})`
         : rounds > 1 && s.round !== undefined
-          ? `${s.scenario} #${s.round}`
-          : s.scenario;
+          ? `${name} #${s.round}`
+          : name;
+    };
     console.log(
       `\n${sizes.publishers} publishers × ${fmt(sizes.messages)} messages, ${sizes.inflight} in flight each, on ${results.machine.cpus} × ${results.machine.cpuModel}\n`,
     );
@@ -444,12 +478,13 @@ async function main() {
     );
     console.log(
       `\n${table(
-        ["scenario", "QoS", "× seed-architecture", "× aedes-bare"],
+        ["scenario", "QoS", "× seed-architecture", "× aedes-bare", "× MQTT 3.1.1"],
         [...ratios, ...(medianRatios ?? []).map((r) => ({ ...r, round: "median" }))].map((r) => [
           label(r),
           r.qos,
           fmt(r.vsSeedArchitecture, 2),
           fmt(r.vsAedesBare, 2),
+          fmt(r.vsMqtt311, 3),
         ]),
       )}`,
     );
