@@ -101,9 +101,16 @@ const SCOPES: { scope: RefusalScope; title: string; intro: string }[] = [
       "A CONNECT refused with a CONNACK. MQTT 3.1 and 3.1.1 have five return codes: a bad client id is 2, bad credentials 4, not authorized 5, anything else (a quota, an unavailable credential store) 3, server unavailable. Counted in `edge_ingest_mqtt_connects_refused_total{reason}`.",
   },
   {
+    scope: "subscribe",
+    title: "Subscriptions",
+    intro:
+      "A subscription filter refused in the SUBACK: MQTT 3.1 and 3.1.1 have one code for all (128), MQTT 5 the reason's. Counted in `edge_ingest_mqtt_subscriptions_denied_total`.",
+  },
+  {
     scope: "disconnect",
     title: "Disconnections",
-    intro: "The broker closed a connection. Counted in `edge_ingest_mqtt_forced_disconnects_total{reason}`.",
+    intro:
+      "The broker closed a connection; an MQTT 5 client gets a DISCONNECT with the code and a reason string first (3.1.1 has no such packet). Counted by reason in `edge_ingest_mqtt_forced_disconnects_total` (`server_busy` in `edge_ingest_mqtt_unacknowledged_total`), except what the protocol itself ends: a session taken over, a shutdown, a keep alive that ran out, a protocol error.",
   },
   {
     scope: "request",

@@ -7,7 +7,6 @@ import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import { SubmissionBatcher } from "../ingest/batcher.ts";
 import type { Intake } from "../ingest/intake.ts";
-import { REFUSALS } from "../ingest/refusals.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
 import type { RateLimiter } from "../limits/rate-limiter.ts";
 import type { FanOut } from "../live/fanout.ts";
@@ -18,7 +17,7 @@ import type { Telemetry } from "../telemetry/prometheus.ts";
 import { createConnectHooks } from "./authenticate.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
-import { closeMqtt5, speakMqtt5 } from "./mqtt5.ts";
+import { closeMqtt5, reasonOf, speakMqtt5 } from "./mqtt5.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
@@ -130,6 +129,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       maximumPacketSize: config.MQTT_MAX_PACKET_BYTES,
       keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
       maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
+      countDisconnect: (reason) => telemetry.countDisconnect(reason),
     },
     telemetry,
     logger,
@@ -160,7 +160,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       if (principal && "username" in principal && principal.username === username) {
         telemetry.countDisconnect("revoked");
         logger.info({ clientId: client.id }, "disconnecting: credential revoked");
-        closeMqtt5(client, { code: REFUSALS.revoked.mqtt5, reasonString: "the credential was revoked" });
+        closeMqtt5(client, reasonOf("revoked", "the credential was revoked"));
       }
     }
   });

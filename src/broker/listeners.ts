@@ -8,12 +8,11 @@ import type { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
-import { REFUSALS } from "../ingest/refusals.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { listen } from "./listen.ts";
-import { disconnectMqtt5Connection } from "./mqtt5.ts";
+import { disconnectMqtt5Connection, reasonOf } from "./mqtt5.ts";
 import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
@@ -84,10 +83,10 @@ export async function startListeners(
     ReadThrottle.attach(connection);
     guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.countDisconnect("packet_too_large");
-      disconnectMqtt5Connection(connection, {
-        code: REFUSALS.packet_too_large.mqtt5,
-        reasonString: `packets are at most ${config.MQTT_MAX_PACKET_BYTES} bytes`,
-      });
+      disconnectMqtt5Connection(
+        connection,
+        reasonOf("packet_too_large", `packets are at most ${config.MQTT_MAX_PACKET_BYTES} bytes`),
+      );
       logTooLarge({ limit: config.MQTT_MAX_PACKET_BYTES }, "disconnecting: packet over the size limit");
     });
     Outgoing.attach(connection, outgoingLimits, (waiting) => {

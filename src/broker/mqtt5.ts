@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import type { Client, ConnectPacket } from "aedes";
 import mqttPacket, { type IConnackPacket, type IPublishPacket, type Packet } from "mqtt-packet";
-import { MQTT5 } from "../ingest/refusals.ts";
+import { MQTT5, REFUSALS, type RefusalName } from "../ingest/refusals.ts";
 
 /**
  * MQTT 5.0 over Aedes 1.2, which speaks 3.1 and 3.1.1 only (docs/devices.md, "The engine").
@@ -27,6 +27,8 @@ export interface Mqtt5Limits {
   keepaliveLimit: number;
   /** Most levels in a topic filter (`MQTT_MAX_TOPIC_LEVELS`). */
   maxTopicLevels: number;
+  /** Counts a connection this layer closes for breaking the protocol. */
+  countDisconnect(reason: "receive_maximum_exceeded" | "topic_alias_invalid"): void;
 }
 
 /** The reason code (and what it says, when the client asked) of one acknowledgement. */
@@ -34,6 +36,11 @@ export interface AckReason {
   code: number;
   reasonString?: string;
   userProperties?: Record<string, string>;
+}
+
+/** A refusal of the catalogue, as an acknowledgement's or a DISCONNECT's reason. */
+export function reasonOf(name: RefusalName, reasonString?: string): AckReason {
+  return reasonString === undefined ? { code: REFUSALS[name].mqtt5 } : { code: REFUSALS[name].mqtt5, reasonString };
 }
 
 interface Mqtt5Connection {
@@ -82,7 +89,7 @@ export function isMqtt5(client: Client | null | undefined): boolean {
  * which this broker does not offer.
  */
 export function filterRefusal(filter: string, maxTopicLevels: number): number | undefined {
-  if (filter.startsWith("$share/")) return MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED;
+  if (filter.startsWith("$share/")) return REFUSALS.shared_subscription.mqtt5;
   const levels = filter.split("/");
   const valid =
     filter.length > 0 &&
@@ -91,11 +98,11 @@ export function filterRefusal(filter: string, maxTopicLevels: number): number | 
       (level, i) =>
         (!level.includes("#") || (level === "#" && i === levels.length - 1)) && (!level.includes("+") || level === "+"),
     );
-  return valid ? undefined : MQTT5.TOPIC_FILTER_INVALID;
+  return valid ? undefined : REFUSALS.bad_filter.mqtt5;
 }
 
 /** A SUBSCRIBE's filters, and the reason codes of those refused before Aedes saw them. */
-interface PendingSubscribe {
+export interface PendingSubscribe {
   filters: string[];
   refused: (number | undefined)[];
 }
@@ -104,11 +111,11 @@ interface PendingSubscribe {
  * The SUBACK's codes, one per filter sent: Aedes granted or refused (128: not authorized) each
  * filter it saw, once per distinct filter, in the order it first appeared.
  */
-function subackCodes(pending: PendingSubscribe, granted: number[]): number[] {
+export function subackCodes(pending: PendingSubscribe, granted: number[]): number[] {
   const distinct = [...new Set(pending.filters.filter((_, i) => pending.refused[i] === undefined))];
   return pending.filters.map((filter, i) => {
     const code = pending.refused[i] ?? granted[distinct.indexOf(filter)] ?? MQTT5.UNSPECIFIED_ERROR;
-    return code === 128 ? MQTT5.NOT_AUTHORIZED : code;
+    return code === 128 ? REFUSALS.forbidden_filter.mqtt5 : code;
   });
 }
 
@@ -238,9 +245,15 @@ export function speakMqtt5(): void {
  * A publish that breaks the protocol closes its connection with the reason, and is made one Aedes
  * refuses before anything else (an empty topic), so it is never acknowledged, stored or routed.
  */
-function refuseInbound(connection: Mqtt5Connection, packet: IPublishPacket, reason: AckReason): void {
+function refuseInbound(
+  connection: Mqtt5Connection,
+  packet: IPublishPacket,
+  name: "receive_maximum_exceeded" | "topic_alias_invalid" | "protocol_error",
+  reasonString: string,
+): void {
   packet.topic = "";
-  closeMqtt5(connection.client, reason);
+  if (name !== "protocol_error") connection.limits.countDisconnect(name);
+  closeMqtt5(connection.client, reasonOf(name, reasonString));
 }
 
 /** Inbound 5.0 packets, before Aedes sees them: topic aliases, Receive Maximum, what acks need. */
@@ -250,18 +263,17 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       const alias = packet.properties?.topicAlias;
       if (alias !== undefined) {
         if (alias === 0 || alias > connection.limits.topicAliasMaximum) {
-          return refuseInbound(connection, packet, {
-            code: MQTT5.TOPIC_ALIAS_INVALID,
-            reasonString: `topic aliases are 1-${connection.limits.topicAliasMaximum}`,
-          });
+          return refuseInbound(
+            connection,
+            packet,
+            "topic_alias_invalid",
+            `topic aliases are 1-${connection.limits.topicAliasMaximum}`,
+          );
         }
         if (packet.topic === "") {
           const topic = connection.aliases.get(alias);
           if (topic === undefined) {
-            return refuseInbound(connection, packet, {
-              code: MQTT5.PROTOCOL_ERROR,
-              reasonString: `topic alias ${alias} was never set`,
-            });
+            return refuseInbound(connection, packet, "protocol_error", `topic alias ${alias} was never set`);
           }
           packet.topic = topic;
         } else {
@@ -270,10 +282,12 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       }
       if (packet.qos > 0 && packet.messageId !== undefined && !connection.inflight.has(packet.messageId)) {
         if (connection.inflight.size >= connection.limits.receiveMaximum) {
-          return refuseInbound(connection, packet, {
-            code: MQTT5.RECEIVE_MAXIMUM_EXCEEDED,
-            reasonString: `more than ${connection.limits.receiveMaximum} publishes unacknowledged`,
-          });
+          return refuseInbound(
+            connection,
+            packet,
+            "receive_maximum_exceeded",
+            `more than ${connection.limits.receiveMaximum} publishes unacknowledged`,
+          );
         }
         connection.inflight.add(packet.messageId);
       }
@@ -355,8 +369,8 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
       connection,
       connection.closeReason ??
         (/keep ?alive/i.test(error.message)
-          ? { code: MQTT5.KEEP_ALIVE_TIMEOUT }
-          : { code: MQTT5.PROTOCOL_ERROR, reasonString: error.message }),
+          ? reasonOf("keep_alive_timeout")
+          : reasonOf("protocol_error", error.message)),
     );
   });
   // A close nobody gave a reason for is Aedes's own: the broker closing, or the client id taken over.
@@ -364,8 +378,7 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
   client.close = ((done?: () => void) => {
     sendDisconnect(
       connection,
-      connection.closeReason ??
-        (client.broker.closed ? { code: MQTT5.SERVER_SHUTTING_DOWN } : { code: MQTT5.SESSION_TAKEN_OVER }),
+      connection.closeReason ?? (client.broker.closed ? reasonOf("shutting_down") : reasonOf("session_taken_over")),
     );
     close(done);
   }) as Client["close"];

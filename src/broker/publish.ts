@@ -9,7 +9,7 @@ import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { agentOfClientId, type MqttPrincipal } from "./access.ts";
 import type { FeedbackCoalescer } from "./feedback.ts";
-import { type AckReason, acknowledgeMqtt5, explainCloseMqtt5 } from "./mqtt5.ts";
+import { type AckReason, acknowledgeMqtt5, explainCloseMqtt5, reasonOf } from "./mqtt5.ts";
 import { ReadThrottle } from "./read-throttle.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
 import { decideCached, type Sessions } from "./sessions.ts";
@@ -143,7 +143,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       session?.principal ?? (willAgent && { kind: "agent", username: "", ...willAgent });
     if (!principal) return done(new Error("publish from an unauthenticated connection"));
     if (deps.isDraining()) {
-      explainCloseMqtt5(client, { code: MQTT5.SERVER_SHUTTING_DOWN });
+      explainCloseMqtt5(client, reasonOf("shutting_down"));
       return done(new Error("the broker is shutting down"));
     }
     const payload = packet.payload as Buffer;
@@ -179,7 +179,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       report(client, packet, principal, [decision]);
       if (decision.reason === "forbidden" && session && ++session.violations >= deps.maxViolations) {
         telemetry.countDisconnect("violations");
-        explainCloseMqtt5(client, { code: REFUSALS.violations.mqtt5, reasonString: "too many forbidden publishes" });
+        explainCloseMqtt5(client, reasonOf("violations", "too many forbidden publishes"));
         logRejection(
           { clientId: client?.id, violations: session.violations },
           "disconnecting: too many forbidden publishes",
@@ -215,7 +215,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
         }
         // No acknowledgement: closing the connection makes the client resend after it reconnects.
         telemetry.mqttUnacknowledged.inc();
-        explainCloseMqtt5(client, { code: MQTT5.SERVER_BUSY, reasonString: "the queue cannot take the publish now" });
+        explainCloseMqtt5(client, reasonOf("server_busy", "the queue cannot take the publish now"));
         logDrop(
           { clientId: client?.id, topic: packet.topic, err: error },
           "publish not acknowledged: the queue could not take it",

@@ -6,7 +6,7 @@
  */
 
 /** Where a refusal is given. */
-export type RefusalScope = "reading" | "connect" | "disconnect" | "request";
+export type RefusalScope = "reading" | "connect" | "subscribe" | "disconnect" | "request";
 
 export interface Refusal {
   /** The HTTP status of an API answer carrying it. */
@@ -145,7 +145,33 @@ const CONNECT_REFUSALS = {
   ),
 } as const;
 
-/** The broker closed a connection: counted in `edge_ingest_mqtt_forced_disconnects_total{reason}`. */
+/** A subscription filter refused: SUBACK with the code (3.1.1: 128), counted in `edge_ingest_mqtt_subscriptions_denied_total`. */
+const SUBSCRIBE_REFUSALS = {
+  forbidden_filter: refusal(
+    "subscribe",
+    403,
+    MQTT5.NOT_AUTHORIZED,
+    "a filter outside the principal's lane (devices.md)",
+  ),
+  bad_filter: refusal(
+    "subscribe",
+    400,
+    MQTT5.TOPIC_FILTER_INVALID,
+    "MQTT 5: not a topic filter, or over `MQTT_MAX_TOPIC_LEVELS` (a 3.1.1 client is disconnected, as 3.1.1 requires)",
+  ),
+  shared_subscription: refusal(
+    "subscribe",
+    501,
+    MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+    "MQTT 5: a `$share/` filter; shared subscriptions are not offered yet (the CONNACK says so)",
+  ),
+} as const;
+
+/**
+ * The broker closed a connection: an MQTT 5 client gets a DISCONNECT with the code first. Counted
+ * in `edge_ingest_mqtt_forced_disconnects_total{reason}`, except what the protocol closes
+ * (`session_taken_over`, `shutting_down`, `keep_alive_timeout`, `protocol_error`).
+ */
 const DISCONNECT_REFUSALS = {
   violations: refusal("disconnect", 403, MQTT5.NOT_AUTHORIZED, "`MQTT_MAX_VIOLATIONS` forbidden publishes"),
   slow_consumer: refusal(
@@ -162,6 +188,48 @@ const DISCONNECT_REFUSALS = {
   ),
   max_connections: refusal("disconnect", 503, MQTT5.SERVER_BUSY, "the broker holds `MQTT_MAX_CONNECTIONS` connections"),
   revoked: refusal("disconnect", 401, MQTT5.ADMINISTRATIVE_ACTION, "the connection's credential was revoked"),
+  server_busy: refusal(
+    "disconnect",
+    503,
+    MQTT5.SERVER_BUSY,
+    "a QoS 1/2 publish the queue could not take: not acknowledged, the client resends it after reconnecting",
+  ),
+  receive_maximum_exceeded: refusal(
+    "disconnect",
+    429,
+    MQTT5.RECEIVE_MAXIMUM_EXCEEDED,
+    "MQTT 5: more unacknowledged QoS 1/2 publishes than `MQTT_RECEIVE_MAXIMUM`",
+  ),
+  topic_alias_invalid: refusal(
+    "disconnect",
+    400,
+    MQTT5.TOPIC_ALIAS_INVALID,
+    "MQTT 5: a topic alias of 0 or over `MQTT_TOPIC_ALIAS_MAXIMUM`",
+  ),
+  protocol_error: refusal(
+    "disconnect",
+    400,
+    MQTT5.PROTOCOL_ERROR,
+    "a packet the protocol forbids (a topic alias never set, a malformed packet)",
+  ),
+  session_taken_over: refusal(
+    "disconnect",
+    409,
+    MQTT5.SESSION_TAKEN_OVER,
+    "the same principal connected again with the same client id, on any broker",
+  ),
+  keep_alive_timeout: refusal(
+    "disconnect",
+    408,
+    MQTT5.KEEP_ALIVE_TIMEOUT,
+    "nothing received for 1.5 keep alive periods",
+  ),
+  shutting_down: refusal(
+    "disconnect",
+    503,
+    MQTT5.SERVER_SHUTTING_DOWN,
+    "the broker is draining (SIGTERM): publishes after it are not acknowledged, the client resends them elsewhere",
+  ),
 } as const;
 
 /** An HTTP request refused as a whole: `{"error": {"code", "message"}}` with the status. */
@@ -199,6 +267,7 @@ const REQUEST_REFUSALS = {
 export const REFUSALS = {
   ...READING_REFUSALS,
   ...CONNECT_REFUSALS,
+  ...SUBSCRIBE_REFUSALS,
   ...DISCONNECT_REFUSALS,
   ...REQUEST_REFUSALS,
 } as const satisfies Record<string, Refusal>;
