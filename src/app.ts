@@ -148,6 +148,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
           maxBytesPerPrincipal: config.MQTT_MAX_RETAINED_BYTES_PER_PRINCIPAL,
         }),
         state: await backends.brokerState(),
+        sessionExpiry: backends.sessionExpiry,
       });
       steps.add("broker (pending acknowledgements)", () => broker.close());
       mqttPorts = broker.ports;

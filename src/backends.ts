@@ -4,6 +4,7 @@ import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import type { ReadinessCheck } from "./api/routes/health.ts";
 import type { RetainedLedger, RetainedLimits } from "./broker/retained-quota.ts";
+import { LocalSessionExpiry, RedisSessionExpiry, type SessionExpiryStore } from "./broker/session-expiry.ts";
 import type { BrokerState } from "./broker/shared-state.ts";
 import type { Config } from "./config.ts";
 import { StartupError } from "./errors.ts";
@@ -40,6 +41,8 @@ export interface Backends {
   readonly adminToken: string | undefined;
   /** Readiness checks beyond the database and the queue, by name. */
   readonly readiness: Record<string, ReadinessCheck>;
+  /** When persistent sessions of disconnected clients end. */
+  readonly sessionExpiry: SessionExpiryStore;
   /** The retained-message account (`MQTT_MAX_RETAINED_*`). */
   retainedLedger(limits: RetainedLimits): Promise<RetainedLedger>;
   /** Where submissions go; `submit` resolves once durable. Embedded, it runs `process` itself. */
@@ -76,6 +79,7 @@ async function openEmbedded(config: Config, logger: Logger, steps: ShutdownSteps
     pubsub,
     presence,
     tenantTokens: new LocalTenantTokens(),
+    sessionExpiry: new LocalSessionExpiry(),
     adminToken: await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN),
     readiness: {},
     retainedLedger: async (limits) => {
@@ -129,6 +133,7 @@ async function openDistributed(
     pubsub,
     presence,
     tenantTokens: new RedisTenantTokens(coordination, prefix),
+    sessionExpiry: new RedisSessionExpiry(coordination, prefix),
     adminToken: config.ADMIN_TOKEN,
     readiness: { redis: durability.readiness },
     retainedLedger: async (limits) => {

@@ -109,6 +109,11 @@ const envSchema = z.object({
   MQTT_TOPIC_ALIAS_MAXIMUM: int(0, 65535)
     .default(64)
     .describe("MQTT 5: topic aliases a client may set (Topic Alias Maximum, in the CONNACK; `0`: none)"),
+  MQTT_MAX_SESSION_EXPIRY_SECONDS: int(1, 4_294_967_295)
+    .default(604_800)
+    .describe(
+      "how long a persistent session (3.1.1 CleanSession=0; MQTT 5 Session Expiry Interval, clamped to it) outlives its connection: then its subscriptions and queued messages are removed (`edge_ingest_mqtt_sessions_expired_total`)",
+    ),
   MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("time from TCP connect to CONNECT before the connection is closed"),
@@ -304,6 +309,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_KEEPALIVE_LIMIT_SECONDS",
       "MQTT_RECEIVE_MAXIMUM",
       "MQTT_TOPIC_ALIAS_MAXIMUM",
+      "MQTT_MAX_SESSION_EXPIRY_SECONDS",
       "MQTT_CONNECT_TIMEOUT_MS",
       "MQTT_MAX_OUTGOING_BYTES",
       "MQTT_MAX_OUTGOING_MESSAGES",

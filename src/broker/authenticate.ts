@@ -34,6 +34,8 @@ export interface AuthenticateDeps {
   maxClientIdLength: number;
   /** What MQTT 5 clients are offered. */
   mqtt5: Mqtt5Limits;
+  /** Called once the client is known, before Aedes restores its session (a persistent one stops expiring). */
+  onAuthenticated(client: Client): Promise<void>;
   telemetry: Telemetry;
   logger: Logger;
 }
@@ -51,6 +53,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
 } {
   const { identifier, sessions, presence, logger } = deps;
   const logPresenceError = rateLimitedLog(logger, 5, 60_000);
+  const logExpiryError = rateLimitedLog(logger, 5, 60_000);
   const logLookupError = rateLimitedLog(logger, 5, 60_000, "error");
   let serial = 0;
   /** Client ids refused at CONNECT, answered by `authenticate` (Aedes sends no CONNACK for a preConnect error). */
@@ -111,6 +114,11 @@ export function createConnectHooks(deps: AuthenticateDeps): {
         // The tenant's first tokens are ready before its first publish needs them.
         if (principal.kind === "agent") await deps.limiter.prepare(principal.tenantId);
         sessions.open(client, principal);
+        await deps
+          .onAuthenticated(client)
+          .catch((error: Error) =>
+            logExpiryError({ reason: error.message }, "cannot keep the session's expiry; it may end early"),
+          );
       })
       .then(
         () => done(null, true),

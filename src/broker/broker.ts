@@ -17,10 +17,11 @@ import type { Telemetry } from "../telemetry/prometheus.ts";
 import { createConnectHooks } from "./authenticate.ts";
 import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
-import { closeMqtt5, reasonOf, speakMqtt5 } from "./mqtt5.ts";
+import { closeMqtt5, reasonOf, sessionExpiryOf, speakMqtt5, startsCleanMqtt5 } from "./mqtt5.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
+import { SessionExpiry, type SessionExpiryStore } from "./session-expiry.ts";
 import { markPersistentSessions, Sessions } from "./sessions.ts";
 import type { BrokerState } from "./shared-state.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
@@ -48,6 +49,8 @@ export interface BrokerDeps {
   retained: RetainedLedger;
   /** Sessions, retained messages and routing: in memory, or shared across brokers (src/backends.ts). */
   state: BrokerState;
+  /** When persistent sessions of disconnected clients end. */
+  sessionExpiry: SessionExpiryStore;
 }
 
 export interface RunningBroker {
@@ -114,6 +117,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   const { state } = deps;
   const brokerId = randomUUID();
+  /** Made once the broker is: the connect hook that calls it is made before. */
+  let expiry: SessionExpiry | undefined;
   const connectHooks = createConnectHooks({
     identifier: deps.identifier,
     sessions,
@@ -129,8 +134,10 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       maximumPacketSize: config.MQTT_MAX_PACKET_BYTES,
       keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
       maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
+      maxSessionExpirySeconds: config.MQTT_MAX_SESSION_EXPIRY_SECONDS,
       countDisconnect: (reason) => telemetry.countDisconnect(reason),
     },
+    onAuthenticated: async (client) => expiry?.connected(client),
     telemetry,
     logger,
   });
@@ -148,6 +155,16 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     drainTimeout: 0,
   });
   const aedes = broker;
+  const logExpiryError = rateLimitedLog(logger, 5, 60_000);
+  expiry = new SessionExpiry(
+    aedes,
+    deps.sessionExpiry,
+    (client) => sessionExpiryOf(client) ?? config.MQTT_MAX_SESSION_EXPIRY_SECONDS,
+    startsCleanMqtt5,
+    (count) => telemetry.mqttSessionsExpired.inc(count),
+    (error) => logExpiryError({ reason: error.message }, "cannot expire persistent sessions"),
+  );
+  telemetry.setSessionSource(() => deps.sessionExpiry.waiting());
   skipDiscardedPublishes(aedes);
   deliverRetainedOnSubscribe(aedes, logger);
   markPersistentSessions(aedes);
@@ -170,6 +187,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     listeners = await startListeners(aedes, config, telemetry, logger);
   } catch (error) {
     feedback.close();
+    expiry.close();
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
@@ -185,6 +203,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       deps.intake.close();
       await batcher.flushAll();
       feedback.close();
+      expiry?.close();
       stopRevocations();
       stopViewerFeed();
       // Acknowledgements are written as the batches settle; closing the clients comes after them.

@@ -27,6 +27,8 @@ export interface Mqtt5Limits {
   keepaliveLimit: number;
   /** Most levels in a topic filter (`MQTT_MAX_TOPIC_LEVELS`). */
   maxTopicLevels: number;
+  /** The longest Session Expiry Interval granted (`MQTT_MAX_SESSION_EXPIRY_SECONDS`). */
+  maxSessionExpirySeconds: number;
   /** Counts a connection this layer closes for breaking the protocol. */
   countDisconnect(reason: "receive_maximum_exceeded" | "topic_alias_invalid"): void;
 }
@@ -52,6 +54,10 @@ interface Mqtt5Connection {
   readonly maximumPacketSize: number | undefined;
   /** The properties of the CONNACK that accepts the connection. */
   readonly connackProperties: NonNullable<IConnackPacket["properties"]>;
+  /** How long the session outlives the connection, in seconds, as granted (0: it ends with it). */
+  readonly sessionExpirySeconds: number;
+  /** Clean Start: a session the client had is discarded, even one that will outlive this connection. */
+  readonly cleanStart: boolean;
   /** Why the CONNECT was refused, when it was. */
   refusal?: AckReason;
   /** The CONNACK accepted the connection: from then on the broker says why it closes it. */
@@ -77,6 +83,17 @@ type ParsingClient = Client & {
 };
 
 const connections = new WeakMap<object, Mqtt5Connection>();
+
+/** An MQTT 5 client's granted Session Expiry Interval in seconds; undefined for 3.1 and 3.1.1. */
+export function sessionExpiryOf(client: Client): number | undefined {
+  return connections.get(client.conn)?.sessionExpirySeconds;
+}
+
+/** An MQTT 5 client asked for Clean Start with a session that outlives its connection. */
+export function startsCleanMqtt5(client: Client): boolean {
+  const connection = connections.get(client.conn);
+  return connection !== undefined && connection.cleanStart && connection.sessionExpirySeconds > 0;
+}
 
 /** Whether the client connected with MQTT 5.0. */
 export function isMqtt5(client: Client | null | undefined): boolean {
@@ -341,8 +358,14 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     packet.keepalive = limits.keepaliveLimit;
     connackProperties.serverKeepAlive = limits.keepaliveLimit;
   }
-  // A session that expires at once is Aedes's clean session.
-  if (!properties.sessionExpiryInterval) packet.clean = true;
+  const cleanStart = packet.clean !== false;
+  // A session that expires at once is Aedes's clean session; a longer one is granted up to the limit.
+  const sessionExpirySeconds = Math.min(properties.sessionExpiryInterval ?? 0, limits.maxSessionExpirySeconds);
+  // (A Clean Start of a session that outlives the connection is done by the session expiry, src/broker/session-expiry.ts.)
+  packet.clean = sessionExpirySeconds === 0;
+  if (sessionExpirySeconds !== (properties.sessionExpiryInterval ?? 0)) {
+    connackProperties.sessionExpiryInterval = sessionExpirySeconds;
+  }
   const maximumPacketSize = properties.maximumPacketSize;
   const connection: Mqtt5Connection = {
     client,
@@ -350,6 +373,8 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     problemInformation: properties.requestProblemInformation !== false,
     maximumPacketSize,
     connackProperties,
+    sessionExpirySeconds,
+    cleanStart,
     ended: false,
     accepted: false,
     aliases: new Map(),

@@ -10,6 +10,7 @@ export function createTelemetry() {
   collectDefaultMetrics({ register: registry });
   let queueDepth: () => Promise<number> = async () => 0;
   let failedJobs: () => Promise<number> = async () => 0;
+  let sessionsWaiting: () => Promise<number> = async () => 0;
 
   const telemetry = {
     registry,
@@ -64,6 +65,11 @@ export function createTelemetry() {
     mqttConnections: new Gauge({
       name: "edge_ingest_mqtt_connections",
       help: "Open MQTT connections on this broker",
+      registers: [registry],
+    }),
+    mqttSessionsExpired: new Counter({
+      name: "edge_ingest_mqtt_sessions_expired_total",
+      help: "Persistent sessions removed because their client stayed away past their expiry (MQTT_MAX_SESSION_EXPIRY_SECONDS, MQTT 5 Session Expiry Interval)",
       registers: [registry],
     }),
     mqttQos0Dropped: new Counter({
@@ -128,6 +134,10 @@ export function createTelemetry() {
       queueDepth = sources.depth;
       failedJobs = sources.failed;
     },
+    /** Where the waiting-sessions gauge reads from: the broker's session expiry. */
+    setSessionSource(waiting: () => Promise<number>) {
+      sessionsWaiting = waiting;
+    },
     countRejections(source: Source, reasons: Iterable<RejectionReason>) {
       for (const reason of reasons) telemetry.rejected.inc({ source, reason });
     },
@@ -135,6 +145,17 @@ export function createTelemetry() {
       telemetry.mqttDisconnects.inc({ reason });
     },
   };
+  new Gauge({
+    name: "edge_ingest_mqtt_sessions_waiting",
+    help: "Persistent sessions of disconnected clients, waiting for their client or their expiry (every broker)",
+    registers: [registry],
+    async collect() {
+      await sessionsWaiting().then(
+        (count) => this.set(count),
+        () => undefined,
+      );
+    },
+  });
   new Gauge({
     name: "edge_ingest_queue_depth",
     help: "metric-submission jobs waiting, delayed or running",
