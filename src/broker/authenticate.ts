@@ -8,7 +8,7 @@ import { rateLimitedLog } from "../logger.ts";
 import { type Presence, presenceMember } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { clientIdRefusal, type MqttPrincipal, namespacedClientId } from "./access.ts";
-import { acceptMqtt5, type Mqtt5Limits, refuseMqtt5 } from "./mqtt5.ts";
+import { acceptMqtt5, type Mqtt5Settings, refuseMqtt5 } from "./mqtt5.ts";
 import type { Sessions } from "./sessions.ts";
 
 /** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
@@ -33,7 +33,7 @@ export interface AuthenticateDeps {
   allowAnonymous: boolean;
   maxClientIdLength: number;
   /** What MQTT 5 clients are offered. */
-  mqtt5: Mqtt5Limits;
+  mqtt5: Mqtt5Settings;
   /** Called once the client is known, before Aedes restores its session (a persistent one stops expiring). */
   onAuthenticated(client: Client): Promise<void>;
   telemetry: Telemetry;

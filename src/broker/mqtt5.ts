@@ -15,8 +15,8 @@ import { MQTT5, REFUSALS, type RefusalName } from "../ingest/refusals.ts";
  * connection costs one WeakMap lookup a packet written.
  */
 
-/** What the broker offers every 5.0 client. */
-export interface Mqtt5Limits {
+/** What the broker offers every 5.0 client, and where it counts what it refuses. */
+export interface Mqtt5Settings {
   /** Inbound QoS 1/2 publishes a client may have unacknowledged (Receive Maximum). */
   receiveMaximum: number;
   /** Topic aliases a client may set (Topic Alias Maximum; 0: none). */
@@ -47,7 +47,7 @@ export function reasonOf(name: RefusalName, reasonString?: string): AckReason {
 
 interface Mqtt5Connection {
   readonly client: Client;
-  readonly limits: Mqtt5Limits;
+  readonly limits: Mqtt5Settings;
   /** Request Problem Information: reason strings and user properties only on CONNACK, PUBLISH and DISCONNECT if false. */
   readonly problemInformation: boolean;
   /** The client's Maximum Packet Size, when it set one. */
@@ -333,7 +333,7 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
  * connection spoken to in 5.0. Assigns a client id to a client that sent none (Assigned Client
  * Identifier), and shortens a keep alive over the limit (Server Keep Alive) where 3.1.1 refuses it.
  */
-export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5Limits): { assignedId: boolean } {
+export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5Settings): { assignedId: boolean } {
   if (packet.protocolVersion !== 5) return { assignedId: false };
   const parsing = client as ParsingClient;
   // The parser reads the next packets by these settings, which were the CONNECT packet itself.
