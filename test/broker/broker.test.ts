@@ -21,6 +21,7 @@ import {
   sleep,
   subscribeGrants,
 } from "../helpers/mqtt.ts";
+import { rawConnect } from "../helpers/raw-mqtt.ts";
 import { distributedUnavailable, REDIS_URL } from "../helpers/services.ts";
 
 const skipDistributed = Boolean(await distributedUnavailable());
@@ -493,5 +494,23 @@ describe("MQTT broker limits", () => {
     const lifetime = await rawConnectionLifetime();
     expect(lifetime).toBeGreaterThanOrEqual(250);
     expect(lifetime).toBeLessThan(5000);
+  });
+
+  // Aedes 1.2.0's bound (maxInflightInbound), which 2.0.0-beta.1 lacks (docs/devices.md, "The engine"):
+  // without it one client grows the broker's incoming QoS 2 store toward 65,535 entries.
+  it("disconnects a 3.1.1 client that leaves more than 1,000 QoS 2 publishes waiting for their PUBREL", async () => {
+    const raw = await rawConnect(Number(t.app.mqttPorts?.tcp), { username: "admin", password: t.adminToken });
+    const publishes = Array.from({ length: 1001 }, (_, i) => ({
+      cmd: "publish" as const,
+      topic: "plain/qos2",
+      payload: "x",
+      qos: 2 as const,
+      messageId: i + 1,
+      retain: false,
+      dup: false,
+    }));
+    raw.send(...publishes);
+    await raw.closed;
+    expect(raw.received.filter((p) => p.cmd === "pubrec").length).toBeLessThanOrEqual(1000);
   });
 });
