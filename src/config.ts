@@ -133,6 +133,11 @@ const envSchema = z.object({
     .describe(
       "an agent gets at most one feedback message per rejection reason per interval (after the first), with a `count`",
     ),
+  MQTT_FEEDBACK_EXPIRY_SECONDS: int(1, 31_536_000)
+    .default(3600)
+    .describe(
+      "MQTT 5: the Message Expiry Interval of feedback messages; one that waited longer in an agent's persistent session is not sent (3.1.1 has no expiry: a returning agent gets what waited, within its session's expiry)",
+    ),
   MQTT_MAX_CONNECTION_RATE: int(1, 1_000_000)
     .default(500)
     .describe("new connections a second per listener; more wait their turn"),
@@ -315,6 +320,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_MAX_OUTGOING_MESSAGES",
       "MQTT_MAX_VIOLATIONS",
       "MQTT_FEEDBACK_INTERVAL_MS",
+      "MQTT_FEEDBACK_EXPIRY_SECONDS",
       "MQTT_MAX_CONNECTION_RATE",
       "MQTT_CONNECTION_RATE_BURST",
       "MQTT_MAX_RETAINED_MESSAGES",

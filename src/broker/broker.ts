@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { Aedes } from "aedes";
+import { Aedes, type PublishPacket } from "aedes";
 import mqttPacket from "mqtt-packet";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
@@ -89,16 +89,20 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
         at: new Date().toISOString(),
       })
       .catch((error: Error) => logLiveError({ reason: error.message }, "cannot send a rejection to the console"));
+    const expirySeconds = config.MQTT_FEEDBACK_EXPIRY_SECONDS;
     broker?.publish(
       {
         cmd: "publish",
         topic: feedbackTopic(tenantId, agentId),
         payload: Buffer.from(JSON.stringify(message)),
-        // QoS 1, so an agent with a persistent session gets what it missed while away.
+        // QoS 1, so an agent with a persistent session gets what it missed while away, for a while:
+        // `messageExpiry` (aedes-packet keeps it through the session store) is when it goes stale.
         qos: 1,
         retain: false,
         dup: false,
-      },
+        properties: { messageExpiryInterval: expirySeconds },
+        messageExpiry: Date.now() + expirySeconds * 1000,
+      } as PublishPacket,
       () => undefined,
     );
   });

@@ -92,12 +92,7 @@ export function sessionExpiryOf(client: Client): number | undefined {
 /** An MQTT 5 client asked for Clean Start with a session that outlives its connection. */
 export function startsCleanMqtt5(client: Client): boolean {
   const connection = connections.get(client.conn);
-  return connection !== undefined && connection.cleanStart && connection.sessionExpirySeconds > 0;
-}
-
-/** Whether the client connected with MQTT 5.0. */
-export function isMqtt5(client: Client | null | undefined): boolean {
-  return client ? connections.has(client.conn) : false;
+  return connection?.cleanStart === true && connection.sessionExpirySeconds > 0;
 }
 
 /**
@@ -213,23 +208,33 @@ function toMqtt5(packet: Packet, connection: Mqtt5Connection): Packet | undefine
       return { cmd: "unsuback", messageId: packet.messageId, granted: Array(count).fill(MQTT5.SUCCESS) };
     }
     case "publish":
-      return fitsMaximumPacketSize(packet, connection) ? packet : undefined;
+      return deliverable(packet, connection);
     default:
       return packet;
   }
 }
 
 /**
- * MQTT-3.1.2-24: a packet over the client's Maximum Packet Size is not sent; a QoS 1/2 one is
- * completed as if the client had acknowledged it, so it does not wait in the session forever.
+ * An outbound PUBLISH as this client may have it, or undefined when it may not: over its Maximum
+ * Packet Size (MQTT-3.1.2-24), or past its Message Expiry (MQTT-3.3.2-5; the interval sent is what
+ * remains of it, MQTT-3.3.2-6).
  */
-function fitsMaximumPacketSize(packet: IPublishPacket, connection: Mqtt5Connection): boolean {
+function deliverable(packet: IPublishPacket & { messageExpiry?: number }, connection: Mqtt5Connection) {
+  if (packet.messageExpiry !== undefined) {
+    const remaining = Math.ceil((packet.messageExpiry - Date.now()) / 1000);
+    if (remaining <= 0) return drop(packet, connection);
+    packet = { ...packet, properties: { ...packet.properties, messageExpiryInterval: remaining } };
+  }
   const max = connection.maximumPacketSize;
-  if (max === undefined) return true;
+  if (max === undefined) return packet;
   const payload = typeof packet.payload === "string" ? Buffer.byteLength(packet.payload) : packet.payload.length;
-  // Fixed header (at most 5), topic length and topic, packet id, properties length (at least 1).
-  const size = 5 + 2 + Buffer.byteLength(packet.topic) + (packet.qos > 0 ? 2 : 0) + 1 + payload;
-  if (size <= max) return true;
+  // Fixed header (at most 5), topic length and topic, packet id, properties (an expiry's 5 bytes).
+  const size = 5 + 2 + Buffer.byteLength(packet.topic) + (packet.qos > 0 ? 2 : 0) + 6 + payload;
+  return size <= max ? packet : drop(packet, connection);
+}
+
+/** Not sent: a QoS 1/2 message is completed as if the client had acknowledged it, so it does not wait in the session. */
+function drop(packet: IPublishPacket, connection: Mqtt5Connection): undefined {
   if (packet.qos > 0 && packet.messageId !== undefined) {
     const ack: Packet = { cmd: packet.qos === 1 ? "puback" : "pubrec", messageId: packet.messageId };
     const parser = (connection.client as ParsingClient)._parser as unknown as {
@@ -237,7 +242,7 @@ function fitsMaximumPacketSize(packet: IPublishPacket, connection: Mqtt5Connecti
     };
     setImmediate(() => parser.emit("packet", ack));
   }
-  return false;
+  return undefined;
 }
 
 const writeToStream = mqttPacket.writeToStream;
@@ -280,17 +285,19 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       const alias = packet.properties?.topicAlias;
       if (alias !== undefined) {
         if (alias === 0 || alias > connection.limits.topicAliasMaximum) {
-          return refuseInbound(
+          refuseInbound(
             connection,
             packet,
             "topic_alias_invalid",
             `topic aliases are 1-${connection.limits.topicAliasMaximum}`,
           );
+          return;
         }
         if (packet.topic === "") {
           const topic = connection.aliases.get(alias);
           if (topic === undefined) {
-            return refuseInbound(connection, packet, "protocol_error", `topic alias ${alias} was never set`);
+            refuseInbound(connection, packet, "protocol_error", `topic alias ${alias} was never set`);
+            return;
           }
           packet.topic = topic;
         } else {
@@ -299,12 +306,13 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       }
       if (packet.qos > 0 && packet.messageId !== undefined && !connection.inflight.has(packet.messageId)) {
         if (connection.inflight.size >= connection.limits.receiveMaximum) {
-          return refuseInbound(
+          refuseInbound(
             connection,
             packet,
             "receive_maximum_exceeded",
             `more than ${connection.limits.receiveMaximum} publishes unacknowledged`,
           );
+          return;
         }
         connection.inflight.add(packet.messageId);
       }

@@ -313,3 +313,57 @@ describe("MQTT 5.0 at shutdown", () => {
     }
   });
 });
+
+describe("MQTT 5.0 feedback expiry", () => {
+  it("sends queued feedback with what remains of its Message Expiry, and none once it has expired", {
+    timeout: 60_000,
+  }, async () => {
+    // The second refusal of a reason waits for the next tick of the interval, long enough for the agent to leave.
+    const t = await startTestApp("embedded", { MQTT_FEEDBACK_EXPIRY_SECONDS: "4", MQTT_FEEDBACK_INTERVAL_MS: "1500" });
+    try {
+      const a = await createTenant(t.url, t.adminToken, "pump-1");
+      const url = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+      const options = {
+        protocolVersion: 5 as const,
+        username: a.agent.username,
+        password: a.agent.password,
+        clientId: "expiring",
+        clean: false,
+        properties: { sessionExpiryInterval: 60 },
+      };
+      const feedback = `ingest/${a.tenantId}/pump-1/errors`;
+      /** Two refusals of one reason: the first is sent at once, the second waits for the next tick, after the agent left. */
+      const refuseTwiceAndLeave = async () => {
+        const agent = await connect(url, options);
+        await agent.subscribeAsync(feedback, { qos: 1 });
+        const first = new Promise<void>((resolve) => agent.once("message", () => resolve()));
+        await pubackCode(agent, `metrics/${a.tenantId}/pump-1/t`, '{"value":"x"}', { qos: 1 });
+        await pubackCode(agent, `metrics/${a.tenantId}/pump-1/t`, '{"value":"y"}', { qos: 1 });
+        await first;
+        await agent.endAsync();
+        // The second, sent at the next tick, waits in the session.
+        await sleep(1600);
+      };
+      const queued = async (waitMs: number) => {
+        const agent = await connect(url, options);
+        const received: { properties?: { messageExpiryInterval?: number } }[] = [];
+        agent.on("message", (_topic, _payload, packet) => received.push(packet));
+        await sleep(waitMs);
+        await agent.endAsync();
+        return received;
+      };
+
+      await refuseTwiceAndLeave();
+      const fresh = await queued(500);
+      expect(fresh).toHaveLength(1);
+      expect(fresh[0]?.properties?.messageExpiryInterval).toBeGreaterThanOrEqual(1);
+      expect(fresh[0]?.properties?.messageExpiryInterval).toBeLessThanOrEqual(4);
+
+      await refuseTwiceAndLeave();
+      await sleep(4200);
+      expect(await queued(500)).toEqual([]);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});
