@@ -282,6 +282,9 @@ function refuseInbound(
 function readPacket(connection: Mqtt5Connection, packet: Packet): void {
   switch (packet.cmd) {
     case "publish": {
+      // When it goes stale: aedes-packet keeps `messageExpiry` through sessions and the retained store.
+      const expiry = packet.properties?.messageExpiryInterval;
+      if (expiry !== undefined) (packet as { messageExpiry?: number }).messageExpiry = Date.now() + expiry * 1000;
       const alias = packet.properties?.topicAlias;
       if (alias !== undefined) {
         if (alias === 0 || alias > connection.limits.topicAliasMaximum) {
@@ -303,6 +306,8 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
         } else {
           connection.aliases.set(alias, packet.topic);
         }
+        // An alias is the publisher's own: the publish is routed and retained without it.
+        delete packet.properties?.topicAlias;
       }
       if (packet.qos > 0 && packet.messageId !== undefined && !connection.inflight.has(packet.messageId)) {
         if (connection.inflight.size >= connection.limits.receiveMaximum) {

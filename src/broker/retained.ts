@@ -1,5 +1,5 @@
 import { Readable } from "node:stream";
-import type { Aedes, Client } from "aedes";
+import type { Aedes, Client, PublishPacket } from "aedes";
 import type { Logger } from "pino";
 import { rateLimitedLog } from "../logger.ts";
 import { Outgoing } from "./outgoing.ts";
@@ -8,6 +8,9 @@ interface RetainedPacket {
   topic: string;
   payload: Buffer;
   qos: 0 | 1 | 2;
+  /** MQTT 5 properties of the publish that retained it, and when it goes stale (src/broker/mqtt5.ts). */
+  properties?: PublishPacket["properties"];
+  messageExpiry?: number;
 }
 
 /**
@@ -40,7 +43,9 @@ export function deliverRetainedOnSubscribe(broker: Aedes, logger: Logger): void 
             qos: Math.min(packet.qos, grantedQos) as RetainedPacket["qos"],
             retain: true,
             dup: false,
-          },
+            ...(packet.properties && { properties: packet.properties }),
+            ...(packet.messageExpiry !== undefined && { messageExpiry: packet.messageExpiry }),
+          } as PublishPacket,
           resolve,
         ),
       );

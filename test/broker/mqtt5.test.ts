@@ -165,6 +165,33 @@ describe("MQTT 5.0", () => {
     await admin.publishAsync("plain/one", "", { qos: 1, retain: true });
   });
 
+  it("honours the Message Expiry of a retained message (the remaining interval, then nothing), without the publisher's alias", async () => {
+    const admin = await connect(tcp, { protocolVersion: 5, username: "admin", password: t.adminToken });
+    clients.push(admin);
+    await admin.publishAsync("plain/expiring", "soon stale", {
+      qos: 1,
+      retain: true,
+      properties: { messageExpiryInterval: 2, topicAlias: 1 },
+    });
+    const receive = async () => {
+      const reader = await connect(tcp, { protocolVersion: 5, username: "admin", password: t.adminToken });
+      clients.push(reader);
+      const got: { properties?: { messageExpiryInterval?: number; topicAlias?: number } }[] = [];
+      reader.on("message", (_topic, _payload, packet) => got.push(packet));
+      await reader.subscribeAsync("plain/expiring", { qos: 1 });
+      await sleep(300);
+      return got;
+    };
+    const [fresh] = await receive();
+    expect(fresh?.properties?.messageExpiryInterval).toBeGreaterThanOrEqual(1);
+    expect(fresh?.properties?.messageExpiryInterval).toBeLessThanOrEqual(2);
+    // The publisher's topic alias is its own: never handed on.
+    expect(fresh?.properties?.topicAlias).toBeUndefined();
+    await sleep(2000);
+    expect(await receive()).toEqual([]);
+    await admin.publishAsync("plain/expiring", "", { qos: 1, retain: true });
+  });
+
   it("answers SUBACK with 0x87 not authorized, 0x8F invalid filter and 0x9E shared subscriptions", async () => {
     const agent = await asAgent(a);
     expect(await subscribeGrants(agent, [`ingest/${a.tenantId}/pump-1/errors`, "metrics/#"])).toEqual([
