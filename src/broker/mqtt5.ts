@@ -11,8 +11,10 @@ import { MQTT5, REFUSALS, type RefusalName } from "../ingest/refusals.ts";
  * to it is written as 5.0 here, with the reason codes and properties this layer keeps per
  * connection: the CONNACK's (refusal or what the broker offers), each PUBACK's and PUBREC's
  * (a refused publish), each SUBACK's, and a DISCONNECT when the broker closes the connection.
- * Inbound it resolves topic aliases and enforces the Receive Maximum it advertised. A 3.1.1
- * connection costs one WeakMap lookup a packet written.
+ * Inbound it resolves topic aliases, enforces the Receive Maximum it advertised and stamps each
+ * publish's Message Expiry; outbound it drops what expired or what is over the client's Maximum
+ * Packet Size. Session expiry is src/broker/session-expiry.ts. A 3.1.1 connection costs one WeakMap
+ * lookup a packet written.
  */
 
 /** What the broker offers every 5.0 client, and where it counts what it refuses. */
