@@ -104,6 +104,11 @@ describe("MQTT 5.0", () => {
     });
     await client.publishAsync(topicOf(a, "assigned"), "1", { qos: 1 });
     await rows(a, "assigned", 1);
+    // Counted and shown as any connection: the console's connected clients, the agent's presence.
+    const listed = await request(`${t.url}/api/v1/admin/tenants/${a.tenantId}/clients`, { auth: bearer(t.adminToken) });
+    expect(listed.body).toContainEqual(
+      expect.objectContaining({ client_id: connack.properties?.assignedClientIdentifier, agent_id: "pump-1" }),
+    );
   });
 
   it("refuses a CONNECT with the reason code of the refusal: 0x85 client id, 0x97 tenant quota", async () => {
