@@ -60,7 +60,8 @@ export const openapiPlugin = fp(
           title: "edge-ingest",
           // The API's version, as in its paths (/api/v1).
           version: "1",
-          description: "Metrics ingestion, queries, live streams and administration. MQTT is described in the README.",
+          description:
+            "Metrics ingestion, queries, live streams and administration. Devices over MQTT: docs/devices.md; every refusal with its status and MQTT 5 code: docs/refusals.md.",
         },
         components: {
           // Referenced by POST /api/v1/metrics, whose items are judged one by one rather than by the schema.
