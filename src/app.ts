@@ -38,6 +38,9 @@ export interface RunningApp {
 /** How often partitions are created ahead and dropped past retention. */
 const MAINTENANCE_INTERVAL_MS = 60 * 60 * 1000;
 
+/** How long requests in flight may take to finish once the HTTP server closes. */
+const HTTP_CLOSE_GRACE_MS = 5000;
+
 /** How often the shared queue's depth is sampled for the depth gate. */
 const DEPTH_SAMPLE_MS = 250;
 
@@ -179,7 +182,13 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         : undefined,
     });
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
-    steps.add("HTTP server (requests in flight)", () => http.close());
+    steps.add("HTTP server (requests in flight)", async () => {
+      // Requests in flight get a grace period; then what a client still holds open (a response it
+      // does not read) is cut, so no client can hold the shutdown. A 202 is only sent once durable.
+      const cut = setTimeout(() => http.server.closeAllConnections(), HTTP_CLOSE_GRACE_MS).unref();
+      await http.close();
+      clearTimeout(cut);
+    });
     const { port } = http.server.address() as AddressInfo;
     const host = config.HTTP_HOST === "0.0.0.0" || config.HTTP_HOST === "::" ? "127.0.0.1" : config.HTTP_HOST;
     const httpUrl = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;

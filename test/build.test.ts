@@ -60,7 +60,9 @@ describe("the build", () => {
     const index = await fetch(`${started.http}/`);
     expect(index.status).toBe(200);
     expect(await index.text()).toContain("edge-ingest console");
-    expect((await fetch(`${started.http}/console.js`)).status).toBe(200);
+    const script = await fetch(`${started.http}/console.js`);
+    expect(script.status).toBe(200);
+    await script.text();
     const adminToken = (await readFile(path.join(data.dir, "admin-token"), "utf8")).trim();
     const tenant = await request(`${started.http}/api/v1/admin/tenants`, {
       auth: bearer(adminToken),
@@ -73,7 +75,9 @@ describe("the build", () => {
 
     // A restart opens the database it finds.
     const restarted = await start();
-    expect((await fetch(`${restarted.http}/`)).status).toBe(200);
+    const again = await fetch(`${restarted.http}/`);
+    expect(again.status).toBe(200);
+    await again.text();
     expect(createdApart()).toBeUndefined();
     await stop();
   });

@@ -130,9 +130,13 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     await expect.poll(() => page.textContent("#sign-in-error")).toContain("unknown or revoked");
     expect(await page.isVisible("#viewer")).toBe(false);
     await page.close();
+    // Bodies read to the end: an unread one keeps its connection busy, and the server's close waits for it.
     const index = await fetch(`${t.url}/`);
     expect(index.headers.get("content-security-policy")).toContain("script-src 'self'");
-    expect((await fetch(`${t.url}/vendor/uplot/uPlot.iife.min.js`)).status).toBe(200);
+    await index.text();
+    const uplot = await fetch(`${t.url}/vendor/uplot/uPlot.iife.min.js`);
+    expect(uplot.status).toBe(200);
+    await uplot.text();
     expect((await request(`${t.url}/no-such-page`)).body.error.code).toBe("not_found");
   });
 
