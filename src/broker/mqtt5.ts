@@ -447,10 +447,10 @@ export function refuseMqtt5(client: Client, reason: AckReason): void {
   if (connection) connection.refusal = reason;
 }
 
-/** The PUBACK / PUBREC of this publish carries this reason (5.0 only). */
-export function acknowledgeMqtt5(client: Client | null, messageId: number | undefined, reason: AckReason): void {
+/** The PUBACK / PUBREC of this publish carries this reason (5.0 only: a 3.1.1 client's is never made). */
+export function acknowledgeMqtt5(client: Client | null, messageId: number | undefined, reason: () => AckReason): void {
   if (!client || messageId === undefined) return;
-  connections.get(client.conn)?.acks.set(messageId, reason);
+  connections.get(client.conn)?.acks.set(messageId, reason());
 }
 
 /** Why the broker is about to close the connection (a 5.0 client is told in its DISCONNECT). */

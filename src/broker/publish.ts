@@ -93,7 +93,7 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
   ): void {
     const { topic } = packet;
     const clientId = client?.id;
-    acknowledgeMqtt5(client, packet.messageId, refusalAck(rejected, accepted));
+    acknowledgeMqtt5(client, packet.messageId, () => refusalAck(rejected, accepted));
     telemetry.countRejections(
       "mqtt",
       rejected.map((r) => r.reason),

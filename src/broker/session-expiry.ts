@@ -20,6 +20,11 @@ export interface SessionExpiryStore {
    * schedules nothing.
    */
   disconnected(clientId: string, generation: number, expiresAt: number): Promise<void>;
+  /**
+   * A client connected with a clean session: nothing of an earlier one is left to end, and a
+   * disconnect of an older connection schedules nothing.
+   */
+  cleared(clientId: string): Promise<void>;
   /** Takes up to `limit` sessions that ended by `now`: each is handed to one caller only. */
   claimExpired(now: number, limit: number): Promise<string[]>;
   /** Sessions of disconnected clients, waiting to end. */
@@ -40,6 +45,11 @@ export class LocalSessionExpiry implements SessionExpiryStore {
 
   async disconnected(clientId: string, generation: number, expiresAt: number): Promise<void> {
     if (this.generations.get(clientId) === generation) this.ends.set(clientId, expiresAt);
+  }
+
+  async cleared(clientId: string): Promise<void> {
+    this.ends.delete(clientId);
+    this.generations.delete(clientId);
   }
 
   async claimExpired(now: number, limit: number): Promise<string[]> {
@@ -65,6 +75,9 @@ const CONNECTED_SCRIPT = `redis.call('ZREM', KEYS[1], ARGV[1])
 return redis.call('HINCRBY', KEYS[2], ARGV[1], 1)`;
 const DISCONNECTED_SCRIPT = `if redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1]) end
 return 1`;
+const CLEARED_SCRIPT = `redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1`;
 const CLAIM_SCRIPT = `local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #due > 0 then
   redis.call('ZREM', KEYS[1], unpack(due))
@@ -81,6 +94,7 @@ interface ExpiryCommands {
     generation: number,
     expiresAt: number,
   ): Promise<number>;
+  edgeIngestSessionCleared(ends: string, generations: string, clientId: string): Promise<number>;
   edgeIngestSessionClaim(ends: string, generations: string, now: number, limit: number): Promise<string[]>;
 }
 
@@ -95,6 +109,7 @@ export class RedisSessionExpiry implements SessionExpiryStore {
     this.generations = `${prefix}:mqtt-session-generations`;
     redis.defineCommand("edgeIngestSessionConnected", { numberOfKeys: 2, lua: CONNECTED_SCRIPT });
     redis.defineCommand("edgeIngestSessionDisconnected", { numberOfKeys: 2, lua: DISCONNECTED_SCRIPT });
+    redis.defineCommand("edgeIngestSessionCleared", { numberOfKeys: 2, lua: CLEARED_SCRIPT });
     redis.defineCommand("edgeIngestSessionClaim", { numberOfKeys: 2, lua: CLAIM_SCRIPT });
     this.redis = redis as Redis & ExpiryCommands;
   }
@@ -105,6 +120,10 @@ export class RedisSessionExpiry implements SessionExpiryStore {
 
   async disconnected(clientId: string, generation: number, expiresAt: number): Promise<void> {
     await this.redis.edgeIngestSessionDisconnected(this.ends, this.generations, clientId, generation, expiresAt);
+  }
+
+  async cleared(clientId: string): Promise<void> {
+    await this.redis.edgeIngestSessionCleared(this.ends, this.generations, clientId);
   }
 
   claimExpired(now: number, limit: number): Promise<string[]> {
@@ -160,7 +179,9 @@ export class SessionExpiry {
 
   /** A client authenticated: a persistent session of its stops ending (or, on a clean start, ends now). */
   async connected(client: Client): Promise<void> {
-    if (client.clean) return;
+    // A clean session wipes what the client id had: its bookkeeping goes too, so ids that come
+    // and go with clean sessions leave nothing behind.
+    if (client.clean) return this.store.cleared(client.id);
     this.generations.set(client, await this.store.connected(client.id));
     if (this.startsClean(client)) await this.remove(client.id);
   }
