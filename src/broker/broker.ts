@@ -140,6 +140,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
       maxSessionExpirySeconds: config.MQTT_MAX_SESSION_EXPIRY_SECONDS,
       countDisconnect: (reason) => telemetry.countDisconnect(reason),
+      countRefusedFilters: (count) => telemetry.mqttSubscriptionsDenied.inc(count),
     },
     onAuthenticated: async (client) => expiry?.connected(client),
     telemetry,

@@ -33,6 +33,8 @@ export interface Mqtt5Settings {
   maxSessionExpirySeconds: number;
   /** Counts a connection this layer closes for breaking the protocol. */
   countDisconnect(reason: "receive_maximum_exceeded" | "topic_alias_invalid"): void;
+  /** Counts subscription filters this layer refuses (not one, or shared), as the ACL's refusals are. */
+  countRefusedFilters(count: number): void;
 }
 
 /** The reason code (and what it says, when the client asked) of one acknowledgement. */
@@ -330,6 +332,9 @@ function readPacket(connection: Mqtt5Connection, packet: Packet): void {
       const refused = filters.map((filter) => filterRefusal(filter, connection.limits.maxTopicLevels));
       connection.subscribes.set(packet.messageId as number, { filters, refused });
       packet.subscriptions = packet.subscriptions.filter((_, i) => refused[i] === undefined);
+      if (packet.subscriptions.length < filters.length) {
+        connection.limits.countRefusedFilters(filters.length - packet.subscriptions.length);
+      }
       return;
     }
     case "unsubscribe":

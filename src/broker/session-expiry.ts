@@ -180,8 +180,12 @@ export class SessionExpiry {
   /** A client authenticated: a persistent session of its stops ending (or, on a clean start, ends now). */
   async connected(client: Client): Promise<void> {
     // A clean session wipes what the client id had: its bookkeeping goes too, so ids that come
-    // and go with clean sessions leave nothing behind.
-    if (client.clean) return this.store.cleared(client.id);
+    // and go with clean sessions leave nothing behind. Not awaited: a clean connect (most of a
+    // fleet's) waits for no Redis round trip of this.
+    if (client.clean) {
+      this.store.cleared(client.id).catch(this.onError);
+      return;
+    }
     this.generations.set(client, await this.store.connected(client.id));
     if (this.startsClean(client)) await this.remove(client.id);
   }

@@ -6,7 +6,7 @@ import type { IPubackPacket, Packet } from "mqtt-packet";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MQTT5, REFUSALS } from "../../src/ingest/refusals.ts";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
-import { bearer, createTenant, eventually, request, type TenantFixture } from "../helpers/http.ts";
+import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
 import { connackOf, connect, disconnectCode, inbox, pubackCode, sleep, subscribeGrants } from "../helpers/mqtt.ts";
 import { pythonWith } from "../helpers/python.ts";
 import { type RawMqttClient, rawConnect, waitFor } from "../helpers/raw-mqtt.ts";
@@ -203,7 +203,8 @@ describe("MQTT 5.0", () => {
       1,
       MQTT5.NOT_AUTHORIZED,
     ]);
-    // Filters mqtt.js would not send.
+    // Filters mqtt.js would not send; counted as the refusals of the ACL are.
+    const deniedBefore = await metricValue(t.url, "edge_ingest_mqtt_subscriptions_denied_total");
     const raw = await rawAgent(a);
     raw.send({
       cmd: "subscribe",
@@ -220,6 +221,7 @@ describe("MQTT 5.0", () => {
       1,
       MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
     ]);
+    expect(await metricValue(t.url, "edge_ingest_mqtt_subscriptions_denied_total")).toBe(deniedBefore + 2);
   });
 
   it("takes topic aliases, and disconnects with 0x94 a client that uses one it may not", async () => {

@@ -44,6 +44,32 @@ describe("persistent sessions expire", () => {
     expect(await metricValue(t.url, "edge_ingest_mqtt_sessions_expired_total")).toBeGreaterThan(expiredBefore);
   });
 
+  it("removes an expired session's queued messages, which a session still kept delivers", async () => {
+    const admin = (clientId: string) => ({ username: "admin", password: t.adminToken, clientId, clean: false });
+    /** A persistent subscriber that leaves; one QoS 1 message is queued for it while it is away. */
+    const queueFor = async (clientId: string) => {
+      const subscriber = await connect(url, admin(clientId));
+      await subscriber.subscribeAsync(`plain/${clientId}`, { qos: 1 });
+      await subscriber.endAsync();
+      const publisher = await connect(url, { username: "admin", password: t.adminToken });
+      await publisher.publishAsync(`plain/${clientId}`, "while away", { qos: 1 });
+      await publisher.endAsync();
+    };
+    const delivered = async (clientId: string) => {
+      const back = await connect(url, admin(clientId));
+      const received: string[] = [];
+      back.on("message", (_topic, payload) => received.push(payload.toString()));
+      await sleep(500);
+      await back.endAsync();
+      return received;
+    };
+    await queueFor("kept");
+    expect(await delivered("kept")).toEqual(["while away"]);
+    await queueFor("expired");
+    await sleep(3500);
+    expect(await delivered("expired")).toEqual([]);
+  });
+
   it("times an MQTT 5 Session Expiry Interval, granting at most the limit, which the CONNACK says", async () => {
     const short = agent({
       protocolVersion: 5,
