@@ -72,7 +72,13 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     );
     steps.add("rate limiter", async () => limiter.close());
     const readings = new ReadingStore(db.sql, config.DEDUPE_WINDOW_HOURS * 3_600_000);
-    const processSubmission = createProcessor({ readings, fanout, telemetry, logger });
+    const processSubmission = createProcessor({
+      readings,
+      fanout,
+      shared: backends.sharedQueue,
+      telemetry,
+      logger,
+    });
 
     const queue = await backends.openQueue(processSubmission);
     telemetry.setQueueSources({ depth: () => queue.depth(), failed: async () => (await queue.failedJobs(0)).count });
@@ -152,6 +158,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         }),
         state: await backends.brokerState(),
         sessionExpiry: backends.sessionExpiry,
+        sharedQueue: backends.sharedQueue,
       });
       steps.add("broker (pending acknowledgements)", () => broker.close());
       mqttPorts = broker.ports;

@@ -5,6 +5,8 @@ import { embeddedAdminToken } from "./admin-token.ts";
 import type { ReadinessCheck } from "./api/routes/health.ts";
 import type { RetainedLedger, RetainedLimits } from "./broker/retained-quota.ts";
 import { LocalSessionExpiry, RedisSessionExpiry, type SessionExpiryStore } from "./broker/session-expiry.ts";
+import { LocalSharedQueue, type SharedQueue } from "./broker/shared/queue.ts";
+import { RedisSharedQueue } from "./broker/shared/redis-queue.ts";
 import type { BrokerState } from "./broker/shared-state.ts";
 import type { Config } from "./config.ts";
 import { StartupError } from "./errors.ts";
@@ -43,6 +45,8 @@ export interface Backends {
   readonly readiness: Record<string, ReadinessCheck>;
   /** When persistent sessions of disconnected clients end. */
   readonly sessionExpiry: SessionExpiryStore;
+  /** Shared-subscription groups and the messages they hold, for every broker and worker. */
+  readonly sharedQueue: SharedQueue;
   /** The retained-message account (`MQTT_MAX_RETAINED_*`). */
   retainedLedger(limits: RetainedLimits): Promise<RetainedLedger>;
   /** Where submissions go; `submit` resolves once durable. Embedded, it runs `process` itself. */
@@ -80,6 +84,7 @@ async function openEmbedded(config: Config, logger: Logger, steps: ShutdownSteps
     presence,
     tenantTokens: new LocalTenantTokens(),
     sessionExpiry: new LocalSessionExpiry(),
+    sharedQueue: new LocalSharedQueue(pubsub, config.MQTT_SHARED_QUEUE_MAX_MESSAGES),
     adminToken: await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN),
     readiness: {},
     retainedLedger: async (limits) => {
@@ -134,6 +139,7 @@ async function openDistributed(
     presence,
     tenantTokens: new RedisTenantTokens(coordination, prefix),
     sessionExpiry: new RedisSessionExpiry(coordination, prefix),
+    sharedQueue: new RedisSharedQueue(coordination, prefix, pubsub, config.MQTT_SHARED_QUEUE_MAX_MESSAGES),
     adminToken: config.ADMIN_TOKEN,
     readiness: { redis: durability.readiness },
     retainedLedger: async (limits) => {

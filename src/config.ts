@@ -114,6 +114,16 @@ const envSchema = z.object({
     .describe(
       "how long a persistent session (3.1.1 CleanSession=0; MQTT 5 Session Expiry Interval, clamped to it) outlives its connection: then its subscriptions and queued messages are removed (`edge_ingest_mqtt_sessions_expired_total`)",
     ),
+  MQTT_SHARED_MAX_INFLIGHT: int(1, 65535)
+    .default(100)
+    .describe(
+      "shared subscriptions: messages a member holds unacknowledged at once (and at most its MQTT 5 Receive Maximum); the group's other messages go to other members",
+    ),
+  MQTT_SHARED_QUEUE_MAX_MESSAGES: int(1, 100_000_000)
+    .default(100_000)
+    .describe(
+      "shared subscriptions: messages one group holds for its members (not yet delivered or not yet acknowledged); more are not kept for it (`edge_ingest_mqtt_shared_dropped_total`)",
+    ),
   MQTT_CONNECT_TIMEOUT_MS: int(100, 600_000)
     .default(30_000)
     .describe("time from TCP connect to CONNECT before the connection is closed"),
@@ -315,6 +325,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_RECEIVE_MAXIMUM",
       "MQTT_TOPIC_ALIAS_MAXIMUM",
       "MQTT_MAX_SESSION_EXPIRY_SECONDS",
+      "MQTT_SHARED_MAX_INFLIGHT",
+      "MQTT_SHARED_QUEUE_MAX_MESSAGES",
       "MQTT_CONNECT_TIMEOUT_MS",
       "MQTT_MAX_OUTGOING_BYTES",
       "MQTT_MAX_OUTGOING_MESSAGES",

@@ -1,7 +1,7 @@
 import type { Principal } from "../credentials/store.ts";
 import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { type Rejected, reject } from "../ingest/refusals.ts";
-import { feedbackTopic, isTenantNamespace, METRICS_ROOT, SESSION_MARKER_TOPIC } from "./topics.ts";
+import { FEEDBACK_ROOT, feedbackTopic, isTenantNamespace, METRICS_ROOT, SESSION_MARKER_TOPIC } from "./topics.ts";
 
 /** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */
 export type MqttPrincipal = Principal | { kind: "anonymous" };
@@ -82,6 +82,42 @@ export function mayReceive(principal: MqttPrincipal, topic: string): boolean {
     case "anonymous":
       return !isTenantNamespace(topic);
   }
+}
+
+/**
+ * The scope of a principal's shared-subscription groups: principals of one scope may form a group
+ * (a tenant's viewers, whatever their tokens), and every member may receive what the group gets.
+ */
+export function shareScope(principal: MqttPrincipal): string {
+  switch (principal.kind) {
+    case "admin":
+      return "admin";
+    case "anonymous":
+      return "anonymous";
+    case "agent":
+      return `agent:${principal.tenantId}/${principal.agentId}`;
+    case "token":
+      return viewerScope(principal.tenantId);
+  }
+}
+
+/** The scope of a tenant's viewers, the one whose groups get the tenant's stored readings. */
+export function viewerScope(tenantId: string): string {
+  return `viewer:${tenantId}`;
+}
+
+/**
+ * The scopes whose members may receive `topic`: the groups it can be offered to. The inverse of
+ * `mayReceive`, scope by scope (test/broker/access.test.ts holds them to each other).
+ */
+export function scopesReceiving(topic: string): string[] {
+  const levels = topic.split("/");
+  if (!isTenantNamespace(topic)) return ["admin", "anonymous"];
+  if (levels[0] === METRICS_ROOT && levels.length > 2 && levels[1]) return ["admin", viewerScope(levels[1])];
+  if (levels[0] === FEEDBACK_ROOT && levels.length === 4 && levels[3] === "errors") {
+    return ["admin", `agent:${levels[1]}/${levels[2]}`];
+  }
+  return ["admin"];
 }
 
 /**

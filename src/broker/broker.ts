@@ -23,6 +23,8 @@ import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
 import { SessionExpiry, type SessionExpiryStore } from "./session-expiry.ts";
 import { markPersistentSessions, Sessions } from "./sessions.ts";
+import { SharedGroups } from "./shared/groups.ts";
+import type { SharedQueue } from "./shared/queue.ts";
 import type { BrokerState } from "./shared-state.ts";
 import { createAuthorizeForward, createAuthorizeSubscribe } from "./subscribe.ts";
 import { feedbackTopic } from "./topics.ts";
@@ -51,6 +53,8 @@ export interface BrokerDeps {
   state: BrokerState;
   /** When persistent sessions of disconnected clients end. */
   sessionExpiry: SessionExpiryStore;
+  /** Shared-subscription groups, for every broker of the deployment. */
+  sharedQueue: SharedQueue;
 }
 
 export interface RunningBroker {
@@ -121,6 +125,16 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   const { state } = deps;
   const brokerId = randomUUID();
+  const shared = new SharedGroups({
+    queue: deps.sharedQueue,
+    brokerId,
+    principalOf: (client) => sessions.of(client)?.principal,
+    maxInflight: config.MQTT_SHARED_MAX_INFLIGHT,
+    sessionExpiryOf: (client) => sessionExpiryOf(client) ?? config.MQTT_MAX_SESSION_EXPIRY_SECONDS,
+    countDropped: (count) => telemetry.mqttSharedDropped.inc(count),
+    countRedelivered: (count) => telemetry.mqttSharedRedelivered.inc(count),
+    logger,
+  });
   /** Made once the broker is: the connect hook that calls it is made before. */
   let expiry: SessionExpiry | undefined;
   const connectHooks = createConnectHooks({
@@ -150,9 +164,14 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     ...state.options,
     id: brokerId,
     ...connectHooks,
+    preConnect: (client, packet, done) => {
+      SharedGroups.grantAtMostQos1(client);
+      connectHooks.preConnect(client, packet, done);
+    },
     authorizePublish,
-    authorizeSubscribe: createAuthorizeSubscribe(sessions, telemetry),
+    authorizeSubscribe: createAuthorizeSubscribe(sessions, shared, telemetry, logger),
     authorizeForward: createAuthorizeForward(sessions),
+    published: shared.published,
     maxTopicLevels: config.MQTT_MAX_TOPIC_LEVELS,
     keepaliveLimit: config.MQTT_KEEPALIVE_LIMIT_SECONDS,
     connectTimeout: config.MQTT_CONNECT_TIMEOUT_MS,
@@ -170,6 +189,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     (error) => logExpiryError({ reason: error.message }, "cannot expire persistent sessions"),
   );
   telemetry.setSessionSource(() => deps.sessionExpiry.waiting());
+  await shared.start(aedes);
   skipDiscardedPublishes(aedes);
   deliverRetainedOnSubscribe(aedes, logger);
   markPersistentSessions(aedes);
@@ -196,6 +216,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     stopRevocations();
     stopViewerFeed();
     await new Promise<void>((resolve) => aedes.close(() => resolve()));
+    await shared.close();
     await state.close();
     throw error;
   }
@@ -213,6 +234,8 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       stopViewerFeed();
       // Acknowledgements are written as the batches settle; closing the clients comes after them.
       await new Promise<void>((resolve) => aedes.close(() => resolve()));
+      // What members held unacknowledged goes back to their groups, for other brokers' members.
+      await shared.close();
       await closed;
       await state.close();
     },

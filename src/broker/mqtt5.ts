@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import type { Client, ConnectPacket } from "aedes";
 import mqttPacket, { type IConnackPacket, type IPublishPacket, type Packet } from "mqtt-packet";
 import { MQTT5, REFUSALS, type RefusalName } from "../ingest/refusals.ts";
+import { parseSharedFilter } from "./shared/share.ts";
 
 /**
  * MQTT 5.0 over Aedes 1.2, which speaks 3.1 and 3.1.1 only (docs/devices.md, "The engine").
@@ -33,7 +34,7 @@ export interface Mqtt5Settings {
   maxSessionExpirySeconds: number;
   /** Counts a connection this layer closes for breaking the protocol. */
   countDisconnect(reason: "receive_maximum_exceeded" | "topic_alias_invalid"): void;
-  /** Counts subscription filters this layer refuses (not one, or shared), as the ACL's refusals are. */
+  /** Counts subscription filters this layer refuses (not filters), as the ACL's refusals are. */
   countRefusedFilters(count: number): void;
 }
 
@@ -56,6 +57,8 @@ interface Mqtt5Connection {
   readonly problemInformation: boolean;
   /** The client's Maximum Packet Size, when it set one. */
   readonly maximumPacketSize: number | undefined;
+  /** The client's Receive Maximum: QoS 1/2 publishes it takes unacknowledged at once. */
+  readonly clientReceiveMaximum: number;
   /** The properties of the CONNACK that accepts the connection. */
   readonly connackProperties: NonNullable<IConnackPacket["properties"]>;
   /** How long the session outlives the connection, in seconds, as granted (0: it ends with it). */
@@ -93,6 +96,11 @@ export function sessionExpiryOf(client: Client): number | undefined {
   return connections.get(client.conn)?.sessionExpirySeconds;
 }
 
+/** How many QoS 1/2 publishes the client takes unacknowledged (its Receive Maximum; 3.1.1: no bound). */
+export function receiveMaximumOf(client: Client): number {
+  return connections.get(client.conn)?.clientReceiveMaximum ?? 65_535;
+}
+
 /** An MQTT 5 client asked for Clean Start with a session that outlives its connection. */
 export function startsCleanMqtt5(client: Client): boolean {
   const connection = connections.get(client.conn);
@@ -101,11 +109,11 @@ export function startsCleanMqtt5(client: Client): boolean {
 
 /**
  * Why a subscription filter is refused before Aedes sees it, or undefined: a filter that is not
- * one (Aedes would close the connection over it, as 3.1.1 requires), or a shared subscription,
- * which this broker does not offer.
+ * one (Aedes would close the connection over it, as 3.1.1 requires), or a `$share/` filter that is
+ * not a shared subscription.
  */
 export function filterRefusal(filter: string, maxTopicLevels: number): number | undefined {
-  if (filter.startsWith("$share/")) return REFUSALS.shared_subscription.mqtt5;
+  if (parseSharedFilter(filter) === "invalid") return REFUSALS.bad_filter.mqtt5;
   const levels = filter.split("/");
   const valid =
     filter.length > 0 &&
@@ -367,7 +375,7 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     retainAvailable: true,
     wildcardSubscriptionAvailable: true,
     subscriptionIdentifiersAvailable: false,
-    sharedSubscriptionAvailable: false,
+    sharedSubscriptionAvailable: true,
   };
   const assignedId = !packet.clientId;
   if (assignedId) {
@@ -392,6 +400,7 @@ export function acceptMqtt5(client: Client, packet: ConnectPacket, limits: Mqtt5
     limits,
     problemInformation: properties.requestProblemInformation !== false,
     maximumPacketSize,
+    clientReceiveMaximum: properties.receiveMaximum ?? 65_535,
     connackProperties,
     sessionExpirySeconds,
     cleanStart,

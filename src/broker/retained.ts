@@ -3,6 +3,7 @@ import type { Aedes, Client, PublishPacket } from "aedes";
 import type { Logger } from "pino";
 import { rateLimitedLog } from "../logger.ts";
 import { Outgoing } from "./outgoing.ts";
+import { SHARE_PREFIX } from "./shared/share.ts";
 
 interface RetainedPacket {
   topic: string;
@@ -67,7 +68,10 @@ export function deliverRetainedOnSubscribe(broker: Aedes, logger: Logger): void 
 
   broker.on("subscribe", (subscriptions, client) => {
     // A refused filter comes with QoS 128 (SUBACK failure), outside the typed range.
-    const granted = subscriptions.filter((subscription) => (subscription.qos as number) !== 128);
+    // Shared subscriptions get no retained messages (MQTT 5.0, 4.8.2).
+    const granted = subscriptions.filter(
+      (subscription) => (subscription.qos as number) !== 128 && !subscription.topic.startsWith(SHARE_PREFIX),
+    );
     if (granted.length === 0 || client.closed) return;
     const running = pending.get(client);
     const filters = running ?? new Map<string, number>();

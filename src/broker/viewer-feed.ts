@@ -5,6 +5,15 @@ import { rateLimitedLog } from "../logger.ts";
 import type { MqttPrincipal } from "./access.ts";
 import { metricTopic } from "./topics.ts";
 
+/** A stored reading as viewers get it: on its metric's topic, `{value, timestamp, tags?}`. */
+export function storedReadingMessage(metric: StoredMetric): { topic: string; payload: Buffer } {
+  const reading = { value: metric.value, timestamp: metric.ts, ...(metric.tags && { tags: metric.tags }) };
+  return {
+    topic: metricTopic(metric.tenantId, metric.agentId, metric.name),
+    payload: Buffer.from(JSON.stringify(reading)),
+  };
+}
+
 /**
  * Hands newly stored metrics to the MQTT viewers on this broker: while a tenant has at least one
  * viewer connected here, the broker follows that tenant's fan-out channel and republishes each
@@ -22,16 +31,8 @@ export function attachViewerFeed(
 
   const publish = (metrics: StoredMetric[]) => {
     for (const metric of metrics) {
-      const reading = { value: metric.value, timestamp: metric.ts, ...(metric.tags && { tags: metric.tags }) };
       broker.publish(
-        {
-          cmd: "publish",
-          topic: metricTopic(metric.tenantId, metric.agentId, metric.name),
-          payload: Buffer.from(JSON.stringify(reading)),
-          qos: 0,
-          retain: false,
-          dup: false,
-        },
+        { cmd: "publish", ...storedReadingMessage(metric), qos: 0, retain: false, dup: false },
         () => undefined,
       );
     }

@@ -47,7 +47,6 @@ export const MQTT5 = {
   QUOTA_EXCEEDED: 0x97,
   ADMINISTRATIVE_ACTION: 0x98,
   PAYLOAD_FORMAT_INVALID: 0x99,
-  SHARED_SUBSCRIPTIONS_NOT_SUPPORTED: 0x9e,
   CONNECTION_RATE_EXCEEDED: 0x9f,
 } as const;
 
@@ -157,13 +156,7 @@ const SUBSCRIBE_REFUSALS = {
     "subscribe",
     400,
     MQTT5.TOPIC_FILTER_INVALID,
-    "MQTT 5: not a topic filter, or over `MQTT_MAX_TOPIC_LEVELS` (a 3.1.1 client is disconnected, as 3.1.1 requires)",
-  ),
-  shared_subscription: refusal(
-    "subscribe",
-    501,
-    MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
-    "MQTT 5: a `$share/` filter; shared subscriptions are not offered yet (the CONNACK says so)",
+    "MQTT 5: not a topic filter (or a `$share/` filter without a share name and a filter), or over `MQTT_MAX_TOPIC_LEVELS` (a 3.1.1 client is disconnected, as 3.1.1 requires; its invalid `$share/` filter is SUBACK 128)",
   ),
 } as const;
 

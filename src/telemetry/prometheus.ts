@@ -72,6 +72,16 @@ export function createTelemetry() {
       help: "Persistent sessions removed because their client stayed away past their expiry (MQTT_MAX_SESSION_EXPIRY_SECONDS, MQTT 5 Session Expiry Interval)",
       registers: [registry],
     }),
+    mqttSharedDropped: new Counter({
+      name: "edge_ingest_mqtt_shared_dropped_total",
+      help: "Messages a shared-subscription group did not keep because it held MQTT_SHARED_QUEUE_MAX_MESSAGES already",
+      registers: [registry],
+    }),
+    mqttSharedRedelivered: new Counter({
+      name: "edge_ingest_mqtt_shared_redelivered_total",
+      help: "Shared-subscription messages put back to their group unacknowledged (the member's connection ended, or its broker stopped) for another member",
+      registers: [registry],
+    }),
     mqttQos0Dropped: new Counter({
       name: "edge_ingest_mqtt_qos0_dropped_total",
       help: "QoS 0 readings accepted but dropped because the queue could not take them",

@@ -13,15 +13,19 @@ describe("MQTT 5 decisions", () => {
     ["a/b#", MQTT5.TOPIC_FILTER_INVALID],
     ["a/x+/b", MQTT5.TOPIC_FILTER_INVALID],
     ["a/b/c/d/e", MQTT5.TOPIC_FILTER_INVALID],
-    ["$share/group/a/b", MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED],
+    ["$share/group/a/b", undefined],
+    ["$share/group/#", undefined],
+    ["$share/group", MQTT5.TOPIC_FILTER_INVALID],
+    ["$share//a", MQTT5.TOPIC_FILTER_INVALID],
+    ["$share/g+/a", MQTT5.TOPIC_FILTER_INVALID],
   ])("refuses the filter %j before Aedes with %s", (filter, code) => {
     expect(filterRefusal(filter, 4)).toBe(code);
   });
 
   it("gives each filter sent its SUBACK code, where Aedes answered each distinct filter it saw once", () => {
     const pending = {
-      filters: ["a/#", "bad/#/x", "b", "a/#", "$share/g/c"],
-      refused: [undefined, MQTT5.TOPIC_FILTER_INVALID, undefined, undefined, MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED],
+      filters: ["a/#", "bad/#/x", "b", "a/#", "$share/g"],
+      refused: [undefined, MQTT5.TOPIC_FILTER_INVALID, undefined, undefined, MQTT5.TOPIC_FILTER_INVALID],
     };
     // Aedes saw a/#, b (a/# once): granted QoS 1, and refused b (128).
     expect(subackCodes(pending, [1, 128])).toEqual([
@@ -29,7 +33,7 @@ describe("MQTT 5 decisions", () => {
       MQTT5.TOPIC_FILTER_INVALID,
       MQTT5.NOT_AUTHORIZED,
       1,
-      MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+      MQTT5.TOPIC_FILTER_INVALID,
     ]);
   });
 

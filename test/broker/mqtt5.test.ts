@@ -98,7 +98,7 @@ describe("MQTT 5.0", () => {
       retainAvailable: true,
       wildcardSubscriptionAvailable: true,
       subscriptionIdentifiersAvailable: false,
-      sharedSubscriptionAvailable: false,
+      sharedSubscriptionAvailable: true,
       assignedClientIdentifier: expect.stringMatching(/^auto-/),
       serverKeepAlive: 30,
     });
@@ -197,7 +197,7 @@ describe("MQTT 5.0", () => {
     await admin.publishAsync("plain/expiring", "", { qos: 1, retain: true });
   });
 
-  it("answers SUBACK with 0x87 not authorized, 0x8F invalid filter and 0x9E shared subscriptions", async () => {
+  it("answers SUBACK with 0x87 not authorized and 0x8F invalid filter, shared subscriptions judged by their filter", async () => {
     const agent = await asAgent(a);
     expect(await subscribeGrants(agent, [`ingest/${a.tenantId}/pump-1/errors`, "metrics/#"])).toEqual([
       1,
@@ -213,15 +213,19 @@ describe("MQTT 5.0", () => {
         { topic: "ingest/#/errors", qos: 1 },
         { topic: `ingest/${a.tenantId}/pump-1/errors`, qos: 1 },
         { topic: `$share/group/ingest/${a.tenantId}/pump-1/errors`, qos: 1 },
+        { topic: "$share/group", qos: 1 },
+        { topic: `$share/group/metrics/${a.tenantId}/#`, qos: 1 },
       ],
     });
     const suback = await waitFor(raw.received, (p) => p.cmd === "suback");
     expect((suback as { granted: number[] }).granted).toEqual([
       MQTT5.TOPIC_FILTER_INVALID,
       1,
-      MQTT5.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+      1,
+      MQTT5.TOPIC_FILTER_INVALID,
+      MQTT5.NOT_AUTHORIZED,
     ]);
-    expect(await metricValue(t.url, "edge_ingest_mqtt_subscriptions_denied_total")).toBe(deniedBefore + 2);
+    expect(await metricValue(t.url, "edge_ingest_mqtt_subscriptions_denied_total")).toBe(deniedBefore + 3);
   });
 
   it("takes topic aliases, and disconnects with 0x94 a client that uses one it may not", async () => {

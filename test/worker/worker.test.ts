@@ -4,6 +4,7 @@ import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startApp } from "../../src/app.ts";
+import { LocalSharedQueue } from "../../src/broker/shared/queue.ts";
 import { loadConfig } from "../../src/config.ts";
 import { QueueUnavailableError } from "../../src/errors.ts";
 import type { PrismaClient } from "../../src/generated/prisma/client.ts";
@@ -28,6 +29,9 @@ import {
   REDIS_URL,
   uniqueId,
 } from "../helpers/services.ts";
+
+/** Shared subscriptions in this process, with no group: the processor offers nothing. */
+const sharedQueue = () => new LocalSharedQueue(new LocalPubSub(), 1000);
 
 const skipDistributed = Boolean(await distributedUnavailable());
 const logger = pino({ level: "silent" });
@@ -129,7 +133,13 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
     const fanout = new FanOut(new LocalPubSub());
-    const process = createProcessor({ readings: new ReadingStore(db.sql, DAY), fanout, telemetry, logger });
+    const process = createProcessor({
+      readings: new ReadingStore(db.sql, DAY),
+      fanout,
+      shared: sharedQueue(),
+      telemetry,
+      logger,
+    });
     const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
     const worker = await startBullmqWorker(workerOptions(process, telemetry, () => db.ping()));
     const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
@@ -170,6 +180,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const process = createProcessor({
       readings: new ReadingStore(own.sql, DAY),
       fanout: new FanOut(new LocalPubSub()),
+      shared: sharedQueue(),
       telemetry,
       logger,
     });
@@ -320,6 +331,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const process = createProcessor({
       readings: new ReadingStore(db.sql, DAY),
       fanout: new FanOut(deadRedis),
+      shared: sharedQueue(),
       telemetry,
       logger,
     });

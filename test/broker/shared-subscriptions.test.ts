@@ -1,0 +1,237 @@
+import { spawn } from "node:child_process";
+import type { MqttClient } from "mqtt";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { RunningApp } from "../../src/app.ts";
+import { MQTT5 } from "../../src/ingest/refusals.ts";
+import { startTestApp, type TestApp } from "../helpers/app.ts";
+import { createTenant, eventually, metricValue, type TenantFixture } from "../helpers/http.ts";
+import { connect, inbox, sleep, subscribeGrants } from "../helpers/mqtt.ts";
+import { distributedNodes } from "../helpers/nodes.ts";
+import { rawConnect, waitFor } from "../helpers/raw-mqtt.ts";
+import { distributedUnavailable } from "../helpers/services.ts";
+
+const hasMosquittoSub = await new Promise<boolean>((resolve) =>
+  spawn("mosquitto_sub", ["--help"])
+    .on("error", () => resolve(false))
+    .on("exit", () => resolve(true)),
+);
+if (!hasMosquittoSub && process.env.CI === "true") throw new Error("CI=true but mosquitto_sub is not installed");
+
+/** What each member got, by its name: every message must be in exactly one of them. */
+function expectEachOnce(got: Record<string, string[]>, expected: string[]): void {
+  const all = Object.values(got).flat();
+  expect(all.sort()).toEqual([...expected].sort());
+}
+
+const sequence = (count: number, prefix = "m") => Array.from({ length: count }, (_, i) => `${prefix}-${i}`);
+
+describe("shared subscriptions, one broker", () => {
+  let t: TestApp;
+  let tcp: string;
+  const clients: MqttClient[] = [];
+  beforeAll(async () => {
+    t = await startTestApp("embedded", { MQTT_SHARED_MAX_INFLIGHT: "5" });
+    tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+  });
+  afterEach(async () => {
+    for (const client of clients.splice(0)) await client.endAsync(true);
+  });
+  afterAll(async () => t?.cleanup());
+
+  const asAdmin = async (options = {}) => {
+    const client = await connect(tcp, { username: "admin", password: t.adminToken, ...options });
+    clients.push(client);
+    return client;
+  };
+
+  it("gives each message to one member, MQTT 5 and 3.1.1 alike, while a plain subscriber gets every one", async () => {
+    const v5 = await asAdmin({ protocolVersion: 5 });
+    const v311 = await asAdmin({ protocolVersion: 4 });
+    const everyone = await asAdmin();
+    const [v5Inbox, v311Inbox, everyoneInbox] = [inbox(v5), inbox(v311), inbox(everyone)];
+    expect(await subscribeGrants(v5, ["$share/workers/jobs/#"])).toEqual([1]);
+    expect(await subscribeGrants(v311, ["$share/workers/jobs/#"])).toEqual([1]);
+    await everyone.subscribeAsync("jobs/#", { qos: 1 });
+    const publisher = await asAdmin();
+    const expected = sequence(60);
+    for (const payload of expected) await publisher.publishAsync(`jobs/${payload}`, payload, { qos: 1 });
+
+    await everyoneInbox.waitFor(60);
+    await eventually(async () => (v5Inbox.messages.length + v311Inbox.messages.length >= 60 ? true : undefined));
+    await sleep(200);
+    const got = { v5: v5Inbox.messages.map((m) => m.payload), v311: v311Inbox.messages.map((m) => m.payload) };
+    expectEachOnce(got, expected);
+    expect(got.v5.length).toBeGreaterThan(10);
+    expect(got.v311.length).toBeGreaterThan(10);
+    // The topic is the publisher's, not the share's.
+    expect(v5Inbox.messages[0]?.topic).toMatch(/^jobs\/m-/);
+  });
+
+  it("gives what a member held unacknowledged to another when its connection ends", async () => {
+    const port = t.app.mqttPorts?.tcp as number;
+    const holder = await rawConnect(port, { username: "admin", password: t.adminToken });
+    holder.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/held/#", qos: 1 }] });
+    await waitFor(holder.received, (p) => p.cmd === "suback");
+    const publisher = await asAdmin();
+    const expected = sequence(5, "held");
+    for (const payload of expected) await publisher.publishAsync(`held/${payload}`, payload, { qos: 1 });
+    // The holder never acknowledges: it holds its in-flight bound (MQTT_SHARED_MAX_INFLIGHT=5).
+    await eventually(async () => (holder.received.filter((p) => p.cmd === "publish").length === 5 ? true : undefined));
+
+    const redeliveredBefore = await metricValue(t.url, "edge_ingest_mqtt_shared_redelivered_total");
+    const taker = await asAdmin({ protocolVersion: 5 });
+    const takerInbox = inbox(taker);
+    await taker.subscribeAsync("$share/g/held/#", { qos: 1 });
+    await sleep(300);
+    expect(takerInbox.messages).toEqual([]);
+    holder.socket.destroy();
+    const got = await takerInbox.waitFor(5);
+    expect(got.map((m) => m.payload).sort()).toEqual([...expected].sort());
+    expect(await metricValue(t.url, "edge_ingest_mqtt_shared_redelivered_total")).toBe(redeliveredBefore + 5);
+  });
+
+  it("keeps the group's messages for a persistent member while it is away, and hands them over when it is back", async () => {
+    const session = {
+      protocolVersion: 5 as const,
+      clientId: "shared-persistent",
+      clean: false,
+      properties: { sessionExpiryInterval: 60 },
+    };
+    const member = await asAdmin(session);
+    await member.subscribeAsync("$share/keep/away/#", { qos: 1 });
+    await member.endAsync();
+    const publisher = await asAdmin();
+    const expected = sequence(3, "away");
+    for (const payload of expected) await publisher.publishAsync(`away/${payload}`, payload, { qos: 1 });
+
+    // Back without subscribing again: the session holds the shared subscription.
+    const back = await asAdmin(session);
+    const got = await inbox(back).waitFor(3);
+    expect(got.map((m) => m.payload).sort()).toEqual([...expected].sort());
+  });
+
+  it("judges the filter after the share name by the principal's rights, and refuses one that is not a share", async () => {
+    const a = await createTenant(t.url, t.adminToken, "dev-1");
+    const b = await createTenant(t.url, t.adminToken, "dev-1");
+    const viewer = await connect(tcp, { protocolVersion: 5, username: "viewer", password: a.viewerToken });
+    clients.push(viewer);
+    expect(
+      await subscribeGrants(viewer, [
+        `$share/g/metrics/${a.tenantId}/#`,
+        `$share/g/metrics/${b.tenantId}/#`,
+        "$share/g/#",
+      ]),
+    ).toEqual([1, MQTT5.NOT_AUTHORIZED, MQTT5.NOT_AUTHORIZED]);
+    const v311 = await rawConnect(t.app.mqttPorts?.tcp as number, { username: "viewer", password: a.viewerToken });
+    v311.send({
+      cmd: "subscribe",
+      messageId: 3,
+      subscriptions: [
+        { topic: "$share/g", qos: 1 },
+        { topic: `$share/g/metrics/${a.tenantId}/+/cpu`, qos: 2 },
+      ],
+    });
+    const suback = await waitFor(v311.received, (p) => p.cmd === "suback");
+    // Shared subscriptions are granted at most QoS 1.
+    expect((suback as { granted: number[] }).granted).toEqual([128, 1]);
+    v311.socket.destroy();
+  });
+});
+
+const skipDistributed = Boolean(await distributedUnavailable());
+const ADMIN_TOKEN = `admin-${"s".repeat(40)}`;
+
+describe.skipIf(skipDistributed)("shared subscriptions across brokers", () => {
+  const { startNode, sharedBackends, track, cleanups } = distributedNodes(ADMIN_TOKEN);
+  const tcpOf = (app: RunningApp) => `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
+
+  async function twoBrokers(env: Record<string, string> = {}): Promise<[RunningApp, RunningApp]> {
+    const shared = { ...(await sharedBackends()), ...env };
+    return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
+  }
+
+  /** mosquitto_sub in a group, printing each message's payload, until the test ends. */
+  function mosquittoSub(app: RunningApp, login: [string, string], filter: string): { lines: string[] } {
+    const lines: string[] = [];
+    const child = spawn("stdbuf", [
+      ...["-oL", "mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", String(app.mqttPorts?.tcp)],
+      ...["-u", login[0], "-P", login[1], "-q", "1", "-t", filter],
+    ]);
+    let rest = "";
+    child.stdout.on("data", (chunk: Buffer) => {
+      const text = rest + chunk.toString();
+      const parts = text.split("\n");
+      rest = parts.pop() ?? "";
+      lines.push(...parts.filter((line) => line.length > 0));
+    });
+    cleanups.push(async () => {
+      child.kill();
+    });
+    return { lines };
+  }
+
+  it.skipIf(!hasMosquittoSub)(
+    "gives each stored reading to one member of a tenant's group, whichever broker it is on, and nothing to another tenant's",
+    async () => {
+      const [first, second] = await twoBrokers();
+      const a: TenantFixture = await createTenant(first.httpUrl, ADMIN_TOKEN, "dev-1");
+      const b: TenantFixture = await createTenant(first.httpUrl, ADMIN_TOKEN, "dev-1");
+      const filter = `$share/dashboards/metrics/${a.tenantId}/+/level`;
+      const onFirst = track(
+        await connect(tcpOf(first), { protocolVersion: 5, username: "viewer", password: a.viewerToken }),
+      );
+      const firstInbox = inbox(onFirst);
+      await onFirst.subscribeAsync(filter, { qos: 1 });
+      const onSecond = mosquittoSub(second, ["viewer", a.viewerToken], filter);
+      const otherTenant = track(
+        await connect(tcpOf(second), { protocolVersion: 4, username: "viewer", password: b.viewerToken }),
+      );
+      const otherInbox = inbox(otherTenant);
+      await otherTenant.subscribeAsync(`$share/dashboards/metrics/${b.tenantId}/#`, { qos: 1 });
+      // mosquitto_sub has joined once the group has two members here.
+      await sleep(1000);
+
+      const agent = track(
+        await connect(tcpOf(first), { username: a.agent.username, password: a.agent.password, protocolVersion: 5 }),
+      );
+      const values = Array.from({ length: 40 }, (_, i) => i);
+      for (const value of values) {
+        await agent.publishAsync(`metrics/${a.tenantId}/dev-1/level`, JSON.stringify({ value }), { qos: 1 });
+      }
+      const got = () => ({
+        mqttjs: firstInbox.messages.map((m) => String(JSON.parse(m.payload).value)),
+        mosquitto: onSecond.lines.map((line) => String(JSON.parse(line).value)),
+      });
+      await eventually(async () => (Object.values(got()).flat().length >= 40 ? true : undefined), 20_000);
+      await sleep(500);
+      expectEachOnce(got(), values.map(String));
+      expect(got().mqttjs.length).toBeGreaterThan(0);
+      expect(got().mosquitto.length).toBeGreaterThan(0);
+      expect(otherInbox.messages).toEqual([]);
+    },
+  );
+
+  it("gives each plain message to one member across brokers, and what a departing member held to the others", async () => {
+    const [first, second] = await twoBrokers({ MQTT_SHARED_MAX_INFLIGHT: "3" });
+    const login = { username: "admin", password: ADMIN_TOKEN };
+    const steady = track(await connect(tcpOf(first), { ...login, protocolVersion: 5 }));
+    const steadyInbox = inbox(steady);
+    await steady.subscribeAsync("$share/g/orders/#", { qos: 1 });
+    // A member on the other broker that takes messages and never acknowledges them.
+    const holder = await rawConnect(second.mqttPorts?.tcp as number, login);
+    cleanups.push(async () => holder.socket.destroy());
+    holder.send({ cmd: "subscribe", messageId: 1, subscriptions: [{ topic: "$share/g/orders/#", qos: 1 }] });
+    await waitFor(holder.received, (p) => p.cmd === "suback");
+
+    const publisher = track(await connect(tcpOf(second), login));
+    const expected = sequence(30, "order");
+    for (const payload of expected) await publisher.publishAsync(`orders/${payload}`, payload, { qos: 1 });
+    const held = () => holder.received.filter((p) => p.cmd === "publish").length;
+    await eventually(async () => (steadyInbox.messages.length + held() >= 30 ? true : undefined), 15_000);
+    expect(held()).toBe(3);
+
+    holder.socket.destroy();
+    const got = await steadyInbox.waitFor(30, undefined, 15_000);
+    expect(got.map((m) => m.payload).sort()).toEqual([...expected].sort());
+  });
+});
