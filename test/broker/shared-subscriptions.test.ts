@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import type { MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
@@ -7,6 +8,7 @@ import { startTestApp, type TestApp } from "../helpers/app.ts";
 import { createTenant, eventually, metricValue, type TenantFixture } from "../helpers/http.ts";
 import { connect, inbox, sleep, subscribeGrants } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
+import { pythonWith } from "../helpers/python.ts";
 import { rawConnect, waitFor } from "../helpers/raw-mqtt.ts";
 import { distributedUnavailable } from "../helpers/services.ts";
 
@@ -16,6 +18,9 @@ const hasMosquittoSub = await new Promise<boolean>((resolve) =>
     .on("exit", () => resolve(true)),
 );
 if (!hasMosquittoSub && process.env.CI === "true") throw new Error("CI=true but mosquitto_sub is not installed");
+
+const PAHO_SHARED = fileURLToPath(new URL("./paho_shared.py", import.meta.url));
+const python = await pythonWith(["paho-mqtt>=2,<3"]);
 
 /** What each member got, by its name: every message must be in exactly one of them. */
 function expectEachOnce(got: Record<string, string[]>, expected: string[]): void {
@@ -150,30 +155,36 @@ describe.skipIf(skipDistributed)("shared subscriptions across brokers", () => {
     return [await startNode(shared), await startNode({ ...shared, ROLES: "broker" })];
   }
 
-  /** mosquitto_sub in a group, printing each message's payload, until the test ends. */
-  function mosquittoSub(app: RunningApp, login: [string, string], filter: string): { lines: string[] } {
+  /** A member in a process of its own that prints each message's payload a line, until the test ends. */
+  function lineMember(command: string, args: string[]): { lines: string[]; payloads(): string[] } {
     const lines: string[] = [];
-    const child = spawn("stdbuf", [
-      ...["-oL", "mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", String(app.mqttPorts?.tcp)],
-      ...["-u", login[0], "-P", login[1], "-q", "1", "-t", filter],
-    ]);
+    const child = spawn(command, args);
     let rest = "";
     child.stdout.on("data", (chunk: Buffer) => {
-      const text = rest + chunk.toString();
-      const parts = text.split("\n");
+      const parts = (rest + chunk.toString()).split("\n");
       rest = parts.pop() ?? "";
       lines.push(...parts.filter((line) => line.length > 0));
     });
     cleanups.push(async () => {
       child.kill();
     });
-    return { lines };
+    return { lines, payloads: () => lines.filter((line) => line.startsWith("{")) };
   }
 
+  const mosquittoSub = (app: RunningApp, login: [string, string], filter: string) =>
+    lineMember("stdbuf", [
+      ...["-oL", "mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", String(app.mqttPorts?.tcp)],
+      ...["-u", login[0], "-P", login[1], "-q", "1", "-t", filter],
+    ]);
+
+  const pahoMember = (python: string, app: RunningApp, login: [string, string], filter: string) =>
+    lineMember(python, [PAHO_SHARED, "127.0.0.1", String(app.mqttPorts?.tcp), ...login, filter, "60"]);
+
   it.skipIf(!hasMosquittoSub)(
-    "gives each stored reading to one member of a tenant's group, whichever broker it is on, and nothing to another tenant's",
+    "gives each stored reading to one member of a tenant's group (mqtt.js, mosquitto_sub, paho), whichever broker it is on, and nothing to another tenant's",
     async () => {
-      const [first, second] = await twoBrokers();
+      // A member holds at most 2 unacknowledged: the readings spread over the brokers.
+      const [first, second] = await twoBrokers({ MQTT_SHARED_MAX_INFLIGHT: "2" });
       const a: TenantFixture = await createTenant(first.httpUrl, ADMIN_TOKEN, "dev-1");
       const b: TenantFixture = await createTenant(first.httpUrl, ADMIN_TOKEN, "dev-1");
       const filter = `$share/dashboards/metrics/${a.tenantId}/+/level`;
@@ -183,6 +194,8 @@ describe.skipIf(skipDistributed)("shared subscriptions across brokers", () => {
       const firstInbox = inbox(onFirst);
       await onFirst.subscribeAsync(filter, { qos: 1 });
       const onSecond = mosquittoSub(second, ["viewer", a.viewerToken], filter);
+      const paho = python ? pahoMember(python, second, ["viewer", a.viewerToken], filter) : undefined;
+      if (paho) await eventually(async () => (paho.lines.includes("SUBACK 1") ? true : undefined));
       const otherTenant = track(
         await connect(tcpOf(second), { protocolVersion: 4, username: "viewer", password: b.viewerToken }),
       );
@@ -200,13 +213,15 @@ describe.skipIf(skipDistributed)("shared subscriptions across brokers", () => {
       }
       const got = () => ({
         mqttjs: firstInbox.messages.map((m) => String(JSON.parse(m.payload).value)),
-        mosquitto: onSecond.lines.map((line) => String(JSON.parse(line).value)),
+        mosquitto: onSecond.payloads().map((line) => String(JSON.parse(line).value)),
+        paho: (paho?.payloads() ?? []).map((line) => String(JSON.parse(line).value)),
       });
       await eventually(async () => (Object.values(got()).flat().length >= 40 ? true : undefined), 20_000);
       await sleep(500);
       expectEachOnce(got(), values.map(String));
       expect(got().mqttjs.length).toBeGreaterThan(0);
       expect(got().mosquitto.length).toBeGreaterThan(0);
+      if (paho) expect(got().paho.length).toBeGreaterThan(0);
       expect(otherInbox.messages).toEqual([]);
     },
   );
