@@ -1,11 +1,13 @@
 import { Redis } from "ioredis";
+import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { type MqttPrincipal, mayReceive, scopesReceiving, shareScope } from "../../src/broker/access.ts";
 import { LocalSharedQueue, type SharedMessage, type SharedQueue } from "../../src/broker/shared/queue.ts";
 import { RedisSharedQueue } from "../../src/broker/shared/redis-queue.ts";
 import { groupId, parseSharedFilter, topicMatches } from "../../src/broker/shared/share.ts";
 import { feedbackTopic } from "../../src/broker/topics.ts";
-import { LocalPubSub } from "../../src/pubsub.ts";
+import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
+import { eventually } from "../helpers/http.ts";
 import { deleteRedisPrefix, distributedUnavailable, REDIS_URL, uniqueId } from "../helpers/services.ts";
 
 const A = "00000000-0000-4000-8000-00000000000a";
@@ -85,7 +87,9 @@ const message = (topic: string, payload = "x", qos: SharedMessage["qos"] = 1): S
 const skipRedis = Boolean(await distributedUnavailable());
 const prefixes: string[] = [];
 const connections: Redis[] = [];
+const pubsubs: RedisPubSub[] = [];
 afterAll(async () => {
+  for (const pubsub of pubsubs) await pubsub.close();
   for (const connection of connections) connection.disconnect();
   for (const prefix of prefixes) await deleteRedisPrefix(prefix);
 });
@@ -204,6 +208,24 @@ describe.skipIf(skipRedis)("shared queue in Redis, brokers that stop", () => {
     await new Promise((resolve) => setTimeout(resolve, 200));
     expect(await queue.sweep(Date.now())).toEqual({ released: 2 });
     expect(topics(await queue.read(spec.id, "alive", 10))).toEqual(["b", "c"]);
+  });
+
+  it("tells every process at once that a scope has a new group, though each remembers the answer a second", async () => {
+    const prefix = `edge-ingest-test-${uniqueId()}`;
+    prefixes.push(prefix);
+    const open = () => {
+      const redis = new Redis(REDIS_URL);
+      const pubsub = new RedisPubSub(REDIS_URL, prefix, pino({ level: "silent" }));
+      connections.push(redis);
+      pubsubs.push(pubsub);
+      return new RedisSharedQueue(redis, prefix, pubsub, 100);
+    };
+    const [worker, broker] = [open(), open()];
+    const spec = { id: groupId("viewer:t", { share: "g", filter: "#" }), scope: "viewer:t", filter: "#" };
+    expect(await worker.hasGroups("viewer:t")).toBe(false);
+    await broker.join(spec, "m1", Date.now() + 60_000);
+    // Well within the second the worker would otherwise go on answering from what it remembered.
+    await eventually(async () => ((await worker.hasGroups("viewer:t")) ? true : undefined), 300);
   });
 
   function topics(entries: { message: SharedMessage }[]) {

@@ -9,6 +9,11 @@ import {
   type SharedQueue,
 } from "./queue.ts";
 
+/** Where a queue says a scope has a new group. */
+const GROUP_MADE_CHANNEL = "shared-group-made";
+/** How long a worker reuses the answer "this tenant has no group". */
+const GROUPS_CHECK_MS = 1000;
+
 /** The Redis Stream consumer group every broker reads a group's queue through (one consumer per broker). */
 const READERS = "brokers";
 
@@ -57,14 +62,16 @@ for k = 1, #KEYS do
 end
 return result`;
 
-/** KEYS: scope index, group set, queue, members. ARGV: group id, filter, member, alive until. */
+/** KEYS: scope index, group set, queue, members. ARGV: group id, filter, member, alive until. Returns 1 for a new group. */
 const JOIN_SCRIPT = `
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], '${READERS}', '0', 'MKSTREAM')
+  return 1
 end
-redis.call('HSET', KEYS[4], ARGV[3], ARGV[4])`;
+return 0`;
 
 // Ends a group: its queue (and what it held for nobody) goes with it.
 const END_GROUP = `
@@ -137,7 +144,7 @@ return released`;
 
 interface SharedCommands {
   edgeIngestShareAppend(...args: (string | number)[]): Promise<(string | number)[]>;
-  edgeIngestShareJoin(...args: (string | number)[]): Promise<unknown>;
+  edgeIngestShareJoin(...args: (string | number)[]): Promise<number>;
   edgeIngestShareLeave(...args: (string | number)[]): Promise<unknown>;
   edgeIngestShareRelease(...args: (string | number)[]): Promise<number>;
   edgeIngestShareSweep(...args: (string | number)[]): Promise<number>;
@@ -171,6 +178,11 @@ export class RedisSharedQueue implements SharedQueue {
   private readonly redis: Redis & SharedCommands;
   private readonly keys: string;
   private readonly groupSet: string;
+  /** Scopes found without a group, until when that answer is reused. */
+  private readonly absent = new Map<string, number>();
+  /** Groups made (as heard): an answer asked across one is not reused. */
+  private made = 0;
+  private following: Promise<void> | undefined;
 
   constructor(
     redis: Redis,
@@ -194,7 +206,7 @@ export class RedisSharedQueue implements SharedQueue {
 
   async join(group: GroupSpec, memberId: string, aliveUntil: number): Promise<void> {
     const { keys } = this;
-    await this.redis.edgeIngestShareJoin(
+    const made = await this.redis.edgeIngestShareJoin(
       `${keys}s:${group.scope}`,
       this.groupSet,
       this.queue(group.id),
@@ -204,14 +216,39 @@ export class RedisSharedQueue implements SharedQueue {
       memberId,
       aliveUntil,
     );
+    // Before the SUBACK: workers that remember "no group in this scope" forget it.
+    if (made === 1) await this.pubsub.publish(GROUP_MADE_CHANNEL, group.scope);
   }
 
   async leave(groupId: string, memberId: string): Promise<void> {
     await this.redis.edgeIngestShareLeave(this.groupSet, this.keys, groupId, memberId);
   }
 
+  /**
+   * Asked by the worker for every submission: "no" is remembered for GROUPS_CHECK_MS, unless a
+   * group of the scope is made meanwhile (or while the question was out).
+   */
   async hasGroups(scope: string): Promise<boolean> {
-    return (await this.redis.exists(`${this.keys}s:${scope}`)) === 1;
+    this.following ??= this.pubsub
+      .subscribe(GROUP_MADE_CHANNEL, (made) => {
+        this.made++;
+        this.absent.delete(made);
+      })
+      .then(() => undefined)
+      .catch((error: Error) => {
+        this.following = undefined;
+        throw error;
+      });
+    await this.following;
+    const absentUntil = this.absent.get(scope);
+    if (absentUntil !== undefined && absentUntil > Date.now()) return false;
+    const made = this.made;
+    const present = (await this.redis.exists(`${this.keys}s:${scope}`)) === 1;
+    if (!present && made === this.made) {
+      if (this.absent.size >= 10_000) this.absent.clear();
+      this.absent.set(scope, Date.now() + GROUPS_CHECK_MS);
+    }
+    return present;
   }
 
   async append(scopes: string[], messages: SharedMessage[]): Promise<{ dropped: number }> {
