@@ -72,6 +72,28 @@ describe("shared subscriptions, one broker", () => {
     expect(v5Inbox.messages[0]?.topic).toMatch(/^jobs\/m-/);
   });
 
+  it("loses nothing while members join a group that is taking messages", async () => {
+    const first = await asAdmin({ protocolVersion: 5 });
+    const firstInbox = inbox(first);
+    await first.subscribeAsync("$share/growing/flow/#", { qos: 1 });
+    const publisher = await asAdmin();
+    const expected = sequence(90, "flow");
+    const inboxes = [firstInbox];
+    for (const [i, payload] of expected.entries()) {
+      if (i === 30 || i === 60) {
+        const joining = await asAdmin({ protocolVersion: i === 30 ? 4 : 5 });
+        inboxes.push(inbox(joining));
+        await joining.subscribeAsync("$share/growing/flow/#", { qos: 1 });
+      }
+      await publisher.publishAsync(`flow/${payload}`, payload, { qos: 1 });
+    }
+    const all = () => inboxes.flatMap((each) => each.messages.map((m) => m.payload));
+    await eventually(async () => (all().length >= 90 ? true : undefined));
+    await sleep(200);
+    expect(all().sort()).toEqual([...expected].sort());
+    expect(inboxes[2]?.messages.length).toBeGreaterThan(0);
+  });
+
   it("gives what a member held unacknowledged to another when its connection ends", async () => {
     const port = t.app.mqttPorts?.tcp as number;
     const holder = await rawConnect(port, { username: "admin", password: t.adminToken });
