@@ -74,17 +74,23 @@ export class LocalRetainedLedger implements RetainedLedger {
     return usage;
   }
 
+  // The check and the bookkeeping run without yielding in between: claims arriving together
+  // (a burst of retained publishes) are counted one after the other, never against the same count.
   async claim(topic: string, owner: string, bytes: number): Promise<string | undefined> {
     const previous = this.entries.get(topic);
     const refusal = retainedRefusal(this.limits, this.total, this.usageOf(owner), owner, bytes, previous);
     if (refusal) return refusal;
-    await this.release(topic);
+    this.forget(topic);
     this.entries.set(topic, { owner, bytes });
     this.add(owner, 1, bytes);
     return undefined;
   }
 
   async release(topic: string): Promise<void> {
+    this.forget(topic);
+  }
+
+  private forget(topic: string): void {
     const previous = this.entries.get(topic);
     if (!previous) return;
     this.entries.delete(topic);

@@ -1,4 +1,5 @@
 import type { MqttClient } from "mqtt";
+import mqttPacket from "mqtt-packet";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
 import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
@@ -139,3 +140,41 @@ describe.skipIf(skipDistributed)("a tenant's connection quota across brokers", (
     );
   });
 });
+
+for (const { mode, skip } of [
+  { mode: "embedded" as Mode, skip: false },
+  { mode: "distributed" as Mode, skip: skipDistributed },
+]) {
+  describe.skipIf(skip)(`the retained quota under a burst (${mode})`, () => {
+    let t: TestApp;
+    beforeAll(async () => {
+      t = await startTestApp(mode, { MQTT_ALLOW_ANONYMOUS: "true", MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: "100" });
+    });
+    afterAll(() => t?.cleanup());
+
+    it("keeps exactly the bound of 1,000 retained publishes written at once, and refuses the rest", async () => {
+      const port = t.app.mqttPorts?.tcp as number;
+      const burst = await rawConnect(port);
+      const payload = Buffer.alloc(1024, "x");
+      burst.socket.write(
+        Buffer.concat(
+          Array.from({ length: 1000 }, (_, i) =>
+            mqttPacket.generate({ cmd: "publish", topic: `burst/${i}`, payload, qos: 0, retain: true, dup: false }),
+          ),
+        ),
+      );
+      const refused = () => metricValue(t.url, "edge_ingest_metrics_rejected_total", { reason: "retained_quota" });
+      await eventually(async () => ((await refused()) === 900 ? true : undefined), 20_000);
+      burst.socket.destroy();
+
+      const subscriber = await connect(`mqtt://127.0.0.1:${port}`);
+      const seen = inbox(subscriber);
+      await subscriber.subscribeAsync("burst/#", { qos: 0 });
+      await seen.waitFor(100);
+      await sleep(500);
+      await subscriber.endAsync();
+      expect(seen.messages.filter((m) => m.retain)).toHaveLength(100);
+      expect(await refused()).toBe(900);
+    });
+  });
+}

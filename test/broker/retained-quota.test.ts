@@ -1,5 +1,12 @@
-import { describe, expect, it } from "vitest";
-import { LocalRetainedLedger, retainedRefusal } from "../../src/broker/retained-quota.ts";
+import { Redis } from "ioredis";
+import { afterAll, describe, expect, it } from "vitest";
+import {
+  LocalRetainedLedger,
+  RedisRetainedLedger,
+  type RetainedLedger,
+  retainedRefusal,
+} from "../../src/broker/retained-quota.ts";
+import { deleteRedisPrefix, distributedUnavailable, REDIS_URL, uniqueId } from "../helpers/services.ts";
 
 const limits = { maxMessages: 4, maxBytes: 100, maxMessagesPerPrincipal: 2, maxBytesPerPrincipal: 60 };
 const none = { messages: 0, bytes: 0 };
@@ -38,5 +45,45 @@ describe("LocalRetainedLedger", () => {
     expect(await ledger.claim("d", "anonymous", 10)).toMatch(/100 bytes/);
     await ledger.release("c");
     expect(await ledger.claim("d", "anonymous", 10)).toBeUndefined();
+  });
+});
+
+const skipRedis = Boolean(await distributedUnavailable());
+const redis = skipRedis ? undefined : new Redis(REDIS_URL);
+const prefixes: string[] = [];
+afterAll(async () => {
+  for (const prefix of prefixes) await deleteRedisPrefix(prefix);
+  redis?.disconnect();
+});
+
+const ledgers: [string, boolean, (limits: typeof burstLimits) => RetainedLedger][] = [
+  ["in this process", false, (burst) => new LocalRetainedLedger(burst)],
+  [
+    "in Redis",
+    skipRedis,
+    (burst) => {
+      const prefix = `edge-ingest-test-${uniqueId()}`;
+      prefixes.push(prefix);
+      return new RedisRetainedLedger(redis as Redis, prefix, burst);
+    },
+  ],
+];
+const burstLimits = {
+  maxMessages: 10_000,
+  maxBytes: 10_000_000,
+  maxMessagesPerPrincipal: 1000,
+  maxBytesPerPrincipal: 1_000_000,
+};
+
+describe.each(ledgers)("the retained ledger %s, claimed all at once", (_, skip, open) => {
+  it.skipIf(skip)("keeps exactly the bound however many claims arrive together", async () => {
+    const ledger = open(burstLimits);
+    const claims = await Promise.all(
+      Array.from({ length: 5000 }, (_, i) => ledger.claim(`burst/${i}`, "anonymous", 100)),
+    );
+    expect(claims.filter((refusal) => refusal === undefined)).toHaveLength(1000);
+    // And the bytes, for another principal in the same burst.
+    const bytes = await Promise.all(Array.from({ length: 50 }, (_, i) => ledger.claim(`big/${i}`, "admin", 30_000)));
+    expect(bytes.filter((refusal) => refusal === undefined)).toHaveLength(33);
   });
 });
