@@ -32,8 +32,10 @@ export function createLogger(level: string, format: LogFormat = "json"): Logger 
 }
 
 /**
- * A log call that writes at most `perInterval` lines per `intervalMs`, then says how many it
- * held back: a client flooding bad publishes must not flood the logs too.
+ * A log call that writes at most `perInterval` lines per `intervalMs`, then, when the interval
+ * ends, one line saying how many it held back (`suppressed`): a client flooding bad publishes must
+ * not flood the logs too, and an operator still tells 20 refusals from 4,000. The summary comes at
+ * the end of the interval whether or not anything is logged after it.
  */
 export function rateLimitedLog(
   logger: Logger,
@@ -44,19 +46,33 @@ export function rateLimitedLog(
   let windowStart = 0;
   let written = 0;
   let suppressed = 0;
+  let held = "";
+  let summary: NodeJS.Timeout | undefined;
+  const summarize = () => {
+    clearTimeout(summary);
+    summary = undefined;
+    if (suppressed === 0) return;
+    logger[level](
+      { suppressed, written, intervalMs },
+      `${held}: ${suppressed} more like this in ${intervalMs / 1000} s were not written`,
+    );
+    suppressed = 0;
+  };
   return (fields: Record<string, unknown>, message: string) => {
     const now = Date.now();
     if (now - windowStart >= intervalMs) {
-      if (suppressed > 0) logger[level]({ suppressed }, "similar log lines were suppressed");
+      summarize();
       windowStart = now;
       written = 0;
-      suppressed = 0;
     }
     if (written < perInterval) {
       written++;
       logger[level](fields, message);
-    } else {
-      suppressed++;
+      return;
     }
+    suppressed++;
+    held = message;
+    // Unref'd: a summary due never holds the process open.
+    summary ??= setTimeout(summarize, windowStart + intervalMs - now).unref();
   };
 }
