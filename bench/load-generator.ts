@@ -43,7 +43,7 @@ export type LoadPlan =
     }
   | { mode: "idle"; url: string; connections: number; username?: string; password?: string }
   | { mode: "steady"; url: string; publisher: Publisher; intervalMs: number; seconds: number }
-  | { mode: "flood"; url: string; publisher: Publisher; seconds: number }
+  | { mode: "flood"; url: string; publishers: Publisher[]; seconds: number }
   | {
       mode: "sustain";
       urls: string[];
@@ -214,18 +214,26 @@ async function steadily(): Promise<void> {
 
 async function flood(): Promise<void> {
   if (plan.mode !== "flood") return;
-  const client = await connect(plan.url, plan.publisher.username, plan.publisher.password);
+  const clients = await Promise.all(
+    plan.publishers.map((publisher) => connect(plan.url, publisher.username, publisher.password)),
+  );
   let offered = 0;
   const startedAt = Date.now();
   const until = startedAt + plan.seconds * 1000;
-  // As fast as the socket takes them: the next hundred once the last have been handed to the kernel.
-  while (Date.now() < until) {
-    const batch: Promise<unknown>[] = [];
-    for (let i = 0; i < 100; i++, offered++) {
-      batch.push(client.publishAsync(plan.publisher.topic, reading(offered, `${plan.publisher.idPrefix}-${offered}`)));
-    }
-    await Promise.race([Promise.all(batch), new Promise((resolve) => setTimeout(resolve, until - Date.now()))]);
-  }
+  // Each agent as fast as its socket takes them: its next hundred once its last have been handed to the kernel.
+  await Promise.all(
+    clients.map(async (client, i) => {
+      const publisher = plan.publishers[i] as Publisher;
+      let own = 0;
+      while (Date.now() < until) {
+        const batch: Promise<unknown>[] = [];
+        for (let j = 0; j < 100; j++, own++, offered++) {
+          batch.push(client.publishAsync(publisher.topic, reading(own, `${publisher.idPrefix}-${own}`)));
+        }
+        await Promise.race([Promise.all(batch), new Promise((resolve) => setTimeout(resolve, until - Date.now()))]);
+      }
+    }),
+  );
   const result: FloodResult = { offered, startedAt, endedAt: Date.now() };
   console.log(`RESULT ${JSON.stringify(result)}`);
 }

@@ -1,5 +1,5 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1]
+ * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N]
  * [--rounds=N] [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
@@ -372,7 +372,13 @@ async function main() {
   const footprint = wanted("footprint") ? await runFootprint(quick ? 5000 : 20_000) : undefined;
   if (wanted("noisy-neighbour"))
     process.stderr.write(`noisy neighbour: ${sizes.noisySeconds} s alone, then beside a flood…\n`);
-  const noisyNeighbour = wanted("noisy-neighbour") ? await runNoisyNeighbour(sizes.noisySeconds) : undefined;
+  const noisyNeighbour = wanted("noisy-neighbour")
+    ? await runNoisyNeighbour(
+        sizes.noisySeconds,
+        wholeNumbers("flooders", [1, 8, 32]),
+        wholeNumber("flooder-tenants", 1),
+      )
+    : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
@@ -580,31 +586,33 @@ async function main() {
     );
   }
   if (noisyNeighbour) {
-    const { alone, beside, flooder } = noisyNeighbour;
+    const { alone, floods, limits } = noisyNeighbour;
     console.log(
       `\n${table(
         [
           "noisy neighbour",
           "steady PUBACK p50 ms",
           "p99 ms",
+          "p99 × alone",
           "acknowledged",
-          "flooder accepted/s",
-          "flooder limit/s",
-          "× limit",
+          "flood accepted/s",
+          "its budget/s",
+          "× budget",
         ],
         [
-          ["steady agent alone", fmt(alone.p50Ms, 1), fmt(alone.p99Ms, 1), fmt(alone.acknowledged), "—", "—", "—"],
-          [
-            "beside the flood",
-            fmt(beside.p50Ms, 1),
-            fmt(beside.p99Ms, 1),
-            fmt(beside.acknowledged),
-            fmt(flooder.acceptedPerSecond),
-            fmt(flooder.limitPerSecond),
-            fmt(flooder.ratioToLimit, 2),
-          ],
+          ["steady agent alone", fmt(alone.p50Ms, 1), fmt(alone.p99Ms, 1), "—", fmt(alone.acknowledged), "—", "—", "—"],
+          ...floods.map((flood) => [
+            `beside ${flood.agents} flooding agent${flood.agents > 1 ? "s" : ""} of ${flood.tenants} tenant${flood.tenants > 1 ? "s" : ""}`,
+            fmt(flood.beside.p50Ms, 1),
+            fmt(flood.beside.p99Ms, 1),
+            fmt(flood.p99Ratio, 2),
+            fmt(flood.beside.acknowledged),
+            fmt(flood.acceptedPerSecond),
+            fmt(flood.budgetPerSecond),
+            fmt(flood.ratioToBudget, 2),
+          ]),
         ],
-      )}\nsteady p99 beside / alone: ${fmt(noisyNeighbour.p99Ratio, 2)}×`,
+      )}\nlimits (the defaults): ${fmt(limits.agentPerSecond)} readings/s an agent (burst ${fmt(limits.agentBurst)}), ${fmt(limits.tenantPerSecond)} a tenant (burst ${fmt(limits.tenantBurst)})`,
     );
   }
   if (storage) {
