@@ -12,61 +12,6 @@ const MAX_READ_BYTES = 16 * 1024;
 const byConnection = new WeakMap<Duplex, ReadThrottle>();
 
 /**
- * What the connections of one tenant together hand the broker in one turn of the event loop: at
- * most `MAX_READ_BYTES`, however many they are; those past it wait for the next turn. So a turn's
- * work grows with the tenants that have data, not with their connections: a tenant's many flooding
- * agents, each inside its own rate, cannot fill every turn before another tenant's packets are read
- * (bench/README.md, "Noisy neighbour").
- */
-export class TurnShare {
-  private used = 0;
-  private turnEnding = false;
-  private readonly nextTurn = new Set<() => void>();
-
-  /** Bytes the tenant's connections may still read this turn. */
-  left(): number {
-    this.endTurnLater();
-    return MAX_READ_BYTES - this.used;
-  }
-
-  spend(bytes: number): void {
-    this.used += bytes;
-  }
-
-  /** `resume` runs at the start of the next turn. */
-  waitForNextTurn(resume: () => void): void {
-    this.nextTurn.add(resume);
-    this.endTurnLater();
-  }
-
-  private endTurnLater(): void {
-    if (this.turnEnding) return;
-    this.turnEnding = true;
-    setImmediate(() => {
-      this.turnEnding = false;
-      this.used = 0;
-      const waiting = [...this.nextTurn];
-      this.nextTurn.clear();
-      for (const resume of waiting) resume();
-    });
-  }
-}
-
-/** One TurnShare per tenant, for the connections of its agents on this broker. */
-export class TurnShares {
-  private readonly byTenant = new Map<string, TurnShare>();
-
-  of(tenantId: string): TurnShare {
-    let share = this.byTenant.get(tenantId);
-    if (!share) {
-      share = new TurnShare();
-      this.byTenant.set(tenantId, share);
-    }
-    return share;
-  }
-}
-
-/**
  * Stops the broker reading a connection for a while: a client over its rate is not disconnected and
  * nothing it sent is dropped; its socket is simply not read until its tokens have refilled, so the
  * kernel's buffers fill and the client's own TCP stack slows it down (its QoS 1 publishes wait for
@@ -85,12 +30,6 @@ export class ReadThrottle {
   private refused = false;
   /** A slice was handed out this turn of the event loop; the rest waits for the next. */
   private sliced = false;
-  /** The turns this connection shares with the others of its tenant, once it is known. */
-  private share: TurnShare | undefined;
-  private readonly nextTurn = () => {
-    this.sliced = false;
-    this.wake();
-  };
 
   private constructor(private readonly connection: Duplex) {
     const read = connection.read.bind(connection);
@@ -99,36 +38,17 @@ export class ReadThrottle {
         this.refused = true;
         return null;
       }
-      const { share } = this;
-      const allowed = share ? share.left() : MAX_READ_BYTES;
-      if (allowed <= 0) {
-        this.refused = true;
-        this.sliced = true;
-        share?.waitForNextTurn(this.nextTurn);
-        return null;
-      }
       // read(n) takes n bytes off the buffered chunks without joining the rest (it answers null for
       // more than is buffered, hence the bound by what is buffered).
-      const buffered = connection.readableLength;
-      if (buffered <= allowed) {
-        share?.spend(buffered);
-        return read(size);
-      }
+      if (connection.readableLength <= MAX_READ_BYTES) return read(size);
       this.sliced = true;
-      if (share) {
-        share.spend(allowed);
-        share.waitForNextTurn(this.nextTurn);
-      } else {
-        setImmediate(this.nextTurn);
-      }
-      return read(allowed);
+      setImmediate(() => {
+        this.sliced = false;
+        this.wake();
+      });
+      return read(MAX_READ_BYTES);
     };
     connection.once("close", () => clearTimeout(this.timer));
-  }
-
-  /** From now on this connection's reads count against its tenant's share of each turn. */
-  shareTurns(share: TurnShare): void {
-    this.share = share;
   }
 
   static attach(connection: Duplex): ReadThrottle {
