@@ -1,12 +1,11 @@
-import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   LocalRetainedLedger,
   RedisRetainedLedger,
   type RetainedLedger,
   retainedRefusal,
 } from "../../src/broker/retained-quota.ts";
-import { deleteRedisPrefix, distributedUnavailable, REDIS_URL, uniqueId } from "../helpers/services.ts";
+import { redisForStores } from "../helpers/services.ts";
 
 const limits = { maxMessages: 4, maxBytes: 100, maxMessagesPerPrincipal: 2, maxBytesPerPrincipal: 60 };
 const none = { messages: 0, bytes: 0 };
@@ -48,25 +47,11 @@ describe("LocalRetainedLedger", () => {
   });
 });
 
-const skipRedis = Boolean(await distributedUnavailable());
-const redis = skipRedis ? undefined : new Redis(REDIS_URL);
-const prefixes: string[] = [];
-afterAll(async () => {
-  for (const prefix of prefixes) await deleteRedisPrefix(prefix);
-  redis?.disconnect();
-});
+const stores = await redisForStores();
 
 const ledgers: [string, boolean, (limits: typeof burstLimits) => RetainedLedger][] = [
   ["in this process", false, (burst) => new LocalRetainedLedger(burst)],
-  [
-    "in Redis",
-    skipRedis,
-    (burst) => {
-      const prefix = `edge-ingest-test-${uniqueId()}`;
-      prefixes.push(prefix);
-      return new RedisRetainedLedger(redis as Redis, prefix, burst);
-    },
-  ],
+  ["in Redis", stores.skip, (burst) => new RedisRetainedLedger(stores.redis, stores.prefix(), burst)],
 ];
 const burstLimits = {
   maxMessages: 10_000,

@@ -1,26 +1,15 @@
-import { Redis } from "ioredis";
-import { afterAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LocalSessionExpiry, RedisSessionExpiry, type SessionExpiryStore } from "../../src/broker/session-expiry.ts";
-import { deleteRedisPrefix, distributedUnavailable, REDIS_URL, uniqueId } from "../helpers/services.ts";
+import { redisForStores } from "../helpers/services.ts";
 
-const skipRedis = Boolean(await distributedUnavailable());
-const redis = skipRedis ? undefined : new Redis(REDIS_URL);
-const prefixes: string[] = [];
-afterAll(async () => {
-  for (const prefix of prefixes) await deleteRedisPrefix(prefix);
-  redis?.disconnect();
-});
+const stores = await redisForStores();
 
 for (const { name, make, skip } of [
   { name: "in memory", make: (): SessionExpiryStore => new LocalSessionExpiry(), skip: false },
   {
     name: "in Redis",
-    make: (): SessionExpiryStore => {
-      const prefix = `edge-ingest-test-${uniqueId()}`;
-      prefixes.push(prefix);
-      return new RedisSessionExpiry(redis as Redis, prefix);
-    },
-    skip: skipRedis,
+    make: (): SessionExpiryStore => new RedisSessionExpiry(stores.redis, stores.prefix()),
+    skip: stores.skip,
   },
 ]) {
   describe.skipIf(skip)(`the session expiry store (${name})`, () => {

@@ -82,3 +82,27 @@ export const OWN_PORTS = {
   MQTT_PORT: "0",
   MQTT_WS_PORT: "0",
 } as const;
+
+/**
+ * For a test file's Redis-backed stores: one connection to the shared Redis (undefined, with `skip`,
+ * where it is unavailable) and a fresh key prefix per store; every key under them goes after the file.
+ */
+export async function redisForStores(): Promise<{ skip: boolean; redis: Redis; prefix(): string }> {
+  const { afterAll } = await import("vitest");
+  const skip = Boolean(await distributedUnavailable());
+  const redis = new Redis(REDIS_URL, { lazyConnect: true });
+  const prefixes: string[] = [];
+  afterAll(async () => {
+    for (const prefix of prefixes) await deleteRedisPrefix(prefix);
+    redis.disconnect();
+  });
+  return {
+    skip,
+    redis,
+    prefix: () => {
+      const prefix = `edge-ingest-test-${uniqueId()}`;
+      prefixes.push(prefix);
+      return prefix;
+    },
+  };
+}
