@@ -42,6 +42,10 @@ export class ReadThrottle {
       // more than is buffered, hence the bound by what is buffered).
       if (connection.readableLength <= MAX_READ_BYTES) return read(size);
       this.sliced = true;
+      // The rest is announced next turn whatever Aedes does meanwhile: a slice that ends inside a
+      // packet (one larger than the slice) gives Aedes no packet to finish, so it would not read
+      // again, and the stream announces nothing while data it holds is unread.
+      this.refused = true;
       setImmediate(() => {
         this.sliced = false;
         this.wake();

@@ -1,6 +1,8 @@
 import { once } from "node:events";
 import { describe, expect, it } from "vitest";
 import { ReadThrottle } from "../../src/broker/read-throttle.ts";
+import { startTestApp } from "../helpers/app.ts";
+import { connect, inbox } from "../helpers/mqtt.ts";
 import { tcpPair } from "../helpers/tcp.ts";
 
 /** A real TCP connection, read on the server side the way Aedes reads: `read()` on every `readable`. */
@@ -80,5 +82,27 @@ describe("ReadThrottle", () => {
     expect(reentrant).toBe(0);
     expect(Math.max(...got.map((chunk) => chunk.length))).toBeLessThanOrEqual(16 * 1024);
     expect(Buffer.concat(got).equals(sent)).toBe(true);
+  });
+});
+
+describe("ReadThrottle under the broker", () => {
+  it("acknowledges a publish larger than one read's slice, and the publishes after it", async () => {
+    const t = await startTestApp("embedded");
+    try {
+      const client = await connect(`mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`, {
+        username: "admin",
+        password: t.adminToken,
+      });
+      const seen = inbox(client);
+      await client.subscribeAsync("plain/big/#", { qos: 1 });
+      // Aedes reads again only once a read's packets are handled: a slice ending inside a packet has none.
+      await client.publishAsync("plain/big/1", Buffer.alloc(100_000, 1), { qos: 1 });
+      await client.publishAsync("plain/big/2", "small", { qos: 1 });
+      const got = await seen.waitFor(2);
+      expect(got.map((m) => m.payload.length)).toEqual([100_000, 5]);
+      await client.endAsync();
+    } finally {
+      await t.cleanup();
+    }
   });
 });
