@@ -1,4 +1,3 @@
-import { Redis } from "ioredis";
 import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { type MqttPrincipal, mayReceive, scopesReceiving, shareScope } from "../../src/broker/access.ts";
@@ -8,7 +7,7 @@ import { groupId, parseSharedFilter, topicMatches } from "../../src/broker/share
 import { feedbackTopic } from "../../src/broker/topics.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
 import { eventually } from "../helpers/http.ts";
-import { deleteRedisPrefix, distributedUnavailable, REDIS_URL, uniqueId } from "../helpers/services.ts";
+import { REDIS_URL, redisForStores } from "../helpers/services.ts";
 
 const A = "00000000-0000-4000-8000-00000000000a";
 const B = "00000000-0000-4000-8000-00000000000b";
@@ -84,34 +83,25 @@ const message = (topic: string, payload = "x", qos: SharedMessage["qos"] = 1): S
   qos,
 });
 
-const skipRedis = Boolean(await distributedUnavailable());
-const prefixes: string[] = [];
-const connections: Redis[] = [];
+const topics = (entries: { message: SharedMessage }[]) => entries.map((entry) => entry.message.topic);
+
+const redis = await redisForStores();
 const pubsubs: RedisPubSub[] = [];
 afterAll(async () => {
   for (const pubsub of pubsubs) await pubsub.close();
-  for (const connection of connections) connection.disconnect();
-  for (const prefix of prefixes) await deleteRedisPrefix(prefix);
 });
 
 const stores: [string, boolean, (maxMessages: number) => SharedQueue][] = [
   ["in this process", false, (maxMessages) => new LocalSharedQueue(new LocalPubSub(), maxMessages)],
   [
     "in Redis",
-    skipRedis,
-    (maxMessages) => {
-      const prefix = `edge-ingest-test-${uniqueId()}`;
-      prefixes.push(prefix);
-      const redis = new Redis(REDIS_URL);
-      connections.push(redis);
-      return new RedisSharedQueue(redis, prefix, new LocalPubSub(), maxMessages);
-    },
+    redis.skip,
+    (maxMessages) => new RedisSharedQueue(redis.redis, redis.prefix(), new LocalPubSub(), maxMessages),
   ],
 ];
 
 describe.each(stores)("shared queue %s", (_, skip, open) => {
   const group = (scope: string, filter: string) => ({ id: groupId(scope, { share: "g", filter }), scope, filter });
-  const topics = (entries: { message: SharedMessage }[]) => entries.map((entry) => entry.message.topic);
 
   it.skipIf(skip)("appends a message to each group of the scopes whose filter it matches, once", async () => {
     const queue = open(100);
@@ -190,13 +180,9 @@ describe.each(stores)("shared queue %s", (_, skip, open) => {
   });
 });
 
-describe.skipIf(skipRedis)("shared queue in Redis, brokers that stop", () => {
+describe.skipIf(redis.skip)("shared queue in Redis, brokers that stop", () => {
   it("gives what a broker held pending to the others once its liveness lapses, and nothing while it renews", async () => {
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    prefixes.push(prefix);
-    const redis = new Redis(REDIS_URL);
-    connections.push(redis);
-    const queue = new RedisSharedQueue(redis, prefix, new LocalPubSub(), 100);
+    const queue = new RedisSharedQueue(redis.redis, redis.prefix(), new LocalPubSub(), 100);
     const spec = { id: groupId("admin", { share: "g", filter: "#" }), scope: "admin", filter: "#" };
     await queue.join(spec, "m1", Date.now() + 60_000);
     await queue.heartbeat("alive", 60_000);
@@ -211,14 +197,11 @@ describe.skipIf(skipRedis)("shared queue in Redis, brokers that stop", () => {
   });
 
   it("tells every process at once that a scope has a new group, though each remembers the answer a second", async () => {
-    const prefix = `edge-ingest-test-${uniqueId()}`;
-    prefixes.push(prefix);
+    const prefix = redis.prefix();
     const open = () => {
-      const redis = new Redis(REDIS_URL);
       const pubsub = new RedisPubSub(REDIS_URL, prefix, pino({ level: "silent" }));
-      connections.push(redis);
       pubsubs.push(pubsub);
-      return new RedisSharedQueue(redis, prefix, pubsub, 100);
+      return new RedisSharedQueue(redis.redis, prefix, pubsub, 100);
     };
     const [worker, broker] = [open(), open()];
     const spec = { id: groupId("viewer:t", { share: "g", filter: "#" }), scope: "viewer:t", filter: "#" };
@@ -227,8 +210,4 @@ describe.skipIf(skipRedis)("shared queue in Redis, brokers that stop", () => {
     // Well within the second the worker would otherwise go on answering from what it remembered.
     await eventually(async () => ((await worker.hasGroups("viewer:t")) ? true : undefined), 300);
   });
-
-  function topics(entries: { message: SharedMessage }[]) {
-    return entries.map((entry) => entry.message.topic);
-  }
 });

@@ -105,7 +105,10 @@ export class SharedGroups {
     broker.on("unsubscribe", (topics, client) => {
       for (const topic of topics) {
         const shared = parseSharedFilter(topic);
-        if (shared && shared !== "invalid") this.track(this.part(client, shared, true));
+        const principal = this.options.principalOf(client);
+        if (shared && shared !== "invalid" && principal) {
+          this.track(this.part(client, groupId(shareScope(principal), shared), true));
+        }
       }
     });
     broker.on("clientDisconnect", (client) => this.track(this.disconnected(client)));
@@ -116,7 +119,8 @@ export class SharedGroups {
    * before the SUBACK. Resolves with the QoS granted: at most 1.
    */
   async join(client: Client, shared: SharedFilter, qos: number, principal: MqttPrincipal): Promise<0 | 1> {
-    const spec = { id: groupId(shareScope(principal), shared), scope: shareScope(principal), filter: shared.filter };
+    const scope = shareScope(principal);
+    const spec = { id: groupId(scope, shared), scope, filter: shared.filter };
     await this.options.queue.join(spec, client.id, Date.now() + ALIVE_MS);
     const granted: 0 | 1 = qos > 0 ? 1 : 0;
     if (client.closed) return granted;
@@ -287,14 +291,12 @@ export class SharedGroups {
   }
 
   /** The member leaves its group here; what it holds goes back; `forGood`: its membership ends too. */
-  private async part(client: Client, shared: SharedFilter | string, forGood: boolean): Promise<void> {
+  private async part(client: Client, id: string, forGood: boolean): Promise<void> {
     const own = this.members.get(client);
-    const principal = this.options.principalOf(client);
-    const id = typeof shared === "string" ? shared : principal ? groupId(shareScope(principal), shared) : undefined;
-    const member = id === undefined ? undefined : own?.get(id);
-    if (!member || id === undefined) return;
-    own?.delete(id);
-    if (own?.size === 0) this.members.delete(client);
+    const member = own?.get(id);
+    if (!own || !member) return;
+    own.delete(id);
+    if (own.size === 0) this.members.delete(client);
     const { group } = member;
     group.members.splice(group.members.indexOf(member), 1);
     if (group.members.length === 0) this.groups.delete(id);
