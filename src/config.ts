@@ -154,6 +154,16 @@ const envSchema = z.object({
   MQTT_CONNECTION_RATE_BURST: int(1, 1_000_000)
     .default(1000)
     .describe("new connections a listener takes at once above its rate"),
+  MQTT_CONNECTION_MAX_WAIT_MS: int(0, 60_000)
+    .default(5_000)
+    .describe(
+      "longest a connection past the rate waits for its turn; one that would wait longer is refused at once with CONNACK 3 (MQTT 5: 0x9F connection rate exceeded), well inside a client's CONNACK timeout, and should retry after a random pause (devices.md)",
+    ),
+  MQTT_LISTEN_BACKLOG: int(1, 65_535)
+    .default(4096)
+    .describe(
+      "TCP connections the kernel queues for each MQTT listener until the broker accepts them; the kernel caps it at `net.core.somaxconn` (limits.md). Short, a reconnect storm's handshakes are dropped and wait on TCP retransmission, unseen by the rate limit",
+    ),
   MQTT_MAX_RETAINED_MESSAGES: int(0, 100_000_000).default(10_000).describe("retained messages held in all (`0`: none)"),
   MQTT_MAX_RETAINED_BYTES: int(0, 64 * 1024 * 1024 * 1024)
     .default(64 * 1024 * 1024)
@@ -335,6 +345,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_FEEDBACK_EXPIRY_SECONDS",
       "MQTT_MAX_CONNECTION_RATE",
       "MQTT_CONNECTION_RATE_BURST",
+      "MQTT_CONNECTION_MAX_WAIT_MS",
+      "MQTT_LISTEN_BACKLOG",
       "MQTT_MAX_RETAINED_MESSAGES",
       "MQTT_MAX_RETAINED_BYTES",
       "MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL",

@@ -9,8 +9,7 @@ import type { AddressInfo } from "node:net";
 export function listen(
   server: net.Server,
   name: string,
-  host: string,
-  port: number,
+  { host, port, backlog }: { host: string; port: number; backlog?: number },
   onError: (error: Error, name: string) => void,
 ): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -21,7 +20,7 @@ export function listen(
           : error,
       );
     server.once("error", refuse);
-    server.listen(port, host, () => {
+    server.listen({ port, host, backlog }, () => {
       server.off("error", refuse);
       server.on("error", (error: Error) => onError(error, name));
       resolve((server.address() as AddressInfo).port);

@@ -8,6 +8,7 @@ import type { Aedes } from "aedes";
 import type { Logger } from "pino";
 import { createWebSocketStream, WebSocketServer } from "ws";
 import type { Config } from "../config.ts";
+import { REFUSALS } from "../ingest/refusals.ts";
 import { TokenBucket } from "../limits/token-bucket.ts";
 import { rateLimitedLog } from "../logger.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
@@ -17,6 +18,7 @@ import { warnIfTooFewFiles } from "./open-files.ts";
 import { Outgoing } from "./outgoing.ts";
 import { guardPacketSize } from "./packet-size-guard.ts";
 import { ReadThrottle } from "./read-throttle.ts";
+import { refuseConnection } from "./refuse-connection.ts";
 
 export type ListenerName = "tcp" | "ws" | "tls" | "wss";
 
@@ -31,6 +33,8 @@ export interface Listeners {
 }
 
 const WEBSOCKET_PATHS = new Set(["/", "/mqtt"]);
+/** How long a connection refused past the rate has to send the CONNECT its refusal answers. */
+const REFUSED_CONNECT_TIMEOUT_MS = 5_000;
 
 const closeServer = (server: net.Server) =>
   new Promise<void>((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
@@ -39,7 +43,8 @@ const closeServer = (server: net.Server) =>
  * The MQTT listeners: TCP and WebSockets (`/` and `/mqtt`, through ws 8's stream, not the
  * `websocket-stream` package that pins a vulnerable ws 3), plus TLS and WSS when a certificate is
  * configured. Every connection is counted against MQTT_MAX_CONNECTIONS, held back while its listener
- * is over MQTT_MAX_CONNECTION_RATE (it waits, unread, for its turn), dropped when it announces a
+ * is over MQTT_MAX_CONNECTION_RATE (it waits, unread, for its turn; refused with a CONNACK when its
+ * turn is more than MQTT_CONNECTION_MAX_WAIT_MS away), dropped when it announces a
  * packet over MQTT_MAX_PACKET_BYTES (before the packet is buffered), and cut when more than
  * MQTT_MAX_OUTGOING_BYTES or MQTT_MAX_OUTGOING_MESSAGES wait to be written to it.
  */
@@ -72,9 +77,15 @@ export async function startListeners(
       connectionRates.get(listener) ??
       new TokenBucket(config.MQTT_MAX_CONNECTION_RATE, config.MQTT_CONNECTION_RATE_BURST, now);
     connectionRates.set(listener, rate);
+    // Past the rate a connection waits its turn, unread (a reconnect storm after a restart), but
+    // never longer than a client waits for its CONNACK: one that would is told to come back later.
+    if (rate.waitFor(1, now) > config.MQTT_CONNECTION_MAX_WAIT_MS) {
+      telemetry.mqttConnectsRefused.inc({ reason: "connection_rate" });
+      refuseConnection(connection, REFUSALS.connection_rate.mqtt5, REFUSED_CONNECT_TIMEOUT_MS);
+      return;
+    }
     const wait = rate.take(1, now);
     if (wait === 0) return hand(connection, request);
-    // Over the rate a connection waits its turn, unread (a reconnect storm after a restart).
     telemetry.mqttConnectionsDelayed.inc({ listener });
     setTimeout(() => connection.destroyed || hand(connection, request), wait);
   };
@@ -101,6 +112,9 @@ export async function startListeners(
 
   const onListenerError = (error: Error, listener: string) =>
     logListenerError({ err: error, listener }, "MQTT listener could not accept a connection");
+  // A storm's connections queue where the rate limit sees them, not in a short kernel backlog.
+  const bind = (server: net.Server, name: string, port: number) =>
+    listen(server, name, { host: config.MQTT_HOST, port, backlog: config.MQTT_LISTEN_BACKLOG }, onListenerError);
 
   const servers: net.Server[] = [];
   const webSockets: WebSocketServer[] = [];
@@ -135,10 +149,10 @@ export async function startListeners(
     // behind the client's delayed ACK costs ~40 ms a round trip.
     const tcp = net.createServer({ noDelay: true }, accept("tcp"));
     servers.push(tcp);
-    ports.tcp = await listen(tcp, "MQTT_PORT", config.MQTT_HOST, config.MQTT_PORT, onListenerError);
+    ports.tcp = await bind(tcp, "MQTT_PORT", config.MQTT_PORT);
     const ws = withWebSockets(http.createServer(upgradeRequired), "ws");
     servers.push(ws);
-    ports.ws = await listen(ws, "MQTT_WS_PORT", config.MQTT_HOST, config.MQTT_WS_PORT, onListenerError);
+    ports.ws = await bind(ws, "MQTT_WS_PORT", config.MQTT_WS_PORT);
 
     if (config.MQTT_TLS_CERT_FILE && config.MQTT_TLS_KEY_FILE) {
       const credentials = {
@@ -147,10 +161,10 @@ export async function startListeners(
       };
       const secure = tls.createServer({ ...credentials, noDelay: true }, accept("tls"));
       servers.push(secure);
-      ports.tls = await listen(secure, "MQTT_TLS_PORT", config.MQTT_HOST, config.MQTT_TLS_PORT, onListenerError);
+      ports.tls = await bind(secure, "MQTT_TLS_PORT", config.MQTT_TLS_PORT);
       const wss = withWebSockets(https.createServer(credentials, upgradeRequired), "wss");
       servers.push(wss);
-      ports.wss = await listen(wss, "MQTT_WSS_PORT", config.MQTT_HOST, config.MQTT_WSS_PORT, onListenerError);
+      ports.wss = await bind(wss, "MQTT_WSS_PORT", config.MQTT_WSS_PORT);
     }
   } catch (error) {
     await close();

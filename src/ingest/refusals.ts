@@ -142,6 +142,12 @@ const CONNECT_REFUSALS = {
     MQTT5.QUOTA_EXCEEDED,
     "the tenant already holds its `max_connections` on the brokers",
   ),
+  connection_rate: refusal(
+    "connect",
+    429,
+    MQTT5.CONNECTION_RATE_EXCEEDED,
+    "the listener is past `MQTT_MAX_CONNECTION_RATE` and the connection's turn is more than `MQTT_CONNECTION_MAX_WAIT_MS` away: retry after a random pause (3.1.1: CONNACK 3)",
+  ),
 } as const;
 
 /** A subscription filter refused: SUBACK with the code (3.1.1: 128), counted in `edge_ingest_mqtt_subscriptions_denied_total`. */

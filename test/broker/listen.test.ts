@@ -1,3 +1,5 @@
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import { listen } from "../../src/broker/listen.ts";
@@ -14,8 +16,8 @@ describe("binding an MQTT listener", () => {
   });
 
   it("names the variable to change when the port is taken", async () => {
-    const port = await listen(server(), "MQTT_PORT", "127.0.0.1", 0, () => undefined);
-    await expect(listen(server(), "MQTT_PORT", "127.0.0.1", port, () => undefined)).rejects.toThrow(
+    const port = await listen(server(), "MQTT_PORT", { host: "127.0.0.1", port: 0 }, () => undefined);
+    await expect(listen(server(), "MQTT_PORT", { host: "127.0.0.1", port }, () => undefined)).rejects.toThrow(
       `MQTT_PORT port ${port} is already in use (another MQTT broker?); set MQTT_PORT to a free port`,
     );
   });
@@ -23,7 +25,7 @@ describe("binding an MQTT listener", () => {
   it("hands every later server error to its handler and goes on accepting", async () => {
     const errors: [string, string][] = [];
     const listening = server();
-    const port = await listen(listening, "MQTT_WS_PORT", "127.0.0.1", 0, (error, name) =>
+    const port = await listen(listening, "MQTT_WS_PORT", { host: "127.0.0.1", port: 0 }, (error, name) =>
       errors.push([name, error.message]),
     );
     // What a failed accept emits (libuv absorbs running out of file descriptors, so the test cannot
@@ -40,5 +42,15 @@ describe("binding an MQTT listener", () => {
       client.on("error", reject);
     });
     expect(greeting).toBe("hello");
+  });
+
+  it("asks the kernel for the backlog it is given (what `ss` shows as a listener's Send-Q)", async () => {
+    const port = await listen(server(), "MQTT_PORT", { host: "127.0.0.1", port: 0, backlog: 1234 }, () => undefined);
+    const [line] = execFileSync("ss", ["-Hltn", `sport = :${port}`], { encoding: "utf8" })
+      .trim()
+      .split("\n");
+    const sendQ = Number(line?.trim().split(/\s+/)[2]);
+    const somaxconn = Number(readFileSync("/proc/sys/net/core/somaxconn", "utf8"));
+    expect(sendQ).toBe(Math.min(1234, somaxconn));
   });
 });

@@ -25,6 +25,7 @@ for (const { mode, skip } of [
         MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL: "3",
         MQTT_MAX_CONNECTION_RATE: "5",
         MQTT_CONNECTION_RATE_BURST: "20",
+        MQTT_CONNECTION_MAX_WAIT_MS: "2000",
       });
       tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
     });
@@ -100,22 +101,30 @@ for (const { mode, skip } of [
       expect(await metricValue(t.url, "edge_ingest_metrics_rejected_total", { reason: "retained_quota" })).toBe(3);
     });
 
-    it("holds back new connections past the listener's rate, letting every one in at that pace", async () => {
-      // The burst is spent by the tests before; more than it at once must queue at 5 a second.
-      const port = Number(t.app.mqttPorts?.tcp);
+    it("holds back new connections past the listener's rate, and refuses at once those whose turn is too far away", async () => {
+      // The burst (20) is partly spent by the tests before; 60 at once at 5 a second with a 2 s
+      // longest wait: at most 30 are let in, at that pace, and the rest are told to come back later.
       const started = Date.now();
-      const connectedAt = await Promise.all(
-        Array.from({ length: 30 }, async () => {
-          const client = await rawConnect(port, {});
-          client.socket.destroy();
-          return Date.now() - started;
-        }),
+      const outcomes = Promise.all(
+        Array.from({ length: 60 }, async () => ({ code: await connackOf(tcp, {}), after: Date.now() - started })),
       );
-      const last = Math.max(...connectedAt);
-      expect(last).toBeGreaterThan(1000);
+      // An MQTT 5 client arriving into the same queue hears why: connection rate exceeded.
+      await sleep(50);
+      expect(await connackOf(tcp, { protocolVersion: 5 })).toBe(0x9f);
+      const admitted = (await outcomes).filter((o) => o.code === "connected");
+      const refused = (await outcomes).filter((o) => o.code !== "connected");
+      expect(new Set(refused.map((o) => o.code))).toEqual(new Set([3]));
+      expect(refused.length).toBeGreaterThanOrEqual(30);
+      // Refused at once, not after waiting out a CONNACK timeout.
+      expect(Math.max(...refused.map((o) => o.after))).toBeLessThan(1500);
+      expect(Math.max(...admitted.map((o) => o.after))).toBeGreaterThan(1000);
+      expect(Math.max(...admitted.map((o) => o.after))).toBeLessThan(2000 + 1500);
       expect(
         await metricValue(t.url, "edge_ingest_mqtt_connections_delayed_total", { listener: "tcp" }),
       ).toBeGreaterThan(5);
+      expect(await metricValue(t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "connection_rate" })).toBe(
+        refused.length + 1,
+      );
     }, 30_000);
   });
 }
