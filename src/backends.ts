@@ -128,7 +128,7 @@ async function openDistributed(
   steps.add("Redis durability check", async () => durability.close());
 
   const logPresenceError = rateLimitedLog(logger, 5, 60_000);
-  const presence = new RedisPresence(coordination, prefix, (error) =>
+  const presence = new RedisPresence(coordination, prefix, config.MQTT_PRESENCE_LEASE_MS, (error) =>
     logPresenceError({ err: error }, "cannot renew this broker's connections in Redis"),
   );
   steps.add("presence", async () => presence.close());

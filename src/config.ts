@@ -159,6 +159,11 @@ const envSchema = z.object({
     .describe(
       "longest a connection past the rate waits for its turn; one that would wait longer is refused at once with CONNACK 3 (MQTT 5: 0x9F connection rate exceeded), well inside a client's CONNACK timeout, and should retry after a random pause (devices.md)",
     ),
+  MQTT_PRESENCE_LEASE_MS: int(3_000, 600_000)
+    .default(30_000)
+    .describe(
+      "distributed mode: how long a connection counts against its tenant's quota (and shows as connected) without its broker re-asserting it, every third of this; a dead broker's connections are gone after it, a live broker's are back within a third of it after a Redis outage",
+    ),
   MQTT_LISTEN_BACKLOG: int(1, 65_535)
     .default(4096)
     .describe(
@@ -347,6 +352,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_CONNECTION_RATE_BURST",
       "MQTT_CONNECTION_MAX_WAIT_MS",
       "MQTT_LISTEN_BACKLOG",
+      "MQTT_PRESENCE_LEASE_MS",
       "MQTT_MAX_RETAINED_MESSAGES",
       "MQTT_MAX_RETAINED_BYTES",
       "MQTT_MAX_RETAINED_MESSAGES_PER_PRINCIPAL",

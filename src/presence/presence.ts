@@ -1,9 +1,5 @@
 import type { Redis } from "ioredis";
 
-/** How long a registered connection counts without its broker confirming it (a broker that died). */
-export const PRESENCE_LEASE_MS = 30_000;
-const REFRESH_MS = PRESENCE_LEASE_MS / 3;
-
 /**
  * Which MQTT connections each tenant has open, across every broker: what the per-tenant connection
  * quota counts, and what says whether an agent is connected. A member names one connection:
@@ -63,8 +59,10 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1`;
+// Adds as well as renews: a connection whose lease lapsed while Redis did not answer is still open,
+// so it counts (and shows) again, even past the quota it was admitted under.
 const RENEW_SCRIPT = `${NOW}
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i]) end
+for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 const MEMBERS_SCRIPT = `${NOW}
@@ -77,8 +75,9 @@ interface PresenceCommands {
 }
 
 /**
- * Distributed mode: the registry lives in Redis, shared by every broker. Each broker renews the
- * leases of its own connections every few seconds, so those of a broker that died expire.
+ * Distributed mode: the registry lives in Redis, shared by every broker. Each broker re-asserts
+ * its own connections every third of `leaseMs`, so those of a broker that died expire within a
+ * lease, and those of a live broker are back within a third of one after Redis stopped answering.
  */
 export class RedisPresence implements Presence {
   private readonly redis: Redis & PresenceCommands;
@@ -89,13 +88,14 @@ export class RedisPresence implements Presence {
   constructor(
     redis: Redis,
     private readonly prefix: string,
+    private readonly leaseMs: number,
     onRenewError: (error: Error) => void,
   ) {
     redis.defineCommand("edgeIngestAdmit", { numberOfKeys: 1, lua: ADMIT_SCRIPT });
     redis.defineCommand("edgeIngestRenew", { numberOfKeys: 1, lua: RENEW_SCRIPT });
     redis.defineCommand("edgeIngestMembers", { numberOfKeys: 1, lua: MEMBERS_SCRIPT });
     this.redis = redis as Redis & PresenceCommands;
-    this.renewer = setInterval(() => this.renew().catch(onRenewError), REFRESH_MS).unref();
+    this.renewer = setInterval(() => this.renew().catch(onRenewError), leaseMs / 3).unref();
   }
 
   private key(tenantId: string): string {
@@ -103,7 +103,7 @@ export class RedisPresence implements Presence {
   }
 
   async admit(tenantId: string, member: string, max: number): Promise<boolean> {
-    const admitted = (await this.redis.edgeIngestAdmit(this.key(tenantId), member, max, PRESENCE_LEASE_MS)) === 1;
+    const admitted = (await this.redis.edgeIngestAdmit(this.key(tenantId), member, max, this.leaseMs)) === 1;
     if (admitted) this.own.set(tenantId, (this.own.get(tenantId) ?? new Set()).add(member));
     return admitted;
   }
@@ -122,7 +122,7 @@ export class RedisPresence implements Presence {
   private async renew(): Promise<void> {
     await Promise.all(
       [...this.own].map(([tenantId, members]) =>
-        this.redis.edgeIngestRenew(this.key(tenantId), PRESENCE_LEASE_MS, ...members),
+        this.redis.edgeIngestRenew(this.key(tenantId), this.leaseMs, ...members),
       ),
     );
   }

@@ -11,12 +11,12 @@ const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
 const { cleanups, startNode, sharedBackends, startPair, track } = distributedNodes(ADMIN_TOKEN);
 
 /** Every role on a redis-server of the test's own, which it may stop. */
-async function nodeOnOwnRedis(): Promise<{ redis: OwnRedis; app: RunningApp }> {
+async function nodeOnOwnRedis(env: Record<string, string> = {}): Promise<{ redis: OwnRedis; app: RunningApp }> {
   const redis = await startOwnRedis();
   cleanups.push(() => redis.remove());
   const db = await createTestDatabase();
   cleanups.push(db.drop);
-  return { redis, app: await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url }) };
+  return { redis, app: await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url, ...env }) };
 }
 
 describe.skipIf(skip)("distributed broker", () => {
@@ -169,4 +169,31 @@ describe.skipIf(skip)("distributed broker", () => {
     const login = { username: tenant.agent.username, password: tenant.agent.password };
     for (const node of [api, broker]) expect(await connackOf(`mqtt://127.0.0.1:${node.mqttPorts?.tcp}`, login)).toBe(4);
   });
+
+  it("lists and counts every connection that outlived a Redis freeze longer than the presence lease", async () => {
+    const { redis, app } = await nodeOnOwnRedis({ MQTT_PRESENCE_LEASE_MS: "3000", TENANT_MAX_CONNECTIONS: "2" });
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const tcp = `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
+    const login = { username: tenant.agent.username, password: tenant.agent.password };
+    // Long keepalives: neither client notices the freeze or reconnects.
+    track(await connect(tcp, { ...login, keepalive: 300 }));
+    track(await connect(tcp, { username: "viewer", password: tenant.viewerToken, keepalive: 300 }));
+    const clients = async () =>
+      (
+        await request<{ kind: string }[]>(`${app.httpUrl}/api/v1/admin/tenants/${tenant.tenantId}/clients`, {
+          auth: bearer(ADMIN_TOKEN),
+        })
+      ).body
+        .map((client) => client.kind)
+        .sort();
+    expect(await clients()).toEqual(["agent", "viewer"]);
+
+    redis.pause();
+    await sleep(4500);
+    redis.resume();
+    // Within a third of a lease both are back: listed, and counted against the tenant's 2.
+    await eventually(async () => ((await clients()).length === 2 ? true : undefined), 3000);
+    expect(await clients()).toEqual(["agent", "viewer"]);
+    expect(await connackOf(tcp, { ...login, clientId: "a-third" })).toBe(3);
+  }, 30_000);
 });
