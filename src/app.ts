@@ -20,6 +20,7 @@ import { AgentDirectory } from "./store/agents.ts";
 import { maintainPartitions } from "./store/partitions.ts";
 import { ReadingStore } from "./store/readings.ts";
 import { createTelemetry } from "./telemetry/prometheus.ts";
+import { StallWatch } from "./telemetry/stall-watch.ts";
 import { createProcessor } from "./worker/processor.ts";
 
 export interface RunningApp {
@@ -40,6 +41,9 @@ const MAINTENANCE_INTERVAL_MS = 60 * 60 * 1000;
 
 /** How long requests in flight may take to finish once the HTTP server closes. */
 const HTTP_CLOSE_GRACE_MS = 5000;
+
+/** How long work waits on a dependency before it is logged as held (and counted in `edge_ingest_held`). */
+const HOLD_NOTICE_MS = 2000;
 
 /** How often the shared queue's depth is sampled for the depth gate. */
 const DEPTH_SAMPLE_MS = 250;
@@ -93,8 +97,13 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
             (error) => logDepthError({ reason: error.message }, "cannot read the queue depth"),
           )
         : undefined;
-    const intake = new Intake(queue, telemetry, depthGate);
-    steps.add("intake", async () => intake.close());
+    const acknowledgements = new StallWatch("acknowledgements", HOLD_NOTICE_MS, logger);
+    telemetry.watchHolds("acknowledgement", acknowledgements);
+    const intake = new Intake(queue, telemetry, acknowledgements, depthGate);
+    steps.add("intake", async () => {
+      intake.close();
+      acknowledgements.close();
+    });
 
     if (config.ROLES.has("worker")) {
       // Partitions for what the worker will write exist before it writes (and old ones go), then hourly.
@@ -114,7 +123,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
         );
       const maintenance = setInterval(() => void maintainOrLog(), MAINTENANCE_INTERVAL_MS).unref();
       steps.add("partition maintenance", async () => clearInterval(maintenance));
+      const storage = new StallWatch("storage", HOLD_NOTICE_MS, logger);
+      telemetry.watchHolds("storage", storage);
+      steps.add("storage watch", async () => storage.close());
       await backends.startWorker?.({
+        storage,
         concurrency: config.WORKER_CONCURRENCY,
         process: processSubmission,
         // Back from an outage, the partitions are brought up to date before the waiting jobs go on:

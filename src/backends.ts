@@ -109,13 +109,17 @@ async function openDistributed(
   steps: ShutdownSteps,
 ): Promise<Backends> {
   const prefix = config.REDIS_PREFIX;
-  const db = await openDatabase({ url: databaseUrl }, { migrate: config.MIGRATE_ON_START, logger });
+  const db = await openDatabase(
+    { url: databaseUrl, timeoutMs: config.DATABASE_TIMEOUT_MS },
+    { migrate: config.MIGRATE_ON_START, logger },
+  );
   steps.add("database", () => db.close());
-  const pubsub = new RedisPubSub(redisUrl, prefix, logger);
+  const commandTimeout = config.REDIS_COMMAND_TIMEOUT_MS;
+  const pubsub = new RedisPubSub(redisUrl, prefix, logger, commandTimeout);
   steps.add("pub/sub", () => pubsub.close());
 
   // Budgets shared by every process (tenant rates, connections, retained messages).
-  const coordination = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
+  const coordination = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1, commandTimeout });
   const logRedisError = rateLimitedLog(logger, 5, 60_000);
   coordination.on("error", (error: Error) => logRedisError({ err: error }, "coordination Redis connection error"));
   steps.add("coordination Redis", async () => coordination.disconnect());
@@ -152,6 +156,7 @@ async function openDistributed(
         prefix,
         attempts: config.JOB_ATTEMPTS,
         backoffMs: config.JOB_BACKOFF_MS,
+        commandTimeoutMs: commandTimeout,
         logger,
       });
       steps.add("queue", () => queue.close());

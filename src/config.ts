@@ -47,6 +47,16 @@ const envSchema = z.object({
   REDIS_CHECK_INTERVAL_MS: int(100, 3_600_000)
     .default(30_000)
     .describe("how often the queue's Redis is checked again after start-up (`/readyz`, `edge_ingest_redis_check`)"),
+  REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000)
+    .default(5_000)
+    .describe(
+      "a Redis command on the acknowledgement path (queue writes, tenant budgets, presence, sessions, retained quota, publishes) that has no answer in this long fails: a Redis that hangs is then an outage the service knows how to wait out (acknowledgements held, the client resends), not a silent stall",
+    ),
+  DATABASE_TIMEOUT_MS: int(100, 3_600_000)
+    .default(30_000)
+    .describe(
+      "distributed mode: a PostgreSQL connect or statement with no answer in this long fails as unavailable: the worker then waits for the database, as when it is down",
+    ),
   ADMIN_TOKEN: z
     .string()
     .min(32, { error: "must be at least 32 characters" })
@@ -306,6 +316,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "REDIS_PREFIX",
       "REDIS_PERSISTENCE",
       "REDIS_CHECK_INTERVAL_MS",
+      "REDIS_COMMAND_TIMEOUT_MS",
+      "DATABASE_TIMEOUT_MS",
       "ADMIN_TOKEN",
       "ROLES",
       "LOG_LEVEL",

@@ -69,8 +69,10 @@ export class RedisPubSub implements PubSub {
     redisUrl: string,
     private readonly prefix: string,
     logger: Logger,
+    /** The publisher's: a Redis that stops answering fails a publish after this long. */
+    commandTimeoutMs?: number,
   ) {
-    this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+    this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1, commandTimeout: commandTimeoutMs });
     this.subscriber = new Redis(redisUrl);
     // ioredis reconnects by itself; without a listener its errors would crash the process.
     const logError = rateLimitedLog(logger, 5, 60_000);

@@ -7,9 +7,11 @@
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
 import { createTelemetry } from "../../src/telemetry/prometheus.ts";
+import { StallWatch } from "../../src/telemetry/stall-watch.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
 
 const config = loadConfig();
+const logger = pino({ level: "warn" });
 const worker = await startBullmqWorker({
   redisUrl: config.REDIS_URL as string,
   prefix: config.REDIS_PREFIX,
@@ -21,8 +23,9 @@ const worker = await startBullmqWorker({
   lockMs: config.JOB_LOCK_MS,
   stalledCheckMs: config.JOB_STALLED_CHECK_MS,
   maxStalled: config.JOB_MAX_STALLED,
+  storage: new StallWatch("storage", 2000, logger),
   telemetry: createTelemetry(),
-  logger: pino({ level: "warn" }),
+  logger,
 });
 console.log("READY");
 process.once("SIGTERM", async () => {

@@ -15,6 +15,8 @@ export interface BullmqQueueOptions {
   prefix: string;
   attempts: number;
   backoffMs: number;
+  /** A write Redis has not answered in this long fails (the publish is not acknowledged). */
+  commandTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -28,7 +30,11 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   private readonly queue: Queue;
 
   private constructor(private readonly options: BullmqQueueOptions) {
-    this.connection = new Redis(options.redisUrl, { enableOfflineQueue: false, maxRetriesPerRequest: 1 });
+    this.connection = new Redis(options.redisUrl, {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: options.commandTimeoutMs,
+    });
     this.queue = new Queue(INGEST_QUEUE_NAME, { connection: this.connection, prefix: options.prefix });
     // Submit failures reach the producer; these are the reconnect attempts behind them.
     const logError = rateLimitedLog(options.logger, 5, 60_000);

@@ -25,9 +25,9 @@ const TRANSIENT_KINDS = new Set([
   "TransactionWriteConflict",
 ]);
 
-/** node-postgres says a connection died without a code. */
+/** node-postgres says a connection died, or a statement had no answer in time, without a code. */
 const TRANSIENT_DRIVER_MESSAGES =
-  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Query read timeout)/;
 
 const TRANSIENT_NODE_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENOTFOUND"]);
 

@@ -48,7 +48,11 @@ const SQL_POOL_SIZE = 10;
  */
 const SQL_IDLE_MS = 300_000;
 
-export type DatabaseTarget = { url: string } | { dataDir: string };
+/**
+ * PostgreSQL by URL (with the longest a connect or a statement may take before it fails as
+ * unavailable: a server that stops answering becomes an error, not a hang), or PGlite in a directory.
+ */
+export type DatabaseTarget = { url: string; timeoutMs?: number } | { dataDir: string };
 
 function pgliteSession(db: PGlite): SqlSession {
   return {
@@ -142,11 +146,20 @@ export async function openDatabase(
 ): Promise<Database> {
   if ("url" in target) {
     if (options.migrate) await migratePostgres(target.url, options.logger);
+    const bounded = target.timeoutMs
+      ? { query_timeout: target.timeoutMs, connectionTimeoutMillis: target.timeoutMs }
+      : {};
     const prisma = prismaOnFirstUse(async () => {
       const { PrismaPg } = await import("@prisma/adapter-pg");
-      return new PrismaPg({ connectionString: target.url });
+      return new PrismaPg({ connectionString: target.url, ...bounded });
     });
-    const pool = new pg.Pool({ connectionString: target.url, max: SQL_POOL_SIZE, idleTimeoutMillis: SQL_IDLE_MS });
+    // A statement past its time fails, and pg-pool drops its connection (the server may still be on it).
+    const pool = new pg.Pool({
+      connectionString: target.url,
+      max: SQL_POOL_SIZE,
+      idleTimeoutMillis: SQL_IDLE_MS,
+      ...bounded,
+    });
     // A connection the server drops (restart, admin shutdown) errors here; queries on it fail and retry.
     pool.on("error", () => undefined);
     const ping = async () => {

@@ -1,8 +1,15 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { within } from "../deadline.ts";
 import type { DisconnectReason, RejectionReason } from "../ingest/refusals.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
+import type { StallWatch } from "./stall-watch.ts";
 
 export type Source = MetricSubmission["source"];
+/** A scrape is answered in time even when a dependency hangs: a gauge then keeps its last value. */
+const COLLECT_DEADLINE_MS = 1000;
+
+/** Where work can be held: acknowledgements (brokers, API) and storage (workers). */
+export type HeldPath = "acknowledgement" | "storage";
 
 /** The process's Prometheus metrics, on a registry of its own (several apps may share a process in tests). */
 export function createTelemetry() {
@@ -11,6 +18,7 @@ export function createTelemetry() {
   let queueDepth: () => Promise<number> = async () => 0;
   let failedJobs: () => Promise<number> = async () => 0;
   let sessionsWaiting: () => Promise<number> = async () => 0;
+  const holds = new Map<HeldPath, StallWatch>();
 
   const telemetry = {
     registry,
@@ -144,6 +152,10 @@ export function createTelemetry() {
       queueDepth = sources.depth;
       failedJobs = sources.failed;
     },
+    /** What the held gauges read for one path. */
+    watchHolds(path: HeldPath, watch: StallWatch) {
+      holds.set(path, watch);
+    },
     /** Where the waiting-sessions gauge reads from: the broker's session expiry. */
     setSessionSource(waiting: () => Promise<number>) {
       sessionsWaiting = waiting;
@@ -160,7 +172,7 @@ export function createTelemetry() {
     help: "Persistent sessions of disconnected clients, waiting for their client or their expiry (every broker)",
     registers: [registry],
     async collect() {
-      await sessionsWaiting().then(
+      await within(sessionsWaiting(), COLLECT_DEADLINE_MS, "no answer").then(
         (count) => this.set(count),
         () => undefined,
       );
@@ -171,8 +183,8 @@ export function createTelemetry() {
     help: "metric-submission jobs waiting, delayed or running",
     registers: [registry],
     async collect() {
-      // An unreachable queue shows in /readyz; the gauge keeps its last value rather than fail the scrape.
-      await queueDepth().then(
+      // An unreachable queue shows in /readyz; the gauge keeps its last value rather than fail or hang the scrape.
+      await within(queueDepth(), COLLECT_DEADLINE_MS, "no answer").then(
         (depth) => this.set(depth),
         () => undefined,
       );
@@ -183,10 +195,28 @@ export function createTelemetry() {
     help: "metric-submission jobs in the failed set, waiting for `edge-ingest jobs retry`",
     registers: [registry],
     async collect() {
-      await failedJobs().then(
+      await within(failedJobs(), COLLECT_DEADLINE_MS, "no answer").then(
         (count) => this.set(count),
         () => undefined,
       );
+    },
+  });
+  new Gauge({
+    name: "edge_ingest_held",
+    help: "Operations waiting on a dependency for 2 s or more: submissions not yet acknowledged (path=acknowledgement), jobs not yet stored (path=storage)",
+    labelNames: ["path"] as const,
+    registers: [registry],
+    collect() {
+      for (const [path, watch] of holds) this.set({ path }, watch.held().count);
+    },
+  });
+  new Gauge({
+    name: "edge_ingest_held_seconds",
+    help: "How long the oldest operation of the path in progress has waited (0: none in progress)",
+    labelNames: ["path"] as const,
+    registers: [registry],
+    collect() {
+      for (const [path, watch] of holds) this.set({ path }, watch.held().oldestSeconds);
     },
   });
   return telemetry;

@@ -7,6 +7,7 @@ import type { MetricSubmission } from "../ingest/submission.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { isTransientDatabaseError } from "../store/database-errors.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
+import type { StallWatch } from "../telemetry/stall-watch.ts";
 import { DatabaseWait, DatabaseWaitClosed } from "./database-wait.ts";
 
 export interface WorkerOptions {
@@ -23,6 +24,8 @@ export interface WorkerOptions {
   lockMs: number;
   stalledCheckMs: number;
   maxStalled: number;
+  /** Says when jobs wait on the database to be stored. */
+  storage: StallWatch;
   telemetry: Telemetry;
   logger: Logger;
 }
@@ -40,7 +43,9 @@ export async function startBullmqWorker(options: WorkerOptions): Promise<{ close
   const logFailure = rateLimitedLog(logger, 10, 60_000);
   const logWorkerError = rateLimitedLog(logger, 5, 60_000);
 
-  const processJob = async (job: Job<MetricSubmission>, token?: string) => {
+  const processJob = (job: Job<MetricSubmission>, token?: string) =>
+    options.storage.track("the database", () => storeJob(job, token));
+  const storeJob = async (job: Job<MetricSubmission>, token?: string) => {
     for (;;) {
       try {
         return await options.process(job.data);

@@ -1,9 +1,8 @@
 import { readFile } from "node:fs/promises";
 import path from "node:path";
-import pino from "pino";
 import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
-import { closeWithin } from "./nodes.ts";
+import { closeWithin, testLogger } from "./nodes.ts";
 import { createTestDatabase, deleteRedisPrefix, OWN_PORTS, REDIS_URL, tempDir, uniqueId } from "./services.ts";
 
 export type Mode = "embedded" | "distributed";
@@ -18,11 +17,6 @@ export interface TestApp {
   redisPrefix?: string;
   /** Stops the app and removes everything the test created. */
   cleanup(): Promise<void>;
-}
-
-/** A pino logger for a test app: silent unless TEST_LOG_LEVEL says otherwise, or into `lines` when given. */
-function testLogger(level: string, lines?: string[]) {
-  return lines ? pino({ level: "info" }, { write: (line: string) => lines.push(line) }) : pino({ level });
 }
 
 /** Starts the real service on a free port with backends of the test's own; `logLines` collects what it logs. */

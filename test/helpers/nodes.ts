@@ -5,6 +5,11 @@ import { type RunningApp, startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createTestDatabase, deleteRedisPrefix, OWN_PORTS, REDIS_URL, uniqueId } from "./services.ts";
 
+/** A pino logger for a test app: silent unless TEST_LOG_LEVEL says otherwise, or into `lines` when given. */
+export function testLogger(level: string, lines?: string[]) {
+  return lines ? pino({ level: "info" }, { write: (line: string) => lines.push(line) }) : pino({ level });
+}
+
 /** Closes an app, failing with what it still waits for rather than hanging the test run. */
 export async function closeWithin(app: RunningApp, ms: number): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
@@ -28,7 +33,8 @@ export function distributedNodes(adminToken: string) {
     while (cleanups.length) await cleanups.pop()?.();
   });
 
-  async function startNode(env: Record<string, string>): Promise<RunningApp> {
+  /** A node of every role (or `ROLES`); `logLines` collects what it logs. */
+  async function startNode(env: Record<string, string>, logLines?: string[]): Promise<RunningApp> {
     const app = await startApp(
       loadConfig({
         ...OWN_PORTS,
@@ -37,7 +43,7 @@ export function distributedNodes(adminToken: string) {
         REDIS_PERSISTENCE: "none",
         ...env,
       }),
-      pino({ level: "silent" }),
+      testLogger("silent", logLines),
     );
     cleanups.push(() => closeWithin(app, 30_000));
     return app;

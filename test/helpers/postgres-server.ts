@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { chown, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chown, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -20,6 +20,9 @@ export interface OwnPostgres {
   /** Stops it at once (connections are refused until `start`). */
   stop(): Promise<void>;
   start(): Promise<void>;
+  /** Freezes it, the postmaster and every backend (SIGSTOP): connections stay open, nothing answers. */
+  pause(): Promise<void>;
+  resume(): Promise<void>;
   /** Stops it and removes its data. */
   remove(): Promise<void>;
 }
@@ -53,10 +56,20 @@ export async function startOwnPostgres(): Promise<OwnPostgres> {
     await pg("pg_ctl", ["-D", data, "-m", "immediate", "-w", "stop"]).catch(() => undefined);
   };
   await start();
+  const signalAll = async (signal: "SIGSTOP" | "SIGCONT") => {
+    const postmaster = Number((await readFile(path.join(data, "postmaster.pid"), "utf8")).split("\n")[0]);
+    const { stdout } = await run("pgrep", ["-P", String(postmaster)]).catch(() => ({ stdout: "" }));
+    const backends = stdout.split("\n").filter(Boolean).map(Number);
+    // Stopped first, the postmaster starts no backend meanwhile; resumed last, it finds them running.
+    const order = signal === "SIGSTOP" ? [postmaster, ...backends] : [...backends, postmaster];
+    for (const pid of order) process.kill(pid, signal);
+  };
   return {
     url: `postgresql://postgres@127.0.0.1:${port}/postgres`,
     start,
     stop,
+    pause: () => signalAll("SIGSTOP"),
+    resume: () => signalAll("SIGCONT"),
     remove: async () => {
       await stop();
       await rm(root, { recursive: true, force: true });

@@ -17,6 +17,7 @@ import { type Database, openDatabase } from "../../src/store/database.ts";
 import { partitionsOf } from "../../src/store/partitions.ts";
 import { ReadingStore } from "../../src/store/readings.ts";
 import { createTelemetry } from "../../src/telemetry/prometheus.ts";
+import { StallWatch } from "../../src/telemetry/stall-watch.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
 import { basic, bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
@@ -113,6 +114,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     lockMs: 10_000,
     stalledCheckMs: 5000,
     maxStalled: 5,
+    storage: new StallWatch("storage", 2000, logger),
     telemetry,
     logger,
   });

@@ -3,8 +3,12 @@ import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import type { Registry } from "prom-client";
 import { z } from "zod";
+import { within } from "../../deadline.ts";
 
 export type ReadinessCheck = () => Promise<void>;
+
+/** A probe is answered within a second, whatever hangs behind it: a check that has not answered is "not ready". */
+const CHECK_DEADLINE_MS = 800;
 
 const readiness = z.object({
   status: z.enum(["ready", "not_ready"]),
@@ -48,7 +52,7 @@ export const healthRoutes = fp(
         const results = await Promise.all(
           Object.entries(options.checks).map(async ([name, check]) => {
             try {
-              await check();
+              await within(check(), CHECK_DEADLINE_MS, `no answer within ${CHECK_DEADLINE_MS} ms`);
               return [name, "ok"] as const;
             } catch (error) {
               return [name, (error as Error).message || "unreachable"] as const;
