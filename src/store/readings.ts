@@ -9,18 +9,21 @@ interface Claims {
   dedupe: boolean;
 }
 
-// One statement, so one transaction: the submission id is claimed, each dedupe_id is claimed for the
-// dedupe window, the readings are inserted, every series' latest value is moved on and each agent's
-// readings of the minute are counted, or nothing is. A retried job whose claim already exists does
-// nothing; a dedupe_id already seen within the window (or twice in the submission) is stored once.
-// The claim goes into the metric_dedupe partition of the submission's arrival, whose unique index
-// (ON CONFLICT) finds an earlier claim there: so the window is searched in the other partitions
-// only, which spares each reading one probe of the largest index. The readings go in as one JSON
-// parameter, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so the
-// statement text never changes; as `json`, which is read once where `jsonb` is first built.
-// $1 submission id, $2 tenant, $3 received at (epoch ms), $4 agent, $5 readings, $6 dedupe window
-// (ms), $7 and $8 the bounds of the partition the claim goes into, $9 the latest arrival a claim can
-// have (CLAIM_CLOCK_SKEW_MS).
+// One statement, so one transaction, for one or several submissions (a worker stores the jobs that
+// arrive while its last statement runs together, so a backlog drains many at a time): each
+// submission id is claimed, each dedupe_id is claimed for the dedupe window in its tenant, the
+// readings are inserted, every series' latest value is moved on and each agent's readings of the
+// minute are counted, or nothing is. The readings of a submission whose claim already exists (a
+// retried job) are left out; a dedupe_id already seen within the window (or twice in the statement,
+// in one tenant) is stored once, the first time it comes. The claim goes into the metric_dedupe
+// partition of the submissions' arrival (one partition a statement), whose unique index (ON
+// CONFLICT) finds an earlier claim there: so the window is searched in the other partitions only,
+// which spares each reading one probe of the largest index. The submissions and readings go in as
+// JSON parameters, unpacked by PostgreSQL (cheaper in Node than one array literal per column), so
+// the statement text never changes; as `json`, which is read once where `jsonb` is first built.
+// $1 submissions [{id, tenant, received}], $2 readings (each with its submission's position in $1,
+// from 1, and its agent), $3 dedupe window (ms), $4 and $5 the bounds of the partition the claim
+// goes into, $6 the latest arrival a claim can have (CLAIM_CLOCK_SKEW_MS).
 //
 // A submission that waited in the queue until the partitions of its arrival were dropped (an outage
 // of the database longer than they are kept) claims nothing there, as no row can go into them:
@@ -29,44 +32,52 @@ interface Claims {
 // would fail on every attempt.
 function insertStatement(returning: boolean, claims: Claims): string {
   return `
-WITH claim AS (
+WITH submitted AS (
+  SELECT * FROM ROWS FROM (json_to_recordset($1::json) AS (id uuid, tenant uuid, received float8))
+    WITH ORDINALITY AS s(id, tenant, received, n)
+), claim AS (
   ${
     claims.submission
       ? `INSERT INTO ingest_submissions (id, tenant_id, received_at)
-  VALUES ($1::uuid, $2::uuid, to_timestamp($3::float8 / 1000))
+  SELECT id, tenant, to_timestamp(received / 1000) FROM submitted
   ON CONFLICT DO NOTHING
   RETURNING id`
-      : "SELECT $1::uuid AS id"
+      : "SELECT id FROM submitted"
   }
 ), readings AS (
-  SELECT m.*, row_number() OVER (PARTITION BY m."dedupeId") AS copy
-  FROM json_to_recordset($5::json)
-    AS m("agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb)
-  WHERE EXISTS (SELECT 1 FROM claim)
+  SELECT m.*, s.tenant, s.received, row_number() OVER (PARTITION BY s.tenant, m."dedupeId" ORDER BY m.n) AS copy
+  FROM ROWS FROM (json_to_recordset($2::json)
+    AS (submission int, "agentId" text, name text, value float8, ts float8, "dedupeId" text, tags jsonb))
+    WITH ORDINALITY AS m(submission, "agentId", name, value, ts, "dedupeId", tags, n)
+  JOIN submitted s ON s.n = m.submission
+  WHERE s.id IN (SELECT id FROM claim)
 ), fresh AS (
   ${claims.dedupe ? "INSERT INTO metric_dedupe (tenant_id, dedupe_id, seen_at)\n  " : ""}SELECT ${
-    claims.dedupe ? `$2::uuid, r."dedupeId", to_timestamp($3::float8 / 1000)` : `r."dedupeId" AS dedupe_id`
+    claims.dedupe
+      ? `r.tenant, r."dedupeId", to_timestamp(r.received / 1000)`
+      : `r.tenant AS tenant_id, r."dedupeId" AS dedupe_id`
   }
   FROM readings r
   WHERE r."dedupeId" IS NOT NULL AND r.copy = 1 AND NOT EXISTS (
     SELECT 1 FROM metric_dedupe d
-    WHERE d.tenant_id = $2::uuid AND d.dedupe_id = r."dedupeId"
-      AND d.seen_at >= to_timestamp(($3::float8 - $6::float8) / 1000)
-      AND (d.seen_at < to_timestamp($7::float8 / 1000) OR d.seen_at >= to_timestamp($8::float8 / 1000))
-      AND d.seen_at < to_timestamp($9::float8 / 1000)
-  )${claims.dedupe ? "\n  ON CONFLICT DO NOTHING\n  RETURNING dedupe_id" : ""}
+    WHERE d.tenant_id = r.tenant AND d.dedupe_id = r."dedupeId"
+      AND d.seen_at >= to_timestamp((r.received - $3::float8) / 1000)
+      AND (d.seen_at < to_timestamp($4::float8 / 1000) OR d.seen_at >= to_timestamp($5::float8 / 1000))
+      AND d.seen_at < to_timestamp($6::float8 / 1000)
+  )${claims.dedupe ? "\n  ON CONFLICT DO NOTHING\n  RETURNING tenant_id, dedupe_id" : ""}
 ), inserted AS (
   INSERT INTO metrics (tenant_id, agent_id, name, value, ts, dedupe_id, tags, received_at)
-  SELECT $2::uuid, coalesce(r."agentId", $4::text), r.name, r.value, to_timestamp(r.ts / 1000), r."dedupeId",
-         r.tags, to_timestamp($3::float8 / 1000)
+  SELECT r.tenant, r."agentId", r.name, r.value, to_timestamp(r.ts / 1000), r."dedupeId",
+         r.tags, to_timestamp(r.received / 1000)
   FROM readings r
-  WHERE r."dedupeId" IS NULL OR (r.copy = 1 AND r."dedupeId" IN (SELECT dedupe_id FROM fresh))
-  RETURNING id, agent_id, name, value, ts, tags, received_at
+  WHERE r."dedupeId" IS NULL OR (r.copy = 1 AND (r.tenant, r."dedupeId") IN (SELECT tenant_id, dedupe_id FROM fresh))
+  ORDER BY r.n
+  RETURNING id, tenant_id, agent_id, name, value, ts, tags, received_at
 ), latest AS (
   INSERT INTO metric_latest (tenant_id, agent_id, name, value, ts, tags, received_at)
-  SELECT DISTINCT ON (agent_id, name) $2::uuid, agent_id, name, value, ts, tags, received_at
+  SELECT DISTINCT ON (tenant_id, agent_id, name) tenant_id, agent_id, name, value, ts, tags, received_at
   FROM inserted
-  ORDER BY agent_id, name, ts DESC
+  ORDER BY tenant_id, agent_id, name, ts DESC
   ON CONFLICT (tenant_id, agent_id, name) DO UPDATE SET
     value = CASE WHEN excluded.ts >= metric_latest.ts THEN excluded.value ELSE metric_latest.value END,
     tags = CASE WHEN excluded.ts >= metric_latest.ts THEN excluded.tags ELSE metric_latest.tags END,
@@ -74,15 +85,15 @@ WITH claim AS (
     received_at = greatest(metric_latest.received_at, excluded.received_at)
 ), activity AS (
   INSERT INTO agent_activity (tenant_id, agent_id, minute, readings)
-  SELECT $2::uuid, agent_id, date_trunc('minute', to_timestamp($3::float8 / 1000)), count(*)
+  SELECT tenant_id, agent_id, date_trunc('minute', received_at), count(*)
   FROM inserted
-  GROUP BY agent_id
-  ORDER BY agent_id
+  GROUP BY tenant_id, agent_id, date_trunc('minute', received_at)
+  ORDER BY tenant_id, agent_id
   ON CONFLICT (tenant_id, agent_id, minute) DO UPDATE SET readings = agent_activity.readings + excluded.readings
 )
 ${
   returning
-    ? "SELECT id::text AS id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags FROM inserted"
+    ? "SELECT id::text AS id, tenant_id::text AS tenant_id, agent_id, name, value, to_json(ts)#>>'{}' AS ts, tags FROM inserted"
     : "SELECT count(*)::int AS inserted FROM inserted"
 }`;
 }
@@ -117,6 +128,7 @@ const PARTITION_BOUNDS_TTL_MS = 60_000;
 
 interface InsertedRow {
   id: string;
+  tenant_id: string;
   agent_id: string;
   name: string;
   value: number;
@@ -124,19 +136,30 @@ interface InsertedRow {
   tags: Record<string, string> | null;
 }
 
-function insertParameters(submission: MetricSubmission, dedupeWindowMs: number, claimedIn: Range | undefined) {
-  // The readings' JSON field names are the record's column names above. With no partition for the
-  // arrival (a claim there would fail), the window is searched everywhere: infinite bounds.
+function insertParameters(submissions: MetricSubmission[], dedupeWindowMs: number, claimedIn: Range | undefined) {
+  // The JSON field names are the records' column names above. With no partition for the arrival (a
+  // claim there would fail), the window is searched everywhere: infinite bounds.
+  const readings = submissions.flatMap((submission, index) =>
+    submission.metrics.map((point) => ({
+      ...point,
+      submission: index + 1,
+      agentId: point.agentId ?? submission.agentId,
+    })),
+  );
+  const latestArrival = Math.max(Date.now(), ...submissions.map((submission) => submission.receivedAt));
   return [
-    submission.id,
-    submission.tenantId,
-    submission.receivedAt,
-    submission.agentId,
-    JSON.stringify(submission.metrics),
+    JSON.stringify(
+      submissions.map((submission) => ({
+        id: submission.id,
+        tenant: submission.tenantId,
+        received: submission.receivedAt,
+      })),
+    ),
+    JSON.stringify(readings),
     dedupeWindowMs,
     claimedIn?.from ?? Number.POSITIVE_INFINITY,
     claimedIn?.to ?? Number.POSITIVE_INFINITY,
-    Math.max(Date.now(), submission.receivedAt) + CLAIM_CLOCK_SKEW_MS,
+    latestArrival + CLAIM_CLOCK_SKEW_MS,
   ];
 }
 
@@ -232,25 +255,42 @@ export class ReadingStore {
     this.submissionPartitions = new PartitionBounds(sql, "ingest_submissions", PARTITION_BOUNDS_TTL_MS);
   }
 
-  private async insert<T>(returning: boolean, submission: MetricSubmission): Promise<T[]> {
-    const at = submission.receivedAt;
-    const [claimedIn, submittedIn] = await Promise.all([
-      this.dedupePartitions.holding(at),
-      this.submissionPartitions.holding(at),
-    ]);
-    const statement = insertStatementOf(returning, {
-      submission: submittedIn !== undefined || !this.submissionPartitions.isBeforeAll(at),
-      dedupe: claimedIn !== undefined || !this.dedupePartitions.isBeforeAll(at),
-    });
-    return this.sql<T>(statement.text, insertParameters(submission, this.dedupeWindowMs, claimedIn), statement.name);
+  /**
+   * One statement per partition of arrival that the submissions fall into (almost always one), each
+   * with the claims that partition allows.
+   */
+  private async insert<T>(returning: boolean, submissions: MetricSubmission[]): Promise<T[]> {
+    const groups = new Map<string, { claimedIn: Range | undefined; claims: Claims; submissions: MetricSubmission[] }>();
+    for (const submission of submissions) {
+      const at = submission.receivedAt;
+      const [claimedIn, submittedIn] = await Promise.all([
+        this.dedupePartitions.holding(at),
+        this.submissionPartitions.holding(at),
+      ]);
+      const claims = {
+        submission: submittedIn !== undefined || !this.submissionPartitions.isBeforeAll(at),
+        dedupe: claimedIn !== undefined || !this.dedupePartitions.isBeforeAll(at),
+      };
+      const key = `${claimedIn?.from}/${claims.submission}/${claims.dedupe}`;
+      const group = groups.get(key) ?? { claimedIn, claims, submissions: [] };
+      group.submissions.push(submission);
+      groups.set(key, group);
+    }
+    const rows: T[] = [];
+    for (const { claimedIn, claims, submissions: group } of groups.values()) {
+      const statement = insertStatementOf(returning, claims);
+      const parameters = insertParameters(group, this.dedupeWindowMs, claimedIn);
+      rows.push(...(await this.sql<T>(statement.text, parameters, statement.name)));
+    }
+    return rows;
   }
 
-  /** Stores a submission once; returns the rows it inserted (none for a replay or duplicates). */
-  async store(submission: MetricSubmission): Promise<StoredMetric[]> {
-    const rows = await this.insert<InsertedRow>(true, submission);
+  /** Stores submissions once each; returns the rows inserted (none for a replay or duplicates). */
+  async store(...submissions: MetricSubmission[]): Promise<StoredMetric[]> {
+    const rows = await this.insert<InsertedRow>(true, submissions);
     return rows.map((row) => ({
       id: row.id,
-      tenantId: submission.tenantId,
+      tenantId: row.tenant_id,
       agentId: row.agent_id,
       name: row.name,
       value: row.value,
@@ -259,9 +299,9 @@ export class ReadingStore {
     }));
   }
 
-  /** Stores a submission once, as `store`, without reading the rows back. */
-  async storeQuietly(submission: MetricSubmission): Promise<void> {
-    await this.insert(false, submission);
+  /** Stores submissions once each, as `store`, without reading the rows back. */
+  async storeQuietly(...submissions: MetricSubmission[]): Promise<void> {
+    await this.insert(false, submissions);
   }
 
   /**

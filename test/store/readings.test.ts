@@ -71,6 +71,57 @@ for (const kind of ["PGlite", "PostgreSQL"] as const) {
       expect(await count({ name: "replayed" })).toBe(2);
     });
 
+    it("stores several submissions of a tenant in one statement: each claimed once, a replayed one left out, each with its arrival", async () => {
+      const now = Date.now();
+      const dedupeId = `d-${uniqueId()}`;
+      const replayed = submission(tenantId, [{ name: "grouped", value: 0, ts: now }], now - 5000);
+      await store.store(replayed);
+      const first = submission(tenantId, [{ name: "grouped", value: 1, ts: now, dedupeId }], now - 2000);
+      const second = {
+        ...submission(tenantId, [{ name: "grouped", value: 2, ts: now + 1, dedupeId }], now - 1000),
+        agentId: "dev-2",
+      };
+      const third = submission(tenantId, [{ name: "grouped", value: 3, ts: now + 2 }], now);
+      const stored = await store.store(replayed, first, second, third);
+      // The replay adds nothing; the dedupe_id sent twice is stored once, the first time it comes.
+      expect(stored.map((m) => [m.agentId, m.value])).toEqual([
+        ["dev-1", 1],
+        ["dev-1", 3],
+      ]);
+      const rows = await prisma.metric.findMany({ where: { tenantId, name: "grouped" }, orderBy: { value: "asc" } });
+      expect(rows.map((row) => [row.value, row.receivedAt.getTime()])).toEqual([
+        [0, now - 5000],
+        [1, now - 2000],
+        [3, now],
+      ]);
+      expect(await prisma.ingestSubmission.count({ where: { id: { in: [first.id, second.id, third.id] } } })).toBe(3);
+      // Stored again, together, they are all replays.
+      expect(await store.store(first, second, third)).toEqual([]);
+    });
+
+    it("stores several tenants' submissions in one statement, each dedupe_id within its own tenant", async () => {
+      const other = (await prisma.tenant.create({ data: { name: "other" } })).id;
+      const dedupeId = `d-${uniqueId()}`;
+      const now = Date.now();
+      const stored = await store.store(
+        submission(tenantId, [{ name: "shared-statement", value: 1, ts: now, dedupeId }]),
+        submission(other, [{ name: "shared-statement", value: 2, ts: now, dedupeId }]),
+        submission(other, [{ name: "shared-statement", value: 3, ts: now + 1, dedupeId }]),
+      );
+      expect(stored.map((m) => [m.tenantId, m.value])).toEqual([
+        [tenantId, 1],
+        [other, 2],
+      ]);
+      const latest = await prisma.metricLatest.findMany({
+        where: { name: "shared-statement" },
+        orderBy: { value: "asc" },
+      });
+      expect(latest.map((row) => [row.tenantId, row.value])).toEqual([
+        [tenantId, 1],
+        [other, 2],
+      ]);
+    });
+
     it("writes nothing of a submission that fails part-way", async () => {
       // The name bypasses the parser to reach the database's own check, as a corrupt job would.
       const job = submission(tenantId, [
