@@ -1,14 +1,17 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N]
+ * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
  * [--rounds=N] [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
  * Redis prefix and data directory, removed afterwards.
  */
+
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { loadConfig } from "../src/config.ts";
+import { runBacklogDrain } from "./backlog-drain.ts";
 import { runFootprint } from "./footprint.ts";
 import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
@@ -19,6 +22,7 @@ import { serviceCpu } from "./lib/service-cpu.ts";
 import { PG_ADMIN_URL, REDIS_URL, startTarget, type Target, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
+import { runReconnectStorm } from "./reconnect-storm.ts";
 import { runSoak } from "./soak.ts";
 import { runStorage, runStorageHistory } from "./storage.ts";
 
@@ -52,6 +56,15 @@ function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
   return values;
 }
 const wholeNumber = (name: string, fallback: number) => wholeNumbers(name, [fallback])[0] as number;
+/**
+ * The broker's settings in each reconnect-storm variant: `before` is how the listeners behaved
+ * before the storm work (Node's default backlog, a connection past the rate waits however long its
+ * turn is); `after` is the defaults.
+ */
+const STORM_VARIANTS: Record<string, Record<string, string>> = {
+  before: { MQTT_LISTEN_BACKLOG: "511", MQTT_CONNECTION_MAX_WAIT_MS: "60000" },
+  after: {},
+};
 /**
  * `--protocol=5`: each edge-ingest target's flat-out runs once more with MQTT 5.0 clients, right
  * after its 3.1.1 run (the baselines speak 3.1.1 only), and the ratio of the two.
@@ -379,6 +392,36 @@ async function main() {
         wholeNumber("flooder-tenants", 1),
       )
     : undefined;
+  // Only when named: a worker catching up on a backlog, one worker process per setting.
+  const backlogDrain = only?.includes("backlog-drain")
+    ? await runBacklogDrain(
+        wholeNumber("drain-jobs", quick ? 2000 : 20_000),
+        wholeNumber("drain-readings-per-job", 5),
+        wholeNumbers("drain-concurrency", [4, 32]),
+      )
+    : undefined;
+  // Only when named: a fleet reconnecting after its broker was killed, per variant of the broker's settings.
+  const stormVariants = (argValue("storm-variants") ?? "before,after").split(",");
+  const reconnectStorm = only?.includes("reconnect-storm")
+    ? await runReconnectStorm(
+        {
+          agents: wholeNumber("storm-agents", quick ? 500 : 5000),
+          tenants: wholeNumber("storm-tenants", 10),
+          connectionRate: wholeNumber("storm-rate", loadConfig({}).MQTT_MAX_CONNECTION_RATE),
+          intervalMs: wholeNumber("storm-interval-ms", 5000),
+          jitterMs: wholeNumber("storm-jitter-ms", 500),
+          connackTimeoutMs: wholeNumber("storm-connack-timeout-ms", 10_000),
+        },
+        stormVariants.map((name) => {
+          const settings = STORM_VARIANTS[name];
+          if (!settings) {
+            console.error(`bench: --storm-variants takes ${Object.keys(STORM_VARIANTS).join(", ")} (got "${name}")`);
+            process.exit(2);
+          }
+          return { name, settings };
+        }),
+      )
+    : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
@@ -409,6 +452,8 @@ async function main() {
     idle,
     footprint,
     noisyNeighbour,
+    backlogDrain,
+    reconnectStorm,
     soak,
     storageHistory,
     storage,
@@ -613,6 +658,76 @@ async function main() {
           ]),
         ],
       )}\nlimits (the defaults): ${fmt(limits.agentPerSecond)} readings/s an agent (burst ${fmt(limits.agentBurst)}), ${fmt(limits.tenantPerSecond)} a tenant (burst ${fmt(limits.tenantBurst)})`,
+    );
+  }
+  if (backlogDrain) {
+    const [first] = backlogDrain.runs;
+    console.log(
+      `\n${table(
+        [
+          "backlog drain: WORKER_CONCURRENCY",
+          "seconds",
+          "readings/s",
+          "× first",
+          "worker CPU s/1k readings",
+          "worker cores",
+          "PostgreSQL cores",
+          "Redis cores",
+          "stored",
+        ],
+        backlogDrain.runs.map((run) => [
+          String(run.concurrency),
+          fmt(run.seconds, 1),
+          fmt(run.readingsPerSecond),
+          fmt(first ? run.readingsPerSecond / first.readingsPerSecond : null, 2),
+          fmt(run.workerCpuPerThousand, 3),
+          fmt(run.workerCoreShare, 2),
+          fmt(run.postgresqlCoreShare, 2),
+          fmt(run.redisCoreShare, 2),
+          fmt(run.stored),
+        ]),
+      )}\nbacklog: ${fmt(backlogDrain.jobs)} jobs of ${backlogDrain.readingsPerJob} readings, ${backlogDrain.tenants} tenants, ${fmt(backlogDrain.agents)} agents; one worker process`,
+    );
+  }
+  if (reconnectStorm) {
+    const s = reconnectStorm;
+    console.log(
+      `\n${table(
+        [
+          "reconnect storm",
+          "first connect s",
+          "back p50 s",
+          "p90 s",
+          "all back s",
+          "back",
+          "attempts",
+          "no CONNACK in time",
+          "refused (code: n)",
+          "kernel dropped",
+          "delayed by rate",
+          "acknowledged",
+          "ack'd not stored",
+          "duplicates",
+        ],
+        s.variants.map((v) => [
+          v.name,
+          fmt(v.firstConnectSeconds, 1),
+          fmt(v.backP50, 1),
+          fmt(v.backP90, 1),
+          fmt(v.backMax, 1),
+          fmt(v.devicesBack),
+          fmt(v.attempts),
+          fmt(v.timeouts),
+          Object.entries(v.refusals)
+            .map(([code, n]) => `${code}: ${n}`)
+            .join(", ") || "0",
+          fmt(v.listenOverflows),
+          fmt(v.delayedByRateLimit),
+          fmt(v.acknowledged),
+          fmt(v.acknowledgedNotStored),
+          fmt(v.duplicates),
+        ]),
+      )}\n${fmt(s.agents)} agents of ${s.tenants} tenants (at most ${fmt(s.connectionRate)} new connections/s, burst ${fmt(2 * s.connectionRate)}), a QoS 1 reading every ${s.intervalMs} ms each; after SIGKILL and restart, a pause of 0-${s.jitterMs} ms before each attempt, ${s.connackTimeoutMs} ms CONNACK timeout; "back" counted from the new broker's start`,
     );
   }
   if (storage) {

@@ -149,6 +149,33 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const identifier = new Identifier(credentials, backends.adminToken);
 
     let mqttPorts: RunningBroker["ports"] | undefined;
+    // Every process answers probes and scrapes; only the api role serves the API and the console.
+    // Built before the MQTT listeners open, as building its routes keeps the event loop busy for a
+    // while: after a broker restart its whole fleet connects at once, and connections the loop does
+    // not accept meanwhile fill the kernel's accept queue.
+    const http = await buildHttpServer({
+      config,
+      logger,
+      telemetry,
+      checks: { database: () => db.ping(), queue: () => queue.ping(), ...backends.readiness },
+      mqttPorts: () => ({ port: mqttPorts?.tcp ?? config.MQTT_PORT, ws_port: mqttPorts?.ws ?? config.MQTT_WS_PORT }),
+      api: config.ROLES.has("api")
+        ? {
+            readings,
+            agents: new AgentDirectory(db.sql),
+            credentials,
+            identifier,
+            revocations,
+            intake,
+            queue,
+            fanout,
+            rejections,
+            limiter,
+            tenantLimits,
+            presence,
+          }
+        : undefined,
+    });
     if (config.ROLES.has("broker")) {
       const { startBroker } = await import("./broker/broker.ts");
       const broker = await startBroker({
@@ -177,30 +204,6 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       mqttPorts = broker.ports;
     }
 
-    // Every process answers probes and scrapes; only the api role serves the API and the console.
-    const http = await buildHttpServer({
-      config,
-      logger,
-      telemetry,
-      checks: { database: () => db.ping(), queue: () => queue.ping(), ...backends.readiness },
-      mqttPorts: { port: mqttPorts?.tcp ?? config.MQTT_PORT, ws_port: mqttPorts?.ws ?? config.MQTT_WS_PORT },
-      api: config.ROLES.has("api")
-        ? {
-            readings,
-            agents: new AgentDirectory(db.sql),
-            credentials,
-            identifier,
-            revocations,
-            intake,
-            queue,
-            fanout,
-            rejections,
-            limiter,
-            tenantLimits,
-            presence,
-          }
-        : undefined,
-    });
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
     steps.add("HTTP server (requests in flight)", async () => {
       // Requests in flight get a grace period; then what a client still holds open (a response it

@@ -167,7 +167,7 @@ const envSchema = z.object({
   MQTT_CONNECTION_MAX_WAIT_MS: int(0, 60_000)
     .default(5_000)
     .describe(
-      "longest a connection past the rate waits for its turn; one that would wait longer is refused at once with CONNACK 3 (MQTT 5: 0x9F connection rate exceeded), well inside a client's CONNACK timeout, and should retry after a random pause (devices.md)",
+      "longest a new connection may wait for its CONNACK: its turn at the rate plus the handshakes ahead of it at that rate. One that would wait longer is refused at once with CONNACK 3 (MQTT 5: 0x9F connection rate exceeded), well inside a client's CONNACK timeout, and should retry after a random pause (devices.md)",
     ),
   MQTT_PRESENCE_LEASE_MS: int(3_000, 600_000)
     .default(30_000)
@@ -253,7 +253,11 @@ const envSchema = z.object({
     .default(1024 * 1024)
     .describe("unsent bytes after which a slow stream client is disconnected"),
   CREDENTIAL_CACHE_TTL_MS: int(0, 3_600_000).default(5000).describe("how long a credential lookup is cached"),
-  WORKER_CONCURRENCY: int(1, 256).default(4).describe("jobs one worker process runs at once"),
+  WORKER_CONCURRENCY: int(1, 1024)
+    .default(128)
+    .describe(
+      "jobs one worker process holds at once; it runs one statement at a time, and the jobs that wait meanwhile are stored together in the next (so a backlog drains many jobs a statement)",
+    ),
   JOB_ATTEMPTS: int(1, 100).default(8).describe("attempts of a job before it stays in the failed set"),
   JOB_BACKOFF_MS: int(1, 3_600_000)
     .default(500)

@@ -11,8 +11,9 @@ export { freePort } from "../../test/helpers/redis-server.ts";
 export interface Managed {
   name: string;
   child: ChildProcess;
-  /** Lines the process printed on stdout. */
+  /** Lines the process printed on stdout, and on stderr. */
   lines: string[];
+  errors: string[];
 }
 
 /** Spawns a process and resolves once a line of its stdout includes `readyText`. */
@@ -44,7 +45,7 @@ export function start(
           into.push(line);
           if (line.includes(options.readyText)) {
             clearTimeout(timer);
-            resolve({ name, child, lines });
+            resolve({ name, child, lines, errors });
           }
         }
       };

@@ -50,7 +50,8 @@ export interface HttpDeps {
   /** Present in a process with the `api` role. */
   api?: ApiDeps;
   /** Where devices connect, as the console tells them: this process's brokers, else the configured ports. */
-  mqttPorts: { port: number; ws_port: number };
+  /** The MQTT ports the console shows (read when asked: the listeners open after the HTTP server is built). */
+  mqttPorts: () => { port: number; ws_port: number };
 }
 
 /**

@@ -61,6 +61,9 @@ export async function startListeners(
   const logListenerError = rateLimitedLog(logger, 5, 60_000);
   const outgoingLimits = { maxBytes: config.MQTT_MAX_OUTGOING_BYTES, maxMessages: config.MQTT_MAX_OUTGOING_MESSAGES };
   const connectionRates = new Map<ListenerName, TokenBucket>();
+  /** Connections handed to the broker that have not had their CONNACK yet. */
+  const handshakes = new Set<object>();
+  broker.on("connackSent", (_packet, client) => handshakes.delete(client.conn));
 
   const accept = (listener: ListenerName) => (connection: Duplex, request?: http.IncomingMessage) => {
     if (open >= config.MQTT_MAX_CONNECTIONS) {
@@ -79,7 +82,10 @@ export async function startListeners(
     connectionRates.set(listener, rate);
     // Past the rate a connection waits its turn, unread (a reconnect storm after a restart), but
     // never longer than a client waits for its CONNACK: one that would is told to come back later.
-    if (rate.waitFor(1, now) > config.MQTT_CONNECTION_MAX_WAIT_MS) {
+    // Its wait is its turn plus the handshakes still ahead of it at that rate (a broker slower than
+    // its rate, on a busy machine, would otherwise take in more than it answers in time).
+    const ahead = (handshakes.size * 1000) / config.MQTT_MAX_CONNECTION_RATE;
+    if (rate.waitFor(1, now) + ahead > config.MQTT_CONNECTION_MAX_WAIT_MS) {
       telemetry.mqttConnectsRefused.inc({ reason: "connection_rate" });
       refuseConnection(connection, REFUSALS.connection_rate.mqtt5, REFUSED_CONNECT_TIMEOUT_MS);
       return;
@@ -91,6 +97,8 @@ export async function startListeners(
   };
 
   const hand = (connection: Duplex, request?: http.IncomingMessage) => {
+    handshakes.add(connection);
+    connection.once("close", () => handshakes.delete(connection));
     ReadThrottle.attach(connection);
     guardPacketSize(connection, config.MQTT_MAX_PACKET_BYTES, () => {
       telemetry.countDisconnect("packet_too_large");

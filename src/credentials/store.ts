@@ -1,6 +1,7 @@
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
-import { type CredentialRecord, findCredential } from "../store/lookups.ts";
+import { type CredentialRecord, findCredentials } from "../store/lookups.ts";
+import { LookupBatch } from "./lookup-batch.ts";
 import {
   formatToken,
   generateSecret,
@@ -42,14 +43,23 @@ export class CredentialStore {
     return { kind: "token", username, tenantId: row.tenantId, role: row.role };
   }
 
-  private async lookup(username: string): Promise<CredentialRecord | null> {
-    const now = Date.now();
+  private lookup(username: string): Promise<CredentialRecord | null> {
     const cached = this.cache.get(username);
-    if (cached && cached.expires > now) return cached.row;
-    const row = await findCredential(this.db.sql, username);
-    this.cache.set(username, { row, expires: now + this.cacheTtlMs });
-    return row;
+    if (cached && cached.expires > Date.now()) return Promise.resolve(cached.row);
+    return this.batch.load(username);
   }
+
+  /**
+   * The usernames looked up in one turn of the event loop go to the database in one query: after a
+   * broker restart its whole fleet connects at once, every credential missing from the new cache.
+   */
+  private readonly batch = new LookupBatch(async (usernames) => {
+    const rows = await findCredentials(this.db.sql, usernames);
+    const expires = Date.now() + this.cacheTtlMs;
+    const found = new Map(rows.map((row) => [row.username, row]));
+    for (const username of usernames) this.cache.set(username, { row: found.get(username) ?? null, expires });
+    return found;
+  });
 
   forget(username: string): void {
     this.cache.delete(username);

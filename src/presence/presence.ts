@@ -50,27 +50,56 @@ export class LocalPresence implements Presence {
 }
 
 // A sorted set per tenant: member -> when its lease ends, on Redis's clock. Expired members (their
-// broker stopped renewing them) are dropped before counting.
+// broker stopped renewing them) are dropped before counting. Beside it, a hash per tenant: client id
+// -> its latest member, so a client that connects again (its broker died, or it moved) replaces its
+// previous connection in the count at once instead of a lease later: after a broker dies, its whole
+// fleet reconnects elsewhere while the dead broker's members still hold their leases.
 const NOW = `local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)`;
+// KEYS: members, clients. ARGV: member, max, lease ms, client id.
 const ADMIT_SCRIPT = `${NOW}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local previous = redis.call('HGET', KEYS[2], ARGV[4])
+if previous == ARGV[1] or not redis.call('ZSCORE', KEYS[1], previous or '') then previous = false end
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local count = redis.call('ZCARD', KEYS[1]) - (previous and 1 or 0)
+  if count >= tonumber(ARGV[2]) then return 0 end
+end
+if previous then redis.call('ZREM', KEYS[1], previous) end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1`;
+// KEYS: members, clients. ARGV: member, client id.
+const RELEASE_SCRIPT = `redis.call('ZREM', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[2], ARGV[2]) end
 return 1`;
 // Adds as well as renews: a connection whose lease lapsed while Redis did not answer is still open,
 // so it counts (and shows) again, even past the quota it was admitted under.
+// KEYS: members, clients. ARGV: lease ms, then member and client id pairs.
 const RENEW_SCRIPT = `${NOW}
-for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) end
+for i = 2, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i])
+  redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1`;
 const MEMBERS_SCRIPT = `${NOW}
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')`;
 
 interface PresenceCommands {
-  edgeIngestAdmit(key: string, member: string, max: number, leaseMs: number): Promise<number>;
-  edgeIngestRenew(key: string, leaseMs: number, ...members: string[]): Promise<number>;
+  edgeIngestAdmit(
+    key: string,
+    clients: string,
+    member: string,
+    max: number,
+    leaseMs: number,
+    clientId: string,
+  ): Promise<number>;
+  edgeIngestRelease(key: string, clients: string, member: string, clientId: string): Promise<number>;
+  edgeIngestRenew(key: string, clients: string, leaseMs: number, ...membersAndClientIds: string[]): Promise<number>;
   edgeIngestMembers(key: string): Promise<string[]>;
 }
 
@@ -91,8 +120,9 @@ export class RedisPresence implements Presence {
     private readonly leaseMs: number,
     onRenewError: (error: Error) => void,
   ) {
-    redis.defineCommand("edgeIngestAdmit", { numberOfKeys: 1, lua: ADMIT_SCRIPT });
-    redis.defineCommand("edgeIngestRenew", { numberOfKeys: 1, lua: RENEW_SCRIPT });
+    redis.defineCommand("edgeIngestAdmit", { numberOfKeys: 2, lua: ADMIT_SCRIPT });
+    redis.defineCommand("edgeIngestRelease", { numberOfKeys: 2, lua: RELEASE_SCRIPT });
+    redis.defineCommand("edgeIngestRenew", { numberOfKeys: 2, lua: RENEW_SCRIPT });
     redis.defineCommand("edgeIngestMembers", { numberOfKeys: 1, lua: MEMBERS_SCRIPT });
     this.redis = redis as Redis & PresenceCommands;
     this.renewer = setInterval(() => this.renew().catch(onRenewError), leaseMs / 3).unref();
@@ -102,8 +132,21 @@ export class RedisPresence implements Presence {
     return `${this.prefix}:presence:${tenantId}`;
   }
 
+  private clientsKey(tenantId: string): string {
+    return `${this.prefix}:presence-clients:${tenantId}`;
+  }
+
   async admit(tenantId: string, member: string, max: number): Promise<boolean> {
-    const admitted = (await this.redis.edgeIngestAdmit(this.key(tenantId), member, max, this.leaseMs)) === 1;
+    const { clientId } = parseMember(member);
+    const admitted =
+      (await this.redis.edgeIngestAdmit(
+        this.key(tenantId),
+        this.clientsKey(tenantId),
+        member,
+        max,
+        this.leaseMs,
+        clientId,
+      )) === 1;
     if (admitted) this.own.set(tenantId, (this.own.get(tenantId) ?? new Set()).add(member));
     return admitted;
   }
@@ -112,7 +155,12 @@ export class RedisPresence implements Presence {
     const members = this.own.get(tenantId);
     members?.delete(member);
     if (members?.size === 0) this.own.delete(tenantId);
-    await this.redis.zrem(this.key(tenantId), member);
+    await this.redis.edgeIngestRelease(
+      this.key(tenantId),
+      this.clientsKey(tenantId),
+      member,
+      parseMember(member).clientId,
+    );
   }
 
   members(tenantId: string): Promise<string[]> {
@@ -122,7 +170,12 @@ export class RedisPresence implements Presence {
   private async renew(): Promise<void> {
     await Promise.all(
       [...this.own].map(([tenantId, members]) =>
-        this.redis.edgeIngestRenew(this.key(tenantId), this.leaseMs, ...members),
+        this.redis.edgeIngestRenew(
+          this.key(tenantId),
+          this.clientsKey(tenantId),
+          this.leaseMs,
+          ...[...members].flatMap((member) => [member, parseMember(member).clientId]),
+        ),
       ),
     );
   }

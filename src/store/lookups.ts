@@ -15,14 +15,14 @@ export interface CredentialRecord {
   revokedAt: Date | null;
 }
 
-export async function findCredential(sql: Sql, username: string): Promise<CredentialRecord | null> {
-  const [row] = await sql<CredentialRecord>(
+/** The credentials of these usernames, those that exist (one query however many are asked). */
+export async function findCredentials(sql: Sql, usernames: string[]): Promise<CredentialRecord[]> {
+  return sql<CredentialRecord>(
     `SELECT username, role::text AS role, tenant_id::text AS "tenantId", agent_id AS "agentId",
        secret_hash AS "secretHash", revoked_at AS "revokedAt"
-     FROM credentials WHERE username = $1`,
-    [username],
+     FROM credentials WHERE username = ANY($1::text[])`,
+    [usernames],
   );
-  return row ?? null;
 }
 
 /** A tenant's row of `tenant_limits`, the given columns only (constants of src/limits, never client input). */

@@ -258,10 +258,14 @@ describe.skipIf(skipDistributed)("shared subscriptions across brokers", () => {
       const agent = track(
         await connect(tcpOf(first), { username: a.agent.username, password: a.agent.password, protocolVersion: 5 }),
       );
+      // All at once, so more wait in the group than one broker's members may hold unacknowledged:
+      // the rest go to the other broker's (which broker reads first is a race, not a turn).
       const values = Array.from({ length: 40 }, (_, i) => i);
-      for (const value of values) {
-        await agent.publishAsync(`metrics/${a.tenantId}/dev-1/level`, JSON.stringify({ value }), { qos: 1 });
-      }
+      await Promise.all(
+        values.map((value) =>
+          agent.publishAsync(`metrics/${a.tenantId}/dev-1/level`, JSON.stringify({ value }), { qos: 1 }),
+        ),
+      );
       const got = () => ({
         mqttjs: firstInbox.messages.map((m) => String(JSON.parse(m.payload).value)),
         mosquitto: onSecond.payloads().map((line) => String(JSON.parse(line).value)),

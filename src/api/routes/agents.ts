@@ -30,7 +30,7 @@ export const agentRoutes = fp(
       agents: AgentDirectory;
       presence: Presence;
       maxLimit: number;
-      mqtt: { port: number; ws_port: number };
+      mqtt: () => { port: number; ws_port: number };
     },
   ) => {
     const { credentials, agents, presence } = options;
@@ -47,7 +47,7 @@ export const agentRoutes = fp(
       },
       async (request) => {
         const principal = request.principal;
-        const { mqtt } = options;
+        const mqtt = options.mqtt();
         if (principal.kind === "admin") return { kind: "admin" as const, mqtt };
         const tenantName = (await credentials.tenantName(principal.tenantId)) ?? "";
         const common = { username: principal.username, tenant_id: principal.tenantId, tenant_name: tenantName, mqtt };

@@ -1,0 +1,50 @@
+import { describe, expect, it } from "vitest";
+import { parseMember, presenceMember, RedisPresence } from "../../src/presence/presence.ts";
+import { redisForStores } from "../helpers/services.ts";
+
+const stores = await redisForStores();
+const LEASE_MS = 30_000;
+
+describe.skipIf(stores.skip)("presence in Redis", () => {
+  const presence = () => new RedisPresence(stores.redis, stores.prefix(), LEASE_MS, () => undefined);
+
+  it("counts a tenant's connections on every broker against its quota, and frees a place on release", async () => {
+    const registry = presence();
+    const first = presenceMember("broker-a", 1, "t/agent-1");
+    const second = presenceMember("broker-b", 1, "t/agent-2");
+    expect(await registry.admit("t", first, 2)).toBe(true);
+    expect(await registry.admit("t", second, 2)).toBe(true);
+    expect(await registry.admit("t", presenceMember("broker-a", 2, "t/agent-3"), 2)).toBe(false);
+    await registry.release("t", first);
+    expect(await registry.admit("t", presenceMember("broker-a", 3, "t/agent-3"), 2)).toBe(true);
+    registry.close();
+  });
+
+  it("lets a client whose broker died connect again at once, in place of its connection still leased there", async () => {
+    const registry = presence();
+    // The tenant is at its quota, both connections on a broker that then dies without releasing them.
+    expect(await registry.admit("t", presenceMember("dead", 1, "t/pump-1"), 2)).toBe(true);
+    expect(await registry.admit("t", presenceMember("dead", 2, "t/pump-2"), 2)).toBe(true);
+    // The same clients on another broker replace them, within the quota; another client still waits.
+    const again = presenceMember("alive", 1, "t/pump-1");
+    expect(await registry.admit("t", again, 2)).toBe(true);
+    expect(await registry.admit("t", presenceMember("alive", 2, "t/pump-2"), 2)).toBe(true);
+    expect(await registry.admit("t", presenceMember("alive", 3, "t/pump-3"), 2)).toBe(false);
+    expect((await registry.members("t")).map((m) => parseMember(m).brokerId)).toEqual(["alive", "alive"]);
+    // Releasing an old member no longer counted changes nothing; the new one's release frees its place.
+    await registry.release("t", presenceMember("dead", 1, "t/pump-1"));
+    expect(await registry.members("t")).toHaveLength(2);
+    await registry.release("t", again);
+    expect(await registry.admit("t", presenceMember("alive", 3, "t/pump-3"), 2)).toBe(true);
+    registry.close();
+  });
+
+  it("refuses a client over the quota without dropping the connection it already has", async () => {
+    const registry = presence();
+    const held = presenceMember("a", 1, "t/pump-1");
+    expect(await registry.admit("t", held, 1)).toBe(true);
+    expect(await registry.admit("t", presenceMember("a", 2, "t/pump-2"), 1)).toBe(false);
+    expect(await registry.members("t")).toEqual([held]);
+    registry.close();
+  });
+});
