@@ -22,11 +22,35 @@ const argument = (name: string) => process.argv.find((a) => a.startsWith(`--${na
 const SECONDS = Number(argument("seconds") ?? 60);
 const RATE = Number(argument("rate") ?? 1000);
 const OUTAGE_SECONDS = Number(argument("outage-seconds") ?? 120);
+/** How long Redis (60 s) and PostgreSQL (90 s) are frozen: connections open, nothing answered. */
+const REDIS_FREEZE_SECONDS = Number(argument("redis-freeze-seconds") ?? 60);
+const DATABASE_FREEZE_SECONDS = Number(argument("database-freeze-seconds") ?? 90);
 const FAULT_AT_SECONDS = 20;
 const AGENTS = 10;
 
-type FaultName = "worker-kill" | "redis-kill" | "database-outage" | "broker-kill" | "broker-sigterm";
-const FAULTS: FaultName[] = ["worker-kill", "redis-kill", "database-outage", "broker-kill", "broker-sigterm"];
+type FaultName =
+  | "worker-kill"
+  | "redis-kill"
+  | "database-outage"
+  | "broker-kill"
+  | "broker-sigterm"
+  | "redis-freeze"
+  | "database-freeze";
+const FAULTS: FaultName[] = [
+  "worker-kill",
+  "redis-kill",
+  "database-outage",
+  "broker-kill",
+  "broker-sigterm",
+  "redis-freeze",
+  "database-freeze",
+];
+/** How long each fault keeps its dependency away, for those that last (the load runs 40 s past it). */
+const LASTING: Partial<Record<FaultName, number>> = {
+  "database-outage": OUTAGE_SECONDS,
+  "redis-freeze": REDIS_FREEZE_SECONDS,
+  "database-freeze": DATABASE_FREEZE_SECONDS,
+};
 const only = argument("only")?.split(",");
 const wanted = (name: string) => !only || only.includes(name);
 
@@ -46,6 +70,16 @@ export interface FaultResult {
   acknowledged: number;
   stored: number;
   acknowledgedNotStored: number;
+  /** Readings stored more than once (each has a dedupe id). */
+  duplicates: number;
+  /** From the fault to the first line a process logged about work held or refused (s). */
+  firstLogLineAfterS: number | null;
+  /** Readings stored per second from the end of the fault until storage caught up (arrivals included). */
+  catchUpReadingsPerSecond?: number;
+  /** Agents the admin API lists as connected 12 s after the fault ended (a third of the presence lease and then some), of `AGENTS`. */
+  agentsListedAfter?: number;
+  /** /readyz of the first broker, asked every second: its slowest answer and what it said during the fault, and when it was ready again after. */
+  readiness?: { slowestMsDuring: number; notReadyDuring: number; askedDuring: number; readyAgainAfterS: number | null };
   /** From the fault until acknowledgements ran at half the offered rate again, after their last dip below it (s). */
   acknowledgingAgainAfterS: number | null;
   /** From the fault until every reading acknowledged so far was stored, give or take a second (s). */
@@ -119,6 +153,16 @@ async function inject(fault: FaultName, d: Deployment): Promise<void> {
       await sleep(OUTAGE_SECONDS * 1000);
       await d.postgres.start();
       return;
+    case "redis-freeze":
+      d.redis.pause();
+      await sleep(REDIS_FREEZE_SECONDS * 1000);
+      d.redis.resume();
+      return;
+    case "database-freeze":
+      await d.postgres.pause();
+      await sleep(DATABASE_FREEZE_SECONDS * 1000);
+      await d.postgres.resume();
+      return;
     case "broker-kill":
       await stop(d.brokerA, "SIGKILL");
       return;
@@ -150,36 +194,96 @@ async function brokerCounters(httpUrl: string): Promise<Record<string, number> |
   return counters;
 }
 
-async function storedIds(url: string, tenantId: string): Promise<Set<string>> {
+async function storedIds(url: string, tenantId: string): Promise<{ ids: Set<string>; rows: number }> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
     const { rows } = await client.query("SELECT dedupe_id FROM metrics WHERE tenant_id = $1", [tenantId]);
-    return new Set(rows.map((row) => row.dedupe_id as string));
+    return { ids: new Set(rows.map((row) => row.dedupe_id as string)), rows: rows.length };
   } finally {
     await client.end();
   }
 }
 
-/** Stored readings of the tenant, counted once a second while the run lasts; a failed count (database down) repeats the last. */
-function countStored(url: string, tenantId: string) {
-  const counts: number[] = [];
+/** What a process logs when it holds or refuses work because a dependency does not answer. */
+const HELD_LINE = /held: waiting on|not acknowledged|database unavailable|cannot /;
+
+/** When, after `since`, a process first logged such a line (epoch ms), if it did. */
+function firstHeldLine(processes: Managed[], since: number): number | undefined {
+  const times = processes.flatMap((managed) =>
+    managed.lines.flatMap((line) => {
+      try {
+        const { time, msg } = JSON.parse(line) as { time: number; msg: string };
+        return time >= since && HELD_LINE.test(msg) ? [time] : [];
+      } catch {
+        return [];
+      }
+    }),
+  );
+  return times.length > 0 ? Math.min(...times) : undefined;
+}
+
+/** The tenant's agents the admin API lists as connected, on any broker. */
+async function listedAgents(httpUrl: string, tenantId: string): Promise<number> {
+  const response = await fetch(`${httpUrl}/api/v1/admin/tenants/${tenantId}/clients`, {
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
+  const clients = (await response.json()) as { agent_id: string | null }[];
+  return new Set(clients.flatMap((client) => (client.agent_id ? [client.agent_id] : []))).size;
+}
+
+/** Asks /readyz once a second until stopped: when, how long it took, what it said. */
+function probeReadiness(httpUrl: string) {
+  const answers: { at: number; ms: number; status: number }[] = [];
   let running = true;
   const done = (async () => {
     while (running) {
-      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 500 });
+      const at = Date.now();
+      const status = await fetch(`${httpUrl}/readyz`, { signal: AbortSignal.timeout(10_000) }).then(
+        (response) => response.status,
+        () => 0,
+      );
+      answers.push({ at, ms: Date.now() - at, status });
+      await sleep(Math.max(0, at + 1000 - Date.now()));
+    }
+  })();
+  return {
+    answers,
+    stop: async () => {
+      running = false;
+      await done;
+    },
+  };
+}
+
+/**
+ * Stored readings of the tenant, counted about once a second while the run lasts, each count with
+ * when it was taken; a failed count (database down or frozen) repeats the last.
+ */
+function countStored(url: string, tenantId: string) {
+  const samples: { at: number; count: number }[] = [];
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const at = Date.now();
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 500, query_timeout: 500 });
       const count = await client
         .connect()
         .then(() => client.query("SELECT count(*)::int AS n FROM metrics WHERE tenant_id = $1", [tenantId]))
         .then((result) => Number(result.rows[0]?.n))
-        .catch(() => counts.at(-1) ?? 0)
+        .catch(() => samples.at(-1)?.count ?? 0)
         .finally(() => client.end().catch(() => undefined));
-      counts.push(count);
-      await sleep(1000);
+      samples.push({ at, count });
+      await sleep(Math.max(0, at + 1000 - Date.now()));
     }
   })();
   return {
-    counts,
+    /** The count at each second from `start`: the last taken by then. */
+    perSecond(start: number, seconds: number): number[] {
+      return Array.from({ length: seconds }, (_, s) =>
+        samples.reduce((last, sample) => (sample.at <= start + (s + 1) * 1000 ? sample.count : last), 0),
+      );
+    },
     stop: async () => {
       running = false;
       await done;
@@ -194,7 +298,8 @@ async function runFault(fault: FaultName, scratch: string): Promise<FaultResult>
     const httpUrl = `http://127.0.0.1:${d.env.a.HTTP_PORT}`;
     const { tenantId, publishers } = await agentsFor(httpUrl, ADMIN_TOKEN, AGENTS);
     const ackedFile = path.join(scratch, `${fault}.acked`);
-    const seconds = fault === "database-outage" ? FAULT_AT_SECONDS + OUTAGE_SECONDS + 40 : SECONDS;
+    const lasting = LASTING[fault];
+    const seconds = lasting ? FAULT_AT_SECONDS + lasting + 40 : SECONDS;
     const plan: LoadPlan = { mode: "sustain", urls: d.urls, publishers, ratePerSecond: RATE, seconds, ackedFile };
     const stored = countStored(d.postgres.url, tenantId);
     const load = startNode("load", "bench/load-generator.ts", [JSON.stringify(plan)], {
@@ -202,19 +307,27 @@ async function runFault(fault: FaultName, scratch: string): Promise<FaultResult>
       timeoutMs: (seconds + 180) * 1000,
     });
     await sleep(FAULT_AT_SECONDS * 1000);
+    const readiness = probeReadiness(httpUrl);
     const faultStarted = Date.now();
     await inject(fault, d);
-    const faultSeconds = (Date.now() - faultStarted) / 1000;
+    const faultEnded = Date.now();
+    const faultSeconds = (faultEnded - faultStarted) / 1000;
+    const agentsListedAfter = lasting ? await sleep(12_000).then(() => listedAgents(httpUrl, tenantId)) : undefined;
     const result = JSON.parse(
       (await load).lines.find((l) => l.startsWith("RESULT "))?.slice(7) ?? "{}",
     ) as SustainResult;
     const counters = await brokerCounters(httpUrl);
+    await readiness.stop();
+    const heldLine = firstHeldLine([d.brokerA, d.brokerB, d.worker], faultStarted);
+    const during = readiness.answers.filter((a) => a.at >= faultStarted && a.at < faultEnded);
+    const readyAgain = readiness.answers.find((a) => a.at >= faultEnded && a.status === 200);
 
     // Everything acknowledged is stored within a minute after the load, or it never will be.
     const acked = readFileSync(ackedFile, "utf8").split("\n").filter(Boolean);
     let ids = new Set<string>();
+    let rows = 0;
     for (let i = 0; i < 60; i++) {
-      ids = await storedIds(d.postgres.url, tenantId);
+      ({ ids, rows } = await storedIds(d.postgres.url, tenantId));
       if (acked.every((id) => ids.has(id))) break;
       await sleep(1000);
     }
@@ -232,20 +345,38 @@ async function runFault(fault: FaultName, scratch: string): Promise<FaultResult>
     // Cumulative acknowledgements against the stored counts sampled each second of the run.
     let cumulative = 0;
     const ackedBy = result.acksPerSecond.map((n) => (cumulative += n));
-    const caughtUpAt = stored.counts.findIndex(
+    const storedPerSecond = stored.perSecond(result.startedAt, result.acksPerSecond.length + 60);
+    const caughtUpAt = storedPerSecond.findIndex(
       (count, s) => s > faultSecond + faultSeconds && count >= (ackedBy[Math.max(0, s - 1)] ?? cumulative),
     );
+    const endedSecond = faultSecond + Math.ceil(faultSeconds);
+    const catchUp =
+      lasting && caughtUpAt > endedSecond
+        ? ((storedPerSecond[caughtUpAt] ?? 0) - (storedPerSecond[endedSecond] ?? 0)) / (caughtUpAt - endedSecond)
+        : undefined;
     return {
       fault,
       offered: result.offered,
       acknowledged: result.acknowledged,
       stored: ids.size,
       acknowledgedNotStored: acked.filter((id) => !ids.has(id)).length,
+      duplicates: rows - ids.size,
+      ...(agentsListedAfter !== undefined && { agentsListedAfter }),
+      ...(catchUp !== undefined && { catchUpReadingsPerSecond: Math.round(catchUp) }),
+      firstLogLineAfterS: heldLine === undefined ? null : (heldLine - faultStarted) / 1000,
+      ...(lasting && {
+        readiness: {
+          slowestMsDuring: Math.max(0, ...during.map((a) => a.ms)),
+          notReadyDuring: during.filter((a) => a.status === 503).length,
+          askedDuring: during.length,
+          readyAgainAfterS: readyAgain ? (readyAgain.at - faultEnded) / 1000 : null,
+        },
+      }),
       acknowledgingAgainAfterS: lastDip < 0 ? 0 : lastDip + 1 - faultSecond,
       storedCaughtUpAfterS: caughtUpAt < 0 ? null : caughtUpAt - faultSecond,
       faultSeconds,
       counters,
-      timeline: { faultAtSecond: faultSecond, acknowledged: result.acksPerSecond, stored: stored.counts },
+      timeline: { faultAtSecond: faultSecond, acknowledged: result.acksPerSecond, stored: storedPerSecond },
     };
   } finally {
     await teardown(d);
@@ -315,6 +446,12 @@ async function main() {
         "acked, not stored",
         "acks normal after s",
         "stored caught up after s",
+        "duplicates",
+        "first log line after s",
+        "/readyz during: not ready / asked, slowest ms",
+        "ready again after s",
+        "agents listed after",
+        "catch-up stored/s",
       ],
       results.map((r) => [
         r.fault,
@@ -325,6 +462,14 @@ async function main() {
         fmt(r.acknowledgedNotStored),
         fmt(r.acknowledgingAgainAfterS),
         fmt(r.storedCaughtUpAfterS),
+        fmt(r.duplicates),
+        fmt(r.firstLogLineAfterS),
+        r.readiness
+          ? `${r.readiness.notReadyDuring} / ${r.readiness.askedDuring}, ${r.readiness.slowestMsDuring}`
+          : "—",
+        r.readiness ? fmt(r.readiness.readyAgainAfterS) : "—",
+        r.agentsListedAfter === undefined ? "—" : `${r.agentsListedAfter} of ${AGENTS}`,
+        fmt(r.catchUpReadingsPerSecond ?? null),
       ]),
     ),
   );
