@@ -7,12 +7,17 @@
  */
 import { randomBytes, randomUUID } from "node:crypto";
 import pg from "pg";
-import pino from "pino";
-import { BullmqSubmissionQueue } from "../src/ingest/bullmq-queue.ts";
 import type { MetricSubmission } from "../src/ingest/submission.ts";
 import { statsOf, stop } from "./lib/processes.ts";
 import { serviceCpu } from "./lib/service-cpu.ts";
-import { createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
+import {
+  createDatabase,
+  deleteRedisPrefix,
+  openBenchQueue,
+  REDIS_URL,
+  serviceEnv,
+  startService,
+} from "./lib/targets.ts";
 
 export interface DrainRun {
   /** WORKER_CONCURRENCY of the worker. */
@@ -75,13 +80,7 @@ export async function runBacklogDrain(
   for (const concurrency of concurrencies) {
     const db = await createDatabase();
     const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
-    const queue = await BullmqSubmissionQueue.open({
-      redisUrl: REDIS_URL,
-      prefix,
-      attempts: 3,
-      backoffMs: 500,
-      logger: pino({ level: "silent" }),
-    });
+    const queue = await openBenchQueue(prefix);
     try {
       const tenants = Array.from({ length: TENANTS }, () => randomUUID());
       const receivedAt = Date.now();

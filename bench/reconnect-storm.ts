@@ -14,15 +14,14 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pg from "pg";
-import pino from "pino";
 import { loadConfig } from "../src/config.ts";
-import { BullmqSubmissionQueue } from "../src/ingest/bullmq-queue.ts";
 import { type Managed, percentile, startNode, stop } from "./lib/processes.ts";
 import {
   ADMIN_TOKEN,
   agentsFor,
   createDatabase,
   deleteRedisPrefix,
+  openBenchQueue,
   REDIS_URL,
   serviceEnv,
   startService,
@@ -176,13 +175,7 @@ async function runVariant(
     const overflows = listenOverflows() - overflowsBefore;
 
     // Everything acknowledged must be stored: wait for the queue to empty, then count.
-    const queue = await BullmqSubmissionQueue.open({
-      redisUrl: REDIS_URL,
-      prefix,
-      attempts: 1,
-      backoffMs: 1,
-      logger: pino({ level: "silent" }),
-    });
+    const queue = await openBenchQueue(prefix);
     try {
       while ((await queue.depth()) > 0) await new Promise((resolve) => setTimeout(resolve, 200));
     } finally {

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import pino from "pino";
+import { BullmqSubmissionQueue } from "../../src/ingest/bullmq-queue.ts";
 import { migratePostgres } from "../../src/store/database.ts";
 import { createTestDatabase, deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL } from "../../test/helpers/services.ts";
 import type { Publisher } from "../load-generator.ts";
@@ -44,6 +45,17 @@ const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
     topic: `metrics/${tenantId}/agent-${i}/load`,
     idPrefix: `p${i}`,
   }));
+
+/** The service's queue under a benchmark's Redis prefix: to fill it, or to wait for it to empty. */
+export function openBenchQueue(prefix: string): Promise<BullmqSubmissionQueue> {
+  return BullmqSubmissionQueue.open({
+    redisUrl: REDIS_URL,
+    prefix,
+    attempts: 3,
+    backoffMs: 500,
+    logger: pino({ level: "silent" }),
+  });
+}
 
 /** A database of the benchmark's own, migrated. */
 export async function createDatabase(): Promise<{ url: string; drop(): Promise<void> }> {

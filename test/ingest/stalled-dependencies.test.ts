@@ -1,7 +1,7 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
-import { createTenant, eventually, metricValue, request } from "../helpers/http.ts";
+import { createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
 import { connect, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startOwnPostgres } from "../helpers/postgres-server.ts";
@@ -24,6 +24,14 @@ async function readiness(app: RunningApp): Promise<{ status: number; checks: Rec
   const answer = await request<{ checks: Record<string, string> }>(`${app.httpUrl}/readyz`);
   return { status: answer.status, checks: answer.body.checks, ms: Date.now() - started };
 }
+
+/** The tenant's agent, connected to the app's broker. */
+const connectAgent = (app: RunningApp, tenant: TenantFixture, options: { reconnectPeriod?: number } = {}) =>
+  connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
+    username: tenant.agent.username,
+    password: tenant.agent.password,
+    ...options,
+  });
 
 const logged = (lines: string[], message: string) => lines.some((line) => JSON.parse(line).msg === message);
 
@@ -65,13 +73,7 @@ describe.skipIf(skip)("a dependency that stops answering", () => {
         lines,
       );
       const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
-      const agent = track(
-        await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
-          username: tenant.agent.username,
-          password: tenant.agent.password,
-          reconnectPeriod: 200,
-        }),
-      );
+      const agent = track(await connectAgent(app, tenant, { reconnectPeriod: 200 }));
       let closes = 0;
       agent.on("close", () => closes++);
       const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/frozen`;
@@ -122,12 +124,7 @@ describe.skipIf(skip)("a dependency that stops answering", () => {
       lines,
     );
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
-    const agent = track(
-      await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
-        username: tenant.agent.username,
-        password: tenant.agent.password,
-      }),
-    );
+    const agent = track(await connectAgent(app, tenant));
     const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/frozen`;
 
     await postgres.pause();
