@@ -50,7 +50,7 @@ const envSchema = z.object({
   REDIS_COMMAND_TIMEOUT_MS: int(100, 600_000)
     .default(5_000)
     .describe(
-      "a Redis command on the acknowledgement path (queue writes, tenant budgets, presence, sessions, retained quota, publishes) that has no answer in this long fails: a Redis that hangs is then an outage the service knows how to wait out (acknowledgements held, the client resends), not a silent stall",
+      "a Redis command on the acknowledgement path (queue writes, tenant budgets, presence, sessions, retained quota, publishes) that has no answer in this long fails: a Redis that hangs is then an outage the service knows how to wait out, not a silent stall. A queue write is written again with the same job id (its acknowledgement held meanwhile); the others fall back as when Redis is down",
     ),
   DATABASE_TIMEOUT_MS: int(100, 3_600_000)
     .default(30_000)

@@ -44,7 +44,7 @@ const closeServer = (server: net.Server) =>
  * `websocket-stream` package that pins a vulnerable ws 3), plus TLS and WSS when a certificate is
  * configured. Every connection is counted against MQTT_MAX_CONNECTIONS, held back while its listener
  * is over MQTT_MAX_CONNECTION_RATE (it waits, unread, for its turn; refused with a CONNACK when its
- * turn is more than MQTT_CONNECTION_MAX_WAIT_MS away), dropped when it announces a
+ * wait would pass MQTT_CONNECTION_MAX_WAIT_MS), dropped when it announces a
  * packet over MQTT_MAX_PACKET_BYTES (before the packet is buffered), and cut when more than
  * MQTT_MAX_OUTGOING_BYTES or MQTT_MAX_OUTGOING_MESSAGES wait to be written to it.
  */

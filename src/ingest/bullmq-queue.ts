@@ -7,6 +7,9 @@ import type { FailedSubmission, FailedSummary, SubmissionQueue } from "./queue.t
 import { type MetricSubmission, SUBMISSION_JOB_NAME } from "./submission.ts";
 
 export const INGEST_QUEUE_NAME = "ingest";
+/** ioredis's error for a command with no answer within `commandTimeout`. */
+const isCommandTimeout = (error: unknown) => (error as Error)?.message === "Command timed out";
+
 /** How many of the newest failed submissions their reasons are counted over. */
 const REASONS_SAMPLE = 1000;
 
@@ -15,7 +18,7 @@ export interface BullmqQueueOptions {
   prefix: string;
   attempts: number;
   backoffMs: number;
-  /** A write Redis has not answered in this long fails (the publish is not acknowledged). */
+  /** A write Redis has not answered in this long is written again (the acknowledgement waits). */
   commandTimeoutMs?: number;
   logger: Logger;
 }
@@ -28,6 +31,7 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   readonly backend = "bullmq";
   private readonly connection: Redis;
   private readonly queue: Queue;
+  private closing = false;
 
   private constructor(private readonly options: BullmqQueueOptions) {
     this.connection = new Redis(options.redisUrl, {
@@ -47,17 +51,28 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
     return queue;
   }
 
+  /**
+   * Resolves once Redis has the job. A write Redis has not answered within the command timeout (a
+   * Redis that hangs) is written again with the same job id until it answers: BullMQ adds a job id
+   * once, so a write executed late is not a second job, and meanwhile the acknowledgement is held
+   * (and logged as held) rather than refused. A Redis that is unreachable fails at once.
+   */
   async submit(submission: MetricSubmission): Promise<void> {
-    try {
-      await this.queue.add(SUBMISSION_JOB_NAME, submission, {
-        jobId: submission.id,
-        attempts: this.options.attempts,
-        backoff: { type: "exponential", delay: this.options.backoffMs },
-        removeOnComplete: true,
-        removeOnFail: false,
-      });
-    } catch (error) {
-      throw new QueueUnavailableError(`the queue is unreachable: ${(error as Error).message}`);
+    for (;;) {
+      try {
+        await this.queue.add(SUBMISSION_JOB_NAME, submission, {
+          jobId: submission.id,
+          attempts: this.options.attempts,
+          backoff: { type: "exponential", delay: this.options.backoffMs },
+          removeOnComplete: true,
+          removeOnFail: false,
+        });
+        return;
+      } catch (error) {
+        if (this.closing || !isCommandTimeout(error)) {
+          throw new QueueUnavailableError(`the queue is unreachable: ${(error as Error).message}`);
+        }
+      }
     }
   }
 
@@ -113,6 +128,7 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.queue.close();
     this.connection.disconnect();
   }

@@ -50,19 +50,10 @@ async function storedWithDedupeId(databaseUrl: string, dedupeId: string): Promis
 }
 
 describe.skipIf(skip)("a dependency that stops answering", () => {
-  for (const { timeoutMs, outcome, says } of [
-    {
-      timeoutMs: 10_000,
-      outcome: "held, then acknowledged on the same connection",
-      says: "acknowledgements held: waiting on the queue's Redis",
-    },
-    {
-      timeoutMs: 1_000,
-      outcome: "not acknowledged once the queue write times out: the client resends after reconnecting",
-      says: "publish not acknowledged: the queue could not take it",
-    },
-  ]) {
-    it(`Redis frozen (REDIS_COMMAND_TIMEOUT_MS ${timeoutMs}): a log line says so within 5 s, /readyz answers 'not ready' at once; ${outcome}, stored once`, async () => {
+  // The queue write gives up after its timeout and is written again: longer or shorter than the
+  // freeze, the acknowledgement is held on the same connection.
+  for (const timeoutMs of [10_000, 1_000]) {
+    it(`Redis frozen (REDIS_COMMAND_TIMEOUT_MS ${timeoutMs}): acknowledgements held say so within 5 s, /readyz answers 'not ready' at once; the publish is acknowledged on its connection after, stored once`, async () => {
       const redis = await startOwnRedis();
       cleanups.push(() => redis.remove());
       const db = await createTestDatabase();
@@ -83,23 +74,25 @@ describe.skipIf(skip)("a dependency that stops answering", () => {
       try {
         const frozenAt = Date.now();
         const acknowledged = agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "during" }), { qos: 1 });
-        await eventually(async () => logged(lines, says) || undefined, 5000);
+        await eventually(
+          async () => logged(lines, "acknowledgements held: waiting on the queue's Redis") || undefined,
+          5000,
+        );
         expect(Date.now() - frozenAt).toBeLessThan(5000);
         const during = await readiness(app);
         expect(during.status).toBe(503);
         expect(during.ms).toBeLessThan(1000);
         expect(during.checks.queue).toMatch(/no answer within/);
         await sleep(Math.max(0, frozenAt + 6000 - Date.now()));
-        if (timeoutMs > 6000)
-          expect(await metricValue(app.httpUrl, "edge_ingest_held", { path: "acknowledgement" })).toBe(1);
+        expect(await metricValue(app.httpUrl, "edge_ingest_held", { path: "acknowledgement" })).toBe(1);
         redis.resume();
         await acknowledged;
       } finally {
         redis.resume();
       }
-      expect(closes).toBe(timeoutMs > 6000 ? 0 : 1);
+      expect(closes).toBe(0);
       await eventually(async () => ((await readiness(app)).status === 200 ? true : undefined));
-      if (timeoutMs > 6000) await eventually(async () => logged(lines, "acknowledgements flowing again") || undefined);
+      await eventually(async () => logged(lines, "acknowledgements flowing again") || undefined);
       await eventually(async () => ((await storedWithDedupeId(db.url, "during")) === 1 ? true : undefined), 15_000);
       await sleep(500);
       expect(await storedWithDedupeId(db.url, "during")).toBe(1);
