@@ -32,6 +32,8 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   private readonly connection: Redis;
   private readonly queue: Queue;
   private closing = false;
+  /** Submissions being written again after a write timed out. */
+  private held = 0;
 
   private constructor(private readonly options: BullmqQueueOptions) {
     this.connection = new Redis(options.redisUrl, {
@@ -58,22 +60,38 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
    * (and logged as held) rather than refused. A Redis that is unreachable fails at once.
    */
   async submit(submission: MetricSubmission): Promise<void> {
-    for (;;) {
-      try {
-        await this.queue.add(SUBMISSION_JOB_NAME, submission, {
-          jobId: submission.id,
-          attempts: this.options.attempts,
-          backoff: { type: "exponential", delay: this.options.backoffMs },
-          removeOnComplete: true,
-          removeOnFail: false,
-        });
-        return;
-      } catch (error) {
-        if (this.closing || !isCommandTimeout(error)) {
-          throw new QueueUnavailableError(`the queue is unreachable: ${(error as Error).message}`);
+    let held = false;
+    try {
+      for (;;) {
+        try {
+          await this.queue.add(SUBMISSION_JOB_NAME, submission, {
+            jobId: submission.id,
+            attempts: this.options.attempts,
+            backoff: { type: "exponential", delay: this.options.backoffMs },
+            removeOnComplete: true,
+            removeOnFail: false,
+          });
+          return;
+        } catch (error) {
+          if (this.closing || !isCommandTimeout(error)) {
+            throw new QueueUnavailableError(`the queue is unreachable: ${(error as Error).message}`);
+          }
+          if (!held) this.held++;
+          held = true;
         }
       }
+    } finally {
+      if (held) this.held--;
     }
+  }
+
+  /**
+   * While a write waits on a Redis that does not answer, a new one would only wait too: HTTP
+   * clients are told to come back instead of each holding a request (MQTT publishers are bounded
+   * by MQTT_MAX_PENDING_MESSAGES).
+   */
+  get unavailable(): string | undefined {
+    return this.held > 0 ? "the queue's Redis has not answered a write within REDIS_COMMAND_TIMEOUT_MS" : undefined;
   }
 
   async depth(): Promise<number> {

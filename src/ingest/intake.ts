@@ -22,9 +22,10 @@ export class Intake {
     this.durableOn = queue.backend === "bullmq" ? "the queue's Redis" : "the database";
   }
 
-  /** False while the shared queue is over its depth: new work would have to wait. */
-  get open(): boolean {
-    return this.depthGate?.open ?? true;
+  /** Why a new submission would only be held now (the queue over its depth, its store not answering), if it would. */
+  get unavailable(): string | undefined {
+    if (this.depthGate && !this.depthGate.open) return "the queue is over QUEUE_MAX_DEPTH (workers are behind)";
+    return this.queue.unavailable;
   }
 
   /** Resolves once the submission is durable; waits first while the queue is too deep. */

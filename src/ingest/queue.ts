@@ -4,6 +4,8 @@ import type { MetricSubmission } from "./submission.ts";
 export interface SubmissionQueue {
   readonly backend: "in-process" | "bullmq";
   submit(submission: MetricSubmission): Promise<void>;
+  /** Why a new submission would only be held now (its store does not answer), if it would. */
+  readonly unavailable?: string;
   /** Jobs waiting, delayed or running. */
   depth(): Promise<number>;
   /** Throws when the queue cannot take work. */

@@ -146,7 +146,7 @@ const CONNECT_REFUSALS = {
     "connect",
     429,
     MQTT5.CONNECTION_RATE_EXCEEDED,
-    "the listener is past `MQTT_MAX_CONNECTION_RATE` and the connection's turn is more than `MQTT_CONNECTION_MAX_WAIT_MS` away: retry after a random pause (3.1.1: CONNACK 3)",
+    "the connection's wait for its CONNACK (its turn at `MQTT_MAX_CONNECTION_RATE` plus the handshakes ahead of it) would pass `MQTT_CONNECTION_MAX_WAIT_MS`: retry after a random pause (3.1.1: CONNACK 3)",
   ),
 } as const;
 
@@ -258,7 +258,7 @@ const REQUEST_REFUSALS = {
     "request",
     503,
     MQTT5.SERVER_UNAVAILABLE,
-    "the queue or the database cannot take it now (or the queue is over `QUEUE_MAX_DEPTH`): nothing stored, retry after `Retry-After`",
+    "the queue or the database cannot take it now (the queue over `QUEUE_MAX_DEPTH`, or its Redis not answering within `REDIS_COMMAND_TIMEOUT_MS`): nothing stored, retry after `Retry-After`",
   ),
   internal: refusal("request", 500, MQTT5.UNSPECIFIED_ERROR, "a fault of the service (logged)"),
 } as const;

@@ -56,9 +56,16 @@ export class LocalPresence implements Presence {
 // fleet reconnects elsewhere while the dead broker's members still hold their leases.
 const NOW = `local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)`;
+// Expired members leave the count, and their client ids the hash (which so holds no more entries
+// than there are connections counted, whatever brokers die).
+const DROP_EXPIRED = `for _, gone in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
+  local client = string.match(gone, '^[^|]*|[^|]*|(.*)$')
+  if client and redis.call('HGET', KEYS[2], client) == gone then redis.call('HDEL', KEYS[2], client) end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)`;
 // KEYS: members, clients. ARGV: member, max, lease ms, client id.
 const ADMIT_SCRIPT = `${NOW}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+${DROP_EXPIRED}
 local previous = redis.call('HGET', KEYS[2], ARGV[4])
 if previous == ARGV[1] or not redis.call('ZSCORE', KEYS[1], previous or '') then previous = false end
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then

@@ -201,24 +201,26 @@ export function createTelemetry() {
       );
     },
   });
-  new Gauge({
-    name: "edge_ingest_held",
-    help: "Operations waiting on a dependency for 2 s or more: submissions not yet acknowledged (path=acknowledgement), jobs not yet stored (path=storage)",
-    labelNames: ["path"] as const,
-    registers: [registry],
-    collect() {
-      for (const [path, watch] of holds) this.set({ path }, watch.held().count);
-    },
-  });
-  new Gauge({
-    name: "edge_ingest_held_seconds",
-    help: "How long the oldest operation of the path in progress has waited (0: none in progress)",
-    labelNames: ["path"] as const,
-    registers: [registry],
-    collect() {
-      for (const [path, watch] of holds) this.set({ path }, watch.held().oldestSeconds);
-    },
-  });
+  const heldGauge = (name: string, help: string, read: (held: ReturnType<StallWatch["held"]>) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ["path"] as const,
+      registers: [registry],
+      collect() {
+        for (const [path, watch] of holds) this.set({ path }, read(watch.held()));
+      },
+    });
+  heldGauge(
+    "edge_ingest_held",
+    "Operations waiting on a dependency for 2 s or more: submissions not yet acknowledged (path=acknowledgement), jobs not yet stored (path=storage)",
+    (held) => held.count,
+  );
+  heldGauge(
+    "edge_ingest_held_seconds",
+    "How long the oldest operation of the path in progress has waited (0: none in progress)",
+    (held) => held.oldestSeconds,
+  );
   return telemetry;
 }
 

@@ -43,18 +43,17 @@ export class StallWatch {
   /** Operations that have waited `noticeMs` or longer, and how long the oldest has (seconds). */
   held(now = Date.now()): { count: number; oldestSeconds: number } {
     let count = 0;
-    let oldest = now;
     for (const { since } of this.waiting) {
-      if (now - since >= this.noticeMs) count++;
-      oldest = Math.min(oldest, since);
+      if (now - since < this.noticeMs) break;
+      count++;
     }
-    return { count, oldestSeconds: (now - oldest) / 1000 };
+    const oldest = this.oldest();
+    return { count, oldestSeconds: oldest ? (now - oldest.since) / 1000 : 0 };
   }
 
+  /** The set keeps the order operations started in: the oldest is the first. */
   private oldest(): Waiting | undefined {
-    let oldest: Waiting | undefined;
-    for (const entry of this.waiting) if (!oldest || entry.since < oldest.since) oldest = entry;
-    return oldest;
+    return this.waiting.values().next().value;
   }
 
   private look(now: number): void {

@@ -24,8 +24,9 @@ const READINGS_PER_STATEMENT = 5000;
 /**
  * Stores submissions, those that wait together in one statement (src/worker/group-commit.ts), then
  * hands the stored rows to live subscribers and to the tenant's shared-subscription groups, reading
- * them back only when the tenant has either (most of the time nobody watches). A fan-out failure is counted and logged but does not fail the job: the rows are
- * committed, and a retry would only find its submission already applied.
+ * them back only when the tenant has either (most of the time nobody watches). A fan-out failure is
+ * counted and logged but does not fail the job: the rows are committed, and a retry would only find
+ * its submission already applied.
  */
 export function createProcessor(deps: {
   readings: ReadingStore;

@@ -1,3 +1,4 @@
+import net from "node:net";
 import type { MqttClient } from "mqtt";
 import mqttPacket from "mqtt-packet";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -129,25 +130,81 @@ for (const { mode, skip } of [
   });
 }
 
-describe("a connection past the rate with no time to wait", () => {
-  let t: TestApp;
+/** An embedded app taking one new anonymous connection a second, for the describe it is called in. */
+function oneConnectionASecond(burst: number, maxWaitMs: number): { readonly t: TestApp } {
+  const app = {} as { t: TestApp };
   beforeAll(async () => {
-    t = await startTestApp("embedded", {
+    app.t = await startTestApp("embedded", {
       MQTT_ALLOW_ANONYMOUS: "true",
       MQTT_MAX_CONNECTION_RATE: "1",
-      MQTT_CONNECTION_RATE_BURST: "1",
-      MQTT_CONNECTION_MAX_WAIT_MS: "0",
+      MQTT_CONNECTION_RATE_BURST: String(burst),
+      MQTT_CONNECTION_MAX_WAIT_MS: String(maxWaitMs),
     });
   });
-  afterAll(() => t?.cleanup());
+  afterAll(() => app.t?.cleanup());
+  return app;
+}
+
+describe("a connection past the rate with no time to wait", () => {
+  const app = oneConnectionASecond(1, 0);
 
   it("is told why in its own protocol: MQTT 5 0x9F connection rate exceeded, 3.1.1 CONNACK 3", async () => {
-    const tcp = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
+    const tcp = `mqtt://127.0.0.1:${app.t.app.mqttPorts?.tcp}`;
     expect(await connackOf(tcp, {})).toBe("connected");
     expect(await connackOf(tcp, { protocolVersion: 5 })).toBe(0x9f);
     expect(await connackOf(tcp, { protocolVersion: 4 })).toBe(3);
     expect(await connackOf(tcp, { protocolVersion: 3 })).toBe(3);
-    expect(await metricValue(t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "connection_rate" })).toBe(3);
+    expect(await metricValue(app.t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "connection_rate" })).toBe(
+      3,
+    );
+  });
+
+  it("cuts a refused connection that sends anything but a CONNECT, or nothing within 5 s, without a word", async () => {
+    const port = Number(app.t.app.mqttPorts?.tcp);
+    await sleep(1100);
+    expect(await connackOf(`mqtt://127.0.0.1:${port}`, {})).toBe("connected");
+    const pinging = socketAt(port);
+    const silent = socketAt(port);
+    pinging.socket.write(mqttPacket.generate({ cmd: "pingreq" }));
+    expect(await pinging.closed).toEqual({ bytes: 0 });
+    const started = Date.now();
+    expect(await silent.closed).toEqual({ bytes: 0 });
+    expect(Date.now() - started).toBeGreaterThan(4000);
+  }, 15_000);
+});
+
+/** A bare socket, and what it had received by the time it closed. */
+function socketAt(port: number) {
+  const socket = net.connect(port, "127.0.0.1");
+  let bytes = 0;
+  socket.on("data", (chunk: Buffer) => {
+    bytes += chunk.length;
+  });
+  const closed = new Promise<{ bytes: number }>((resolve) => socket.once("close", () => resolve({ bytes })));
+  return { socket, closed };
+}
+
+describe("handshakes ahead of a new connection", () => {
+  const app = oneConnectionASecond(1000, 2000);
+
+  it("count in its wait: past MQTT_CONNECTION_MAX_WAIT_MS of them at the rate, it is refused though tokens are left", async () => {
+    const port = Number(app.t.app.mqttPorts?.tcp);
+    const tcp = `mqtt://127.0.0.1:${port}`;
+    // Three connections taken in that never send their CONNECT: 3 s of handshakes at 1 a second.
+    const stuck = [socketAt(port), socketAt(port), socketAt(port)];
+    await sleep(200);
+    expect(await connackOf(tcp, { protocolVersion: 5 })).toBe(0x9f);
+    expect(await connackOf(tcp, { protocolVersion: 4 })).toBe(3);
+    for (const { socket } of stuck) socket.destroy();
+    await Promise.all(stuck.map(({ closed }) => closed));
+    // Once the broker has seen them go, nothing is ahead any more.
+    await eventually(async () =>
+      (await metricValue(app.t.url, "edge_ingest_mqtt_connections")) === 0 ? true : undefined,
+    );
+    expect(await connackOf(tcp, {})).toBe("connected");
+    expect(await metricValue(app.t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "connection_rate" })).toBe(
+      2,
+    );
   });
 });
 

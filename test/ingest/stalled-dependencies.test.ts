@@ -1,7 +1,7 @@
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
-import { createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
+import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
 import { connect, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startOwnPostgres } from "../helpers/postgres-server.ts";
@@ -85,6 +85,19 @@ describe.skipIf(skip)("a dependency that stops answering", () => {
         expect(during.checks.queue).toMatch(/no answer within/);
         await sleep(Math.max(0, frozenAt + 6000 - Date.now()));
         expect(await metricValue(app.httpUrl, "edge_ingest_held", { path: "acknowledgement" })).toBe(1);
+        if (timeoutMs < 6000) {
+          // A write has timed out and is being written again: an HTTP client is told to come back
+          // instead of holding its request open (after its tenant's budget lease gives up too).
+          const started = Date.now();
+          const answer = await request<{ error: { code: string; message: string } }>(`${app.httpUrl}/api/v1/metrics`, {
+            auth: bearer(tenant.ingestToken),
+            body: { agent_id: tenant.agent.agentId, metrics: [{ name: "frozen", value: 2, dedupe_id: "http-during" }] },
+          });
+          expect(answer.status).toBe(503);
+          expect(answer.body.error.code).toBe("unavailable");
+          expect(answer.body.error.message).toMatch(/REDIS_COMMAND_TIMEOUT_MS/);
+          expect(Date.now() - started).toBeLessThan(timeoutMs + 1000);
+        }
         redis.resume();
         await acknowledged;
       } finally {
@@ -96,6 +109,7 @@ describe.skipIf(skip)("a dependency that stops answering", () => {
       await eventually(async () => ((await storedWithDedupeId(db.url, "during")) === 1 ? true : undefined), 15_000);
       await sleep(500);
       expect(await storedWithDedupeId(db.url, "during")).toBe(1);
+      expect(await storedWithDedupeId(db.url, "http-during")).toBe(0);
     }, 60_000);
   }
 

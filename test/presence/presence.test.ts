@@ -6,7 +6,8 @@ const stores = await redisForStores();
 const LEASE_MS = 30_000;
 
 describe.skipIf(stores.skip)("presence in Redis", () => {
-  const presence = () => new RedisPresence(stores.redis, stores.prefix(), LEASE_MS, () => undefined);
+  const presence = (prefix = stores.prefix(), leaseMs = LEASE_MS) =>
+    new RedisPresence(stores.redis, prefix, leaseMs, () => undefined);
 
   it("counts a tenant's connections on every broker against its quota, and frees a place on release", async () => {
     const registry = presence();
@@ -46,5 +47,25 @@ describe.skipIf(stores.skip)("presence in Redis", () => {
     expect(await registry.admit("t", presenceMember("a", 2, "t/pump-2"), 1)).toBe(false);
     expect(await registry.members("t")).toEqual([held]);
     registry.close();
+  });
+
+  it("forgets the client ids of connections whose lease lapsed, so dead brokers leave nothing behind", async () => {
+    const prefix = stores.prefix();
+    const dead = presence(prefix, 3000);
+    for (let n = 0; n < 3; n++)
+      expect(await dead.admit("t", presenceMember("dead", n, `t/random-${n}`), 10)).toBe(true);
+    // The broker dies: it renews nothing any more, and its clients never come back with those ids.
+    // Another broker's connection keeps the tenant's keys alive meanwhile.
+    dead.close();
+    const alive = presence(prefix, 3000);
+    const kept = presenceMember("alive", 0, "t/pump-0");
+    expect(await alive.admit("t", kept, 10)).toBe(true);
+    const clients = `${prefix}:presence-clients:t`;
+    expect(await stores.redis.hlen(clients)).toBe(4);
+    await new Promise((resolve) => setTimeout(resolve, 3500));
+    const member = presenceMember("alive", 1, "t/pump-1");
+    expect(await alive.admit("t", member, 10)).toBe(true);
+    expect(await stores.redis.hgetall(clients)).toEqual({ "t/pump-0": kept, "t/pump-1": member });
+    alive.close();
   });
 });

@@ -121,8 +121,10 @@ export const ingestRoutes = fp(
             { retryAfterSeconds: Math.ceil(waitMs / 1000) },
           );
         }
-        // Over QUEUE_MAX_DEPTH an HTTP client is told to come back, as a broker stops acknowledging.
-        if (!intake.open) throw new QueueUnavailableError("the queue is over QUEUE_MAX_DEPTH (workers are behind)");
+        // Where a broker would hold its acknowledgement (the queue too deep, or its Redis not
+        // answering), an HTTP client is told to come back rather than hold a request open.
+        const unavailable = intake.unavailable;
+        if (unavailable) throw new QueueUnavailableError(unavailable);
         await intake.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });
         return reply.status(202).send({ accepted: points.length, rejected });
       },
