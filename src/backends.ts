@@ -1,5 +1,4 @@
 import { mkdir } from "node:fs/promises";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import type { ReadinessCheck } from "./api/routes/health.ts";
@@ -18,13 +17,14 @@ import { LocalTenantTokens, RedisTenantTokens, type TenantTokenSource } from "./
 import { rateLimitedLog } from "./logger.ts";
 import { LocalPresence, type Presence, RedisPresence } from "./presence/presence.ts";
 import { LocalPubSub, type PubSub, RedisPubSub } from "./pubsub.ts";
+import { connectToServer, type RedisTarget, redisConnector } from "./redis/connection.ts";
 import type { ShutdownSteps } from "./shutdown.ts";
 import { type Database, openDatabase } from "./store/database.ts";
 import type { Telemetry } from "./telemetry/prometheus.ts";
 import type { WorkerOptions } from "./worker/bullmq-worker.ts";
 
 /** What a worker needs from the app to drain the shared queue (the rest comes from the backends). */
-export type SharedQueueWorker = Omit<WorkerOptions, "redisUrl" | "prefix">;
+export type SharedQueueWorker = Omit<WorkerOptions, "connect" | "prefix">;
 
 /**
  * Every backend whose kind depends on the mode, built once for it (embedded: in this process and
@@ -115,16 +115,40 @@ async function openDistributed(
   );
   steps.add("database", () => db.close());
   const commandTimeout = config.REDIS_COMMAND_TIMEOUT_MS;
-  const pubsub = new RedisPubSub(redisUrl, prefix, logger, commandTimeout);
+  const target: RedisTarget = {
+    url: redisUrl,
+    sentinels: config.REDIS_SENTINELS,
+    sentinelName: config.REDIS_SENTINEL_NAME,
+    sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
+    sentinelTls: config.REDIS_SENTINEL_TLS,
+  };
+  const connect = redisConnector(target);
+  const pubsub = new RedisPubSub(connect, prefix, logger, commandTimeout);
   steps.add("pub/sub", () => pubsub.close());
 
   // Budgets shared by every process (tenant rates, connections, retained messages).
-  const coordination = new Redis(redisUrl, { enableAutoPipelining: true, maxRetriesPerRequest: 1, commandTimeout });
+  const coordination = connect("coordination", { enableAutoPipelining: true, maxRetriesPerRequest: 1, commandTimeout });
   const logRedisError = rateLimitedLog(logger, 5, 60_000);
   coordination.on("error", (error: Error) => logRedisError({ err: error }, "coordination Redis connection error"));
   steps.add("coordination Redis", async () => coordination.disconnect());
   // Acknowledged means Redis has the job: a Redis that could lose it is refused at start.
-  const durability = new RedisDurability(coordination, config.REDIS_PERSISTENCE, telemetry, logger);
+  const replicaCheck = config.REDIS_MIN_REPLICAS > 0 && {
+    min: config.REDIS_MIN_REPLICAS,
+    connect: (address: { host: string; port: number }) =>
+      connectToServer(target, address, "replica-check", {
+        retryStrategy: () => null,
+        maxRetriesPerRequest: 0,
+        connectTimeout: commandTimeout,
+        commandTimeout,
+      }),
+  };
+  const durability = new RedisDurability(
+    coordination,
+    config.REDIS_PERSISTENCE,
+    telemetry,
+    logger,
+    replicaCheck || undefined,
+  );
   const report = await durability.check();
   if (report.problems.length > 0) throw new StartupError(report.problems.join("\n  "));
   for (const warning of report.warnings) logger.warn(warning);
@@ -152,11 +176,13 @@ async function openDistributed(
     },
     openQueue: async () => {
       const queue = await BullmqSubmissionQueue.open({
-        redisUrl,
+        connect,
         prefix,
         attempts: config.JOB_ATTEMPTS,
         backoffMs: config.JOB_BACKOFF_MS,
         commandTimeoutMs: commandTimeout,
+        minReplicas: config.REDIS_MIN_REPLICAS,
+        replicaTimeoutMs: config.REDIS_REPLICA_TIMEOUT_MS,
         logger,
       });
       steps.add("queue", () => queue.close());
@@ -164,13 +190,13 @@ async function openDistributed(
     },
     startWorker: async (options) => {
       const { startBullmqWorker } = await import("./worker/bullmq-worker.ts");
-      const worker = await startBullmqWorker({ ...options, redisUrl, prefix });
+      const worker = await startBullmqWorker({ ...options, connect, prefix });
       steps.add("worker (jobs in flight)", () => worker.close());
       return worker;
     },
     brokerState: async () => {
       const { redisBrokerState } = await import("./broker/shared-state.ts");
-      return redisBrokerState(redisUrl, prefix, logger);
+      return redisBrokerState(connect, prefix, logger);
     },
   };
 }

@@ -1,6 +1,7 @@
 import path from "node:path";
 import { z } from "zod";
 import { LIMITS, type TenantLimits } from "./limits/tenant-limits.ts";
+import { parseSentinels } from "./redis/connection.ts";
 
 export const ROLES = ["api", "worker", "broker"] as const;
 export type Role = (typeof ROLES)[number];
@@ -33,6 +34,35 @@ const envSchema = z.object({
     .optional()
     .describe("PostgreSQL URL; with `REDIS_URL`, selects distributed mode"),
   REDIS_URL: url(["redis:", "rediss:"]).optional().describe("Redis URL for the BullMQ queue and Pub/Sub fan-out"),
+  REDIS_SENTINELS: z
+    .string()
+    .refine((v) => parseSentinels(v) !== undefined, { error: "must be a comma-separated list of host:port" })
+    .transform((v) => parseSentinels(v) as { host: string; port: number }[])
+    .optional()
+    .describe(
+      "Redis Sentinel addresses (`host:port,…`): every Redis connection asks them for the primary and follows a failover without a restart; `REDIS_URL` then gives only the password, database and TLS (`rediss:`) of the primary and replicas, not their address (docs/redis.md)",
+    ),
+  REDIS_SENTINEL_NAME: z
+    .string()
+    .min(1)
+    .default("edge-ingest")
+    .describe("with `REDIS_SENTINELS`: the name of the primary in the sentinels' configuration"),
+  REDIS_SENTINEL_PASSWORD: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("with `REDIS_SENTINELS`: the sentinels' own password (`requirepass` in sentinel.conf)"),
+  REDIS_SENTINEL_TLS: bool.default(false).describe("with `REDIS_SENTINELS`: the sentinels speak TLS"),
+  REDIS_MIN_REPLICAS: int(0, 100)
+    .default(0)
+    .describe(
+      "replicas that must have a submission's job before it is acknowledged (Redis `WAIT` after the write): a PUBACK or `202` then survives a failover to a replica. `0`: acknowledged once the primary has it. On a shortfall within `REDIS_REPLICA_TIMEOUT_MS` nothing is acknowledged and the client sends again (docs/delivery.md)",
+    ),
+  REDIS_REPLICA_TIMEOUT_MS: int(10, 600_000)
+    .default(1_000)
+    .describe(
+      "with `REDIS_MIN_REPLICAS`: longest wait for the replicas to confirm a write; below `REDIS_COMMAND_TIMEOUT_MS`",
+    ),
   REDIS_PREFIX: z
     .string()
     .regex(/^[A-Za-z0-9._:-]{1,64}$/, { error: "must be 1-64 characters of A-Z a-z 0-9 . _ : -" })
@@ -317,6 +347,12 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "DATA_DIR",
       "DATABASE_URL",
       "REDIS_URL",
+      "REDIS_SENTINELS",
+      "REDIS_SENTINEL_NAME",
+      "REDIS_SENTINEL_PASSWORD",
+      "REDIS_SENTINEL_TLS",
+      "REDIS_MIN_REPLICAS",
+      "REDIS_REPLICA_TIMEOUT_MS",
       "REDIS_PREFIX",
       "REDIS_PERSISTENCE",
       "REDIS_CHECK_INTERVAL_MS",
@@ -470,6 +506,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const missing = rest.DATABASE_URL ? "REDIS_URL" : "DATABASE_URL";
     throw new ConfigError(
       `invalid configuration:\n  ${missing}: distributed mode needs both DATABASE_URL and REDIS_URL; set ${missing} or unset the other`,
+    );
+  }
+  if (rest.REDIS_SENTINELS && !rest.REDIS_URL) {
+    throw new ConfigError(
+      "invalid configuration:\n  REDIS_URL: REDIS_SENTINELS needs REDIS_URL too (its password, database and scheme; e.g. redis://:password@primary/0)",
+    );
+  }
+  if (rest.REDIS_MIN_REPLICAS > 0 && rest.REDIS_REPLICA_TIMEOUT_MS >= rest.REDIS_COMMAND_TIMEOUT_MS) {
+    throw new ConfigError(
+      `invalid configuration:\n  REDIS_REPLICA_TIMEOUT_MS: must be below REDIS_COMMAND_TIMEOUT_MS (${rest.REDIS_COMMAND_TIMEOUT_MS}), or a wait for replicas would count as a Redis that does not answer`,
     );
   }
   if (Boolean(rest.MQTT_TLS_CERT_FILE) !== Boolean(rest.MQTT_TLS_KEY_FILE)) {

@@ -1,7 +1,8 @@
 import { EventEmitter } from "node:events";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { rateLimitedLog } from "./logger.ts";
+import type { RedisConnector } from "./redis/connection.ts";
 
 export type MessageListener = (message: string) => void;
 
@@ -66,14 +67,14 @@ export class RedisPubSub implements PubSub {
   private readonly subscriberCounts = new Map<string, { listening: Promise<boolean>; until: number }>();
 
   constructor(
-    redisUrl: string,
+    connect: RedisConnector,
     private readonly prefix: string,
     logger: Logger,
     /** The publisher's: a Redis that stops answering fails a publish after this long. */
     commandTimeoutMs?: number,
   ) {
-    this.publisher = new Redis(redisUrl, { maxRetriesPerRequest: 1, commandTimeout: commandTimeoutMs });
-    this.subscriber = new Redis(redisUrl);
+    this.publisher = connect("pubsub-publisher", { maxRetriesPerRequest: 1, commandTimeout: commandTimeoutMs });
+    this.subscriber = connect("pubsub-subscriber");
     // ioredis reconnects by itself; without a listener its errors would crash the process.
     const logError = rateLimitedLog(logger, 5, 60_000);
     for (const connection of [this.publisher, this.subscriber]) {

@@ -33,6 +33,19 @@ describe("loadConfig", () => {
     expect([...config.ROLES]).toEqual(["worker"]);
   });
 
+  it("reads the sentinels of a replicated Redis", () => {
+    const config = loadConfig({ ...distributed, REDIS_SENTINELS: "s1:26379, [::1]:26380", REDIS_MIN_REPLICAS: "1" });
+    expect(config.REDIS_SENTINELS).toEqual([
+      { host: "s1", port: 26379 },
+      { host: "::1", port: 26380 },
+    ]);
+    expect([config.REDIS_SENTINEL_NAME, config.REDIS_MIN_REPLICAS, config.REDIS_REPLICA_TIMEOUT_MS]).toEqual([
+      "edge-ingest",
+      1,
+      1000,
+    ]);
+  });
+
   it.each([
     [{ HTTP_PORT: "abc" }, /HTTP_PORT: must be a whole number \(got "abc"\)/],
     [{ HTTP_PORT: "70000" }, /HTTP_PORT: must be at most 65535/],
@@ -47,6 +60,12 @@ describe("loadConfig", () => {
     [{ DATABASE_URL: "postgresql://x/y", REDIS_URL: "redis://x" }, /ADMIN_TOKEN: required in distributed mode/],
     [{ ...distributed, ADMIN_TOKEN: "short" }, /ADMIN_TOKEN: must be at least 32 characters/],
     [{ ROLES: "api" }, /ROLES: embedded mode runs every role in one process/],
+    [{ ...distributed, REDIS_SENTINELS: "a:26379,b" }, /REDIS_SENTINELS: must be a comma-separated list of host:port/],
+    [{ REDIS_SENTINELS: "a:26379" }, /REDIS_URL: REDIS_SENTINELS needs REDIS_URL too/],
+    [
+      { ...distributed, REDIS_MIN_REPLICAS: "1", REDIS_REPLICA_TIMEOUT_MS: "5000" },
+      /REDIS_REPLICA_TIMEOUT_MS: must be below/,
+    ],
   ])("names the bad variable in %j", (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

@@ -5,6 +5,7 @@ import os from "node:os";
 import path from "node:path";
 import pino from "pino";
 import { BullmqSubmissionQueue } from "../../src/ingest/bullmq-queue.ts";
+import { redisConnector } from "../../src/redis/connection.ts";
 import { migratePostgres } from "../../src/store/database.ts";
 import { createTestDatabase, deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL } from "../../test/helpers/services.ts";
 import type { Publisher } from "../load-generator.ts";
@@ -49,7 +50,7 @@ const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
 /** The service's queue under a benchmark's Redis prefix: to fill it, or to wait for it to empty. */
 export function openBenchQueue(prefix: string): Promise<BullmqSubmissionQueue> {
   return BullmqSubmissionQueue.open({
-    redisUrl: REDIS_URL,
+    connect: redisConnector({ url: REDIS_URL }),
     prefix,
     attempts: 3,
     backoffMs: 500,

@@ -6,6 +6,7 @@
  */
 import pino from "pino";
 import { loadConfig } from "../../src/config.ts";
+import { redisConnector } from "../../src/redis/connection.ts";
 import { createTelemetry } from "../../src/telemetry/prometheus.ts";
 import { StallWatch } from "../../src/telemetry/stall-watch.ts";
 import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
@@ -13,7 +14,7 @@ import { startBullmqWorker } from "../../src/worker/bullmq-worker.ts";
 const config = loadConfig();
 const logger = pino({ level: "warn" });
 const worker = await startBullmqWorker({
-  redisUrl: config.REDIS_URL as string,
+  connect: redisConnector({ url: config.REDIS_URL as string }),
   prefix: config.REDIS_PREFIX,
   concurrency: config.WORKER_CONCURRENCY,
   process: async () => undefined,

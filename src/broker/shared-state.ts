@@ -1,9 +1,10 @@
 import aedesPersistenceRedis from "aedes-persistence-redis";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import mqemitter from "mqemitter";
 import mqemitterRedis from "mqemitter-redis";
 import type { Logger } from "pino";
 import { rateLimitedLog } from "../logger.ts";
+import type { RedisConnector } from "../redis/connection.ts";
 import { BrokerEmitter } from "./emitter.ts";
 
 /**
@@ -33,19 +34,19 @@ export interface BrokerState {
  * `prefix:mqtt:` (aedes-persistence-redis), routing through Redis Pub/Sub under `prefix:mqtt/`
  * (mqemitter-redis behind BrokerEmitter), so a client can reconnect to any broker.
  */
-export function redisBrokerState(redisUrl: string, prefix: string, logger: Logger): BrokerState {
+export function redisBrokerState(connect: RedisConnector, prefix: string, logger: Logger): BrokerState {
   // Pipelined: a client's connect costs a dozen commands, and a reconnecting fleet's would otherwise
   // each take a write of their own (about a tenth of a broker's busy time in a storm).
   const persistenceConnection = handleUnawaitedReplies(
-    new Redis(redisUrl, { keyPrefix: `${prefix}:mqtt:`, enableAutoPipelining: true }),
+    connect("broker-sessions", { keyPrefix: `${prefix}:mqtt:`, enableAutoPipelining: true }),
   );
   const logRedisError = rateLimitedLog(logger, 5, 60_000);
   persistenceConnection.on("error", (error: Error) =>
     logRedisError({ reason: error.message }, "broker persistence Redis error"),
   );
   const persistence = aedesPersistenceRedis({ conn: persistenceConnection });
-  const pubConn = new Redis(redisUrl, { enableAutoPipelining: true });
-  const subConn = new Redis(redisUrl);
+  const pubConn = connect("broker-emitter-publisher", { enableAutoPipelining: true });
+  const subConn = connect("broker-emitter-subscriber");
   // mqemitter-redis bundles its own ioredis major; it only calls methods both majors have.
   const shared = mqemitterRedis({ pubConn, subConn } as unknown as Parameters<typeof mqemitterRedis>[0]);
   // It re-emits its connections' errors here; without a listener they would crash the process.

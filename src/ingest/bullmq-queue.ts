@@ -1,8 +1,10 @@
 import { Job, Queue } from "bullmq";
-import { Redis } from "ioredis";
+import type { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { QueueUnavailableError } from "../errors.ts";
 import { rateLimitedLog } from "../logger.ts";
+import type { RedisConnector } from "../redis/connection.ts";
+import { ReplicaShortfallError, ReplicaWait } from "../redis/replicas.ts";
 import type { FailedSubmission, FailedSummary, SubmissionQueue } from "./queue.ts";
 import { type MetricSubmission, SUBMISSION_JOB_NAME } from "./submission.ts";
 
@@ -14,12 +16,15 @@ const isCommandTimeout = (error: unknown) => (error as Error)?.message === "Comm
 const REASONS_SAMPLE = 1000;
 
 export interface BullmqQueueOptions {
-  redisUrl: string;
+  connect: RedisConnector;
   prefix: string;
   attempts: number;
   backoffMs: number;
   /** A write Redis has not answered in this long is written again (the acknowledgement waits). */
   commandTimeoutMs?: number;
+  /** Replicas that must confirm a job before `submit` resolves (REDIS_MIN_REPLICAS); 0 or unset: none. */
+  minReplicas?: number;
+  replicaTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -31,17 +36,21 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
   readonly backend = "bullmq";
   private readonly connection: Redis;
   private readonly queue: Queue;
+  private readonly replicas: ReplicaWait | undefined;
   private closing = false;
   /** Submissions being written again after a write timed out. */
   private held = 0;
 
   private constructor(private readonly options: BullmqQueueOptions) {
-    this.connection = new Redis(options.redisUrl, {
+    this.connection = options.connect("queue", {
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
       commandTimeout: options.commandTimeoutMs,
     });
     this.queue = new Queue(INGEST_QUEUE_NAME, { connection: this.connection, prefix: options.prefix });
+    if (options.minReplicas) {
+      this.replicas = new ReplicaWait(this.connection, options.minReplicas, options.replicaTimeoutMs ?? 1000);
+    }
     // Submit failures reach the producer; these are the reconnect attempts behind them.
     const logError = rateLimitedLog(options.logger, 5, 60_000);
     this.queue.on("error", (error: Error) => logError({ reason: error.message }, "queue Redis connection error"));
@@ -57,9 +66,12 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
    * Resolves once Redis has the job. A write Redis has not answered within the command timeout (a
    * Redis that hangs) is written again with the same job id until it answers: BullMQ adds a job id
    * once, so a write executed late is not a second job, and meanwhile the acknowledgement is held
-   * (and logged as held) rather than refused. A Redis that is unreachable fails at once.
+   * (and logged as held) rather than refused. A Redis that is unreachable fails at once. With
+   * REDIS_MIN_REPLICAS it resolves only once that many replicas have the job too, and fails on a
+   * shortfall (the job stays; a resend is stored once by its dedupe ids).
    */
   async submit(submission: MetricSubmission): Promise<void> {
+    const writtenAt = this.replicas?.epoch ?? 0;
     let held = false;
     try {
       for (;;) {
@@ -71,8 +83,10 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
             removeOnComplete: true,
             removeOnFail: false,
           });
+          await this.replicas?.confirm(writtenAt);
           return;
         } catch (error) {
+          if (error instanceof ReplicaShortfallError) throw error;
           if (this.closing || !isCommandTimeout(error)) {
             throw new QueueUnavailableError(`the queue is unreachable: ${(error as Error).message}`);
           }

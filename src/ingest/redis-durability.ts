@@ -10,7 +10,23 @@ export interface DurabilityReport {
   problems: string[];
   /** Losses the operator accepted (REDIS_PERSISTENCE=none), said at every start. */
   warnings: string[];
-  checks: { persistence: boolean; eviction: boolean };
+  checks: { persistence: boolean; eviction: boolean; replicas?: boolean };
+}
+
+/** With REDIS_MIN_REPLICAS: how many replicas must confirm a job, and how to reach one to check it. */
+export interface ReplicaCheck {
+  min: number;
+  connect(address: { host: string; port: number }): Redis;
+}
+
+/** The replicas a primary reports online, from its `INFO replication` (`slave0:ip=…,port=…,state=online,…`). */
+export function onlineReplicas(info: string): { host: string; port: number }[] {
+  return [...info.matchAll(/^slave\d+:(.*)$/gm)].flatMap(([, line]) => {
+    const fields = new Map((line ?? "").split(",").map((pair) => pair.trim().split("=") as [string, string]));
+    const port = Number(fields.get("port"));
+    const host = fields.get("ip");
+    return host && port > 0 && fields.get("state") === "online" ? [{ host, port }] : [];
+  });
 }
 
 function field(info: string, name: string): string | undefined {
@@ -49,6 +65,9 @@ export function durabilityReport(info: string, persistence: RedisPersistence): D
 /**
  * Checks the queue's Redis at start-up (the caller refuses to start on a problem) and then every
  * `intervalMs`, so a Redis restarted without its AOF, or reconfigured, shows in /readyz and /metrics.
+ * With REDIS_MIN_REPLICAS each online replica is checked the same way: a job acknowledged because
+ * a replica has it is only as safe as that replica. Too few replicas online is not a problem of
+ * durability (nothing is acknowledged meanwhile) but is logged and shown as the `replicas` check.
  */
 export class RedisDurability {
   private last: DurabilityReport | undefined;
@@ -59,11 +78,16 @@ export class RedisDurability {
     private readonly persistence: RedisPersistence,
     private readonly telemetry: Telemetry,
     private readonly logger: Logger,
+    private readonly replicas?: ReplicaCheck,
   ) {}
 
+  private static async durabilityInfo(redis: Redis): Promise<string> {
+    return `${await redis.info("persistence")}\n${await redis.info("memory")}`;
+  }
+
   async check(): Promise<DurabilityReport> {
-    const info = `${await this.redis.info("persistence")}\n${await this.redis.info("memory")}`;
-    const report = durabilityReport(info, this.persistence);
+    const report = durabilityReport(await RedisDurability.durabilityInfo(this.redis), this.persistence);
+    if (this.replicas) await this.checkReplicas(this.replicas, report);
     for (const [check, ok] of Object.entries(report.checks)) this.telemetry.redisCheck.set({ check }, ok ? 1 : 0);
     const before = this.last?.problems.join("\n");
     if (this.last && before !== report.problems.join("\n")) {
@@ -73,6 +97,35 @@ export class RedisDurability {
     }
     this.last = report;
     return report;
+  }
+
+  private async checkReplicas(replicas: ReplicaCheck, report: DurabilityReport): Promise<void> {
+    const online = onlineReplicas(await this.redis.info("replication"));
+    for (const address of online) {
+      const replica = replicas.connect(address);
+      replica.on("error", () => undefined);
+      const name = `replica ${address.host}:${address.port}`;
+      try {
+        const { problems } = durabilityReport(await RedisDurability.durabilityInfo(replica), this.persistence);
+        report.problems.push(...problems.map((problem) => `${name}: ${problem}`));
+      } catch (error) {
+        report.problems.push(
+          `${name} cannot be checked (${(error as Error).message}): the address its primary reports must be reachable (replica-announce-ip)`,
+        );
+      } finally {
+        replica.disconnect();
+      }
+    }
+    const enough = online.length >= replicas.min;
+    if (enough !== (this.last?.checks.replicas ?? true)) {
+      if (enough) this.logger.info({ replicas: online.length }, "the queue's Redis has its replicas again");
+      else
+        this.logger.warn(
+          { replicas: online.length, required: replicas.min },
+          "the queue's Redis has fewer replicas online than REDIS_MIN_REPLICAS: nothing is acknowledged until they are back",
+        );
+    }
+    report.checks.replicas = enough;
   }
 
   /** Checks every `intervalMs` from now on; a check that cannot run leaves the last result. */

@@ -1,17 +1,17 @@
 import { DelayedError, type Job, Worker } from "bullmq";
-import { Redis } from "ioredis";
 import type { Logger } from "pino";
 import { INGEST_QUEUE_NAME } from "../ingest/bullmq-queue.ts";
 import type { SubmissionProcessor } from "../ingest/queue.ts";
 import type { MetricSubmission } from "../ingest/submission.ts";
 import { rateLimitedLog } from "../logger.ts";
+import type { RedisConnector } from "../redis/connection.ts";
 import { isTransientDatabaseError } from "../store/database-errors.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import type { StallWatch } from "../telemetry/stall-watch.ts";
 import { DatabaseWait, DatabaseWaitClosed } from "./database-wait.ts";
 
 export interface WorkerOptions {
-  redisUrl: string;
+  connect: RedisConnector;
   prefix: string;
   concurrency: number;
   process: SubmissionProcessor;
@@ -38,7 +38,7 @@ export interface WorkerOptions {
  */
 export async function startBullmqWorker(options: WorkerOptions): Promise<{ close(): Promise<void> }> {
   const { logger, telemetry } = options;
-  const connection = new Redis(options.redisUrl, { maxRetriesPerRequest: null });
+  const connection = options.connect("worker", { maxRetriesPerRequest: null });
   const databaseWait = new DatabaseWait(options.probeDatabase, options.backoffMs, options.maxBackoffMs, logger);
   const logFailure = rateLimitedLog(logger, 10, 60_000);
   const logWorkerError = rateLimitedLog(logger, 5, 60_000);

@@ -6,6 +6,7 @@ import { RedisSharedQueue } from "../../src/broker/shared/redis-queue.ts";
 import { groupId, parseSharedFilter, topicMatches } from "../../src/broker/shared/share.ts";
 import { feedbackTopic } from "../../src/broker/topics.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
+import { redisConnector } from "../../src/redis/connection.ts";
 import { eventually } from "../helpers/http.ts";
 import { REDIS_URL, redisForStores } from "../helpers/services.ts";
 
@@ -199,7 +200,7 @@ describe.skipIf(redis.skip)("shared queue in Redis, brokers that stop", () => {
   it("tells every process at once that a scope has a new group, though each remembers the answer a second", async () => {
     const prefix = redis.prefix();
     const open = () => {
-      const pubsub = new RedisPubSub(REDIS_URL, prefix, pino({ level: "silent" }));
+      const pubsub = new RedisPubSub(redisConnector({ url: REDIS_URL }), prefix, pino({ level: "silent" }));
       pubsubs.push(pubsub);
       return new RedisSharedQueue(redis.redis, prefix, pubsub, 100);
     };

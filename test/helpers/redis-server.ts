@@ -18,6 +18,7 @@ export async function freePort(): Promise<number> {
 
 export interface OwnRedis {
   url: string;
+  port: number;
   /** Starts it again on the same port (with its append-only file, if it keeps one). */
   start(): Promise<void>;
   /** Kills it (SIGKILL). */
@@ -34,7 +35,7 @@ export interface OwnRedis {
  * shared one is never stopped. Without options it keeps nothing on disk, like the machine's.
  */
 export async function startOwnRedis(
-  options: { appendonly?: boolean; maxmemoryPolicy?: string } = {},
+  options: { appendonly?: boolean; maxmemoryPolicy?: string; args?: string[] } = {},
 ): Promise<OwnRedis> {
   const port = await freePort();
   const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-redis-"));
@@ -44,6 +45,7 @@ export async function startOwnRedis(
     ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir],
     ...["--appendonly", options.appendonly ? "yes" : "no"],
     ...(options.maxmemoryPolicy ? ["--maxmemory-policy", options.maxmemoryPolicy] : []),
+    ...(options.args ?? []),
   ];
   const start = async () => {
     child = spawn("redis-server", args, { stdio: "ignore" });
@@ -69,6 +71,7 @@ export async function startOwnRedis(
   await start();
   return {
     url,
+    port,
     start,
     stop,
     pause: () => child?.kill("SIGSTOP"),

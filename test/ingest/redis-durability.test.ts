@@ -4,7 +4,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { startApp } from "../../src/app.ts";
 import { loadConfig } from "../../src/config.ts";
 import { StartupError } from "../../src/errors.ts";
-import { durabilityReport } from "../../src/ingest/redis-durability.ts";
+import { durabilityReport, onlineReplicas } from "../../src/ingest/redis-durability.ts";
 import { eventually, request } from "../helpers/http.ts";
 import { type OwnRedis, startOwnRedis } from "../helpers/redis-server.ts";
 import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
@@ -12,6 +12,21 @@ import { createTestDatabase, distributedUnavailable } from "../helpers/services.
 const skip = Boolean(await distributedUnavailable());
 const info = (aof: 0 | 1, policy: string) =>
   `# Persistence\r\naof_enabled:${aof}\r\n# Memory\r\nmaxmemory_policy:${policy}\r\n`;
+
+describe("onlineReplicas", () => {
+  it("lists the replicas a primary reports online, not those still syncing", () => {
+    const replication = [
+      "# Replication",
+      "role:master",
+      "connected_slaves:2",
+      "slave0:ip=10.0.0.5,port=6380,state=online,offset=42,lag=0",
+      "slave1:ip=10.0.0.6,port=6381,state=wait_bgsave,offset=0,lag=0",
+      "master_repl_offset:42",
+    ].join("\r\n");
+    expect(onlineReplicas(replication)).toEqual([{ host: "10.0.0.5", port: 6380 }]);
+    expect(onlineReplicas("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n")).toEqual([]);
+  });
+});
 
 describe("durabilityReport", () => {
   it("passes a Redis with an append-only file that never evicts", () => {
@@ -72,6 +87,30 @@ describe.skipIf(skip)("a distributed process on its queue's Redis", () => {
     const redis = await startOwnRedis({ appendonly: true, maxmemoryPolicy: "allkeys-lru" });
     cleanups.push(redis.remove);
     await expect(start(redis)).rejects.toThrow(/maxmemory-policy is allkeys-lru/);
+  });
+
+  it("with REDIS_MIN_REPLICAS, refuses to start on a replica without persistence, naming it", async () => {
+    const redis = await startOwnRedis({ appendonly: true });
+    cleanups.push(redis.remove);
+    const replica = await startOwnRedis({ args: ["--replicaof", "127.0.0.1", String(redis.port)] });
+    cleanups.push(replica.remove);
+    const [primaryAdmin, replicaAdmin] = [new Redis(redis.url), new Redis(replica.url)];
+    cleanups.push(
+      async () => primaryAdmin.disconnect(),
+      async () => replicaAdmin.disconnect(),
+    );
+    await eventually(async () =>
+      (await primaryAdmin.info("replication")).includes("state=online") ? true : undefined,
+    );
+    await expect(start(redis, { REDIS_MIN_REPLICAS: "1" })).rejects.toThrow(
+      new RegExp(`replica 127.0.0.1:${replica.port}: Redis has no append-only file`),
+    );
+    await replicaAdmin.config("SET", "appendonly", "yes");
+    const app = await start(redis, { REDIS_MIN_REPLICAS: "1" });
+    cleanups.push(() => app.close());
+    expect((await request<string>(`${app.httpUrl}/metrics`)).body).toMatch(
+      /edge_ingest_redis_check\{check="replicas"\} 1/,
+    );
   });
 
   it("starts on a Redis with an append-only file, and stops being ready when it loses it", async () => {

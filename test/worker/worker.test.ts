@@ -13,6 +13,7 @@ import { InProcessQueue } from "../../src/ingest/in-process-queue.ts";
 import type { MetricSubmission } from "../../src/ingest/submission.ts";
 import { FanOut } from "../../src/live/fanout.ts";
 import { LocalPubSub, RedisPubSub } from "../../src/pubsub.ts";
+import { redisConnector } from "../../src/redis/connection.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { partitionsOf } from "../../src/store/partitions.ts";
 import { ReadingStore } from "../../src/store/readings.ts";
@@ -104,7 +105,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     telemetry: WorkerOptions["telemetry"],
     probeDatabase: WorkerOptions["probeDatabase"],
   ): WorkerOptions => ({
-    redisUrl: REDIS_URL,
+    connect: redisConnector({ url: REDIS_URL }),
     prefix,
     concurrency: 2,
     process,
@@ -142,7 +143,13 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       telemetry,
       logger,
     });
-    const queue = await BullmqSubmissionQueue.open({ redisUrl: REDIS_URL, prefix, attempts: 3, backoffMs: 10, logger });
+    const queue = await BullmqSubmissionQueue.open({
+      connect: redisConnector({ url: REDIS_URL }),
+      prefix,
+      attempts: 3,
+      backoffMs: 10,
+      logger,
+    });
     const worker = await startBullmqWorker(workerOptions(process, telemetry, () => db.ping()));
     const inspect = new Queue(INGEST_QUEUE_NAME, { connection: new Redis(REDIS_URL), prefix });
     try {
@@ -187,7 +194,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
       logger,
     });
     const queue = await BullmqSubmissionQueue.open({
-      redisUrl: REDIS_URL,
+      connect: redisConnector({ url: REDIS_URL }),
       prefix: outagePrefix,
       attempts: 2,
       backoffMs: 10,
@@ -329,7 +336,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
   it("does not fail a stored job when live fan-out is down, and counts it", async () => {
     const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
-    const deadRedis = new RedisPubSub(`redis://127.0.0.1:${await freePort()}`, prefix, logger);
+    const deadRedis = new RedisPubSub(redisConnector({ url: `redis://127.0.0.1:${await freePort()}` }), prefix, logger);
     const process = createProcessor({
       readings: new ReadingStore(db.sql, DAY),
       fanout: new FanOut(deadRedis),

@@ -1,0 +1,161 @@
+import { Redis } from "ioredis";
+import { describe, expect, it } from "vitest";
+import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
+import { connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { distributedNodes } from "../helpers/nodes.ts";
+import { startSentinelGroup } from "../helpers/redis-sentinel.ts";
+import { startOwnRedis } from "../helpers/redis-server.ts";
+import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
+
+const skip = Boolean(await distributedUnavailable());
+const ADMIN_TOKEN = `admin-${"s".repeat(40)}`;
+const { cleanups, startNode, track } = distributedNodes(ADMIN_TOKEN);
+
+/** Every Redis connection a node of every role opens, by the name it gives itself. */
+const CONNECTIONS = [
+  "queue",
+  "coordination",
+  "pubsub-publisher",
+  "pubsub-subscriber",
+  "broker-sessions",
+  "broker-emitter-publisher",
+  "broker-emitter-subscriber",
+  "worker",
+].map((role) => `edge-ingest:${role}`);
+
+async function connectionNames(port: number): Promise<string[]> {
+  const admin = new Redis(port, "127.0.0.1");
+  try {
+    const list = (await admin.client("LIST")) as string;
+    return [...list.matchAll(/ name=(\S+)/g)].map(([, name]) => name as string);
+  } finally {
+    admin.disconnect();
+  }
+}
+
+async function storedValues(url: string, token: string, name: string): Promise<number[]> {
+  const { body } = await request(`${url}/api/v1/metrics?name=${name}`, { auth: bearer(token) });
+  return (body.items as { value: number }[]).map((item) => item.value).sort();
+}
+
+describe.skipIf(skip)("Redis behind sentinels", () => {
+  it("follows a failover with every connection: publishes, routing, retained messages, presence", async () => {
+    const group = await startSentinelGroup({ replicas: 2 });
+    cleanups.push(() => group.remove());
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const env = {
+      DATABASE_URL: db.url,
+      // Only the scheme (and a password or database, had it one) counts: the sentinels give the address.
+      REDIS_URL: "redis://unused-with-sentinels",
+      REDIS_SENTINELS: group.sentinelList,
+      REDIS_PERSISTENCE: "aof",
+      REDIS_MIN_REPLICAS: "1",
+      MQTT_ALLOW_ANONYMOUS: "true",
+    };
+    const app = await startNode(env);
+    const other = await startNode({ ...env, ROLES: "broker" });
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const here = `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
+    const there = `mqtt://127.0.0.1:${other.mqttPorts?.tcp}`;
+    const agent = track(
+      await connect(there, { username: tenant.agent.username, password: tenant.agent.password, reconnectPeriod: 100 }),
+    );
+    const viewer = track(await connect(here, { username: "viewer", password: tenant.viewerToken }));
+    const feed = inbox(viewer);
+    await viewer.subscribeAsync(`metrics/${tenant.tenantId}/#`, { qos: 1 });
+    const plain = track(await connect(here));
+    const routed = inbox(plain);
+    await plain.subscribeAsync("plain/#", { qos: 1 });
+    const sender = track(await connect(there, { reconnectPeriod: 100 }));
+    const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/failover`;
+
+    await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "f-1" }), { qos: 1 });
+    await sender.publishAsync("plain/before", "kept", { qos: 1, retain: true });
+    await feed.waitFor(1, topic);
+    await routed.waitFor(1, "plain/before");
+    const first = await group.primaryPort();
+    expect(await connectionNames(first)).toEqual(expect.arrayContaining(CONNECTIONS));
+
+    const promoted = await group.failover();
+    // The sentinels demote the old primary (and cut its clients) only when they next look at it, about
+    // 10 s on; a connection still there meanwhile would write what the demotion then discards. So every
+    // connection must move when the sentinels announce the new primary.
+    await eventually(async () => {
+      const names = await connectionNames(promoted);
+      return CONNECTIONS.every((name) => names.includes(name)) ? true : undefined;
+    }, 5_000);
+    // None is left on the demoted primary (now a replica of the new one).
+    await eventually(async () => {
+      const names = await connectionNames(first);
+      return CONNECTIONS.some((name) => names.includes(name)) ? undefined : true;
+    }, 20_000);
+
+    await agent.publishAsync(topic, JSON.stringify({ value: 2, dedupe_id: "f-2" }), { qos: 1 });
+    await sender.publishAsync("plain/after", "routed", { qos: 1 });
+    await feed.waitFor(2, topic, 20_000);
+    await routed.waitFor(1, "plain/after");
+    const stored = await eventually(async () => {
+      const values = await storedValues(app.httpUrl, tenant.viewerToken, "failover");
+      return values.length === 2 ? values : undefined;
+    });
+    expect(stored).toEqual([1, 2]);
+    // Retained before the failover, replicated, and read from the new primary by a new subscriber.
+    const late = track(await connect(there));
+    const retained = inbox(late);
+    await late.subscribeAsync("plain/before", { qos: 1 });
+    expect((await retained.waitFor(1, "plain/before"))[0]?.payload).toBe("kept");
+    const { body } = await request(`${app.httpUrl}/api/v1/agents`, { auth: bearer(tenant.viewerToken) });
+    expect(body.items.find((a: { agent_id: string }) => a.agent_id === tenant.agent.agentId)?.connected).toBe(true);
+  }, 90_000);
+
+  it("holds acknowledgements while fewer replicas than REDIS_MIN_REPLICAS confirm, and stores the resend once", async () => {
+    const primary = await startOwnRedis({ appendonly: true });
+    cleanups.push(() => primary.remove());
+    const replica = await startOwnRedis({ appendonly: true, args: ["--replicaof", "127.0.0.1", String(primary.port)] });
+    cleanups.push(() => replica.remove());
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const app = await startNode({
+      DATABASE_URL: db.url,
+      REDIS_URL: primary.url,
+      REDIS_PERSISTENCE: "aof",
+      REDIS_MIN_REPLICAS: "1",
+      REDIS_REPLICA_TIMEOUT_MS: "200",
+    });
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const agent = track(
+      await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+        reconnectPeriod: 100,
+      }),
+    );
+    const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/replicated`;
+    await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "r-1" }), { qos: 1 });
+
+    replica.pause();
+    let acknowledged = false;
+    const published = agent
+      .publishAsync(topic, JSON.stringify({ value: 2, dedupe_id: "r-2" }), { qos: 1 })
+      .then(() => (acknowledged = true));
+    const http = await request(`${app.httpUrl}/api/v1/metrics`, {
+      auth: bearer(tenant.ingestToken),
+      body: { agent_id: tenant.agent.agentId, metrics: [{ name: "replicated", value: 3, dedupe_id: "r-3" }] },
+    });
+    expect(http.status).toBe(503);
+    await sleep(1000);
+    expect(acknowledged).toBe(false);
+
+    replica.resume();
+    await published;
+    // The primary had both jobs all along: refused acknowledgements are resent, never stored twice.
+    const stored = await eventually(async () => {
+      const values = await storedValues(app.httpUrl, tenant.viewerToken, "replicated");
+      return values.length === 3 ? values : undefined;
+    });
+    await sleep(500);
+    expect(stored).toEqual([1, 2, 3]);
+    expect(await storedValues(app.httpUrl, tenant.viewerToken, "replicated")).toEqual([1, 2, 3]);
+  }, 60_000);
+});
