@@ -1,7 +1,8 @@
 /**
- * `npm run faults [-- --only=worker-kill,redis-kill,database-outage,broker-kill,broker-sigterm,redis-without-aof]
- * [--seconds=60] [--rate=1000] [--outage-seconds=120]`: the distributed service on a PostgreSQL and a
- * redis-server (with an append-only file) of its own, two brokers and a worker; ten agents publish QoS 1
+ * `npm run faults [-- --only=worker-kill,redis-kill,database-outage,broker-kill,broker-sigterm,redis-without-aof,
+ * sentinel-failover,…] [--seconds=60] [--rate=1000] [--outage-seconds=120]`: the distributed service on a
+ * PostgreSQL and a redis-server (with an append-only file) of its own, two brokers and a worker (the
+ * sentinel faults: a primary, a replica and three sentinels, and two workers); ten agents publish QoS 1
  * readings with dedupe ids at `rate` a second each, failing over between the brokers; `fault` seconds
  * into the run one fault is injected. For each fault: acknowledged, stored, acknowledged but not
  * stored, and how long until acknowledgements and storage were back to normal. Writes
@@ -11,12 +12,14 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { Redis } from "ioredis";
 import pg from "pg";
 import { type Managed, ROOT, startNode, stop } from "../bench/lib/processes.ts";
 import { ADMIN_TOKEN, agentsFor, serviceEnv, startService } from "../bench/lib/targets.ts";
 import type { LoadPlan, SustainResult } from "../bench/load-generator.ts";
 import { startOwnPostgres } from "../test/helpers/postgres-server.ts";
-import { startOwnRedis } from "../test/helpers/redis-server.ts";
+import { type SentinelGroup, startSentinelGroup } from "../test/helpers/redis-sentinel.ts";
+import { type OwnRedis, startOwnRedis } from "../test/helpers/redis-server.ts";
 
 const argument = (name: string) => process.argv.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
 const SECONDS = Number(argument("seconds") ?? 60);
@@ -35,7 +38,10 @@ type FaultName =
   | "broker-kill"
   | "broker-sigterm"
   | "redis-freeze"
-  | "database-freeze";
+  | "database-freeze"
+  | "sentinel-failover"
+  | "sentinel-failover-unreplicated"
+  | "replica-cut";
 const FAULTS: FaultName[] = [
   "worker-kill",
   "redis-kill",
@@ -44,12 +50,30 @@ const FAULTS: FaultName[] = [
   "broker-sigterm",
   "redis-freeze",
   "database-freeze",
+  "sentinel-failover",
+  "sentinel-failover-unreplicated",
+  "replica-cut",
 ];
+/** How long the old primary stays dead after a failover (then it comes back, as a replica), and the replica's link is cut. */
+const PRIMARY_DOWN_SECONDS = Number(argument("primary-down-seconds") ?? 20);
+const REPLICA_CUT_SECONDS = Number(argument("replica-cut-seconds") ?? 30);
+/**
+ * The faults run on Redis behind sentinels, with the REDIS_MIN_REPLICAS each asks for: `unreplicated`
+ * is today's default (acknowledged once the primary has it), to show what a failover loses then.
+ */
+const SENTINEL_FAULTS: Partial<Record<FaultName, number>> = {
+  "sentinel-failover": 1,
+  "sentinel-failover-unreplicated": 0,
+  "replica-cut": 1,
+};
 /** How long each fault keeps its dependency away, for those that last (the load runs 40 s past it). */
 const LASTING: Partial<Record<FaultName, number>> = {
   "database-outage": OUTAGE_SECONDS,
   "redis-freeze": REDIS_FREEZE_SECONDS,
   "database-freeze": DATABASE_FREEZE_SECONDS,
+  "sentinel-failover": PRIMARY_DOWN_SECONDS,
+  "sentinel-failover-unreplicated": PRIMARY_DOWN_SECONDS,
+  "replica-cut": REPLICA_CUT_SECONDS,
 };
 const only = argument("only")?.split(",");
 const wanted = (name: string) => !only || only.includes(name);
@@ -58,9 +82,13 @@ interface Deployment {
   brokerA: Managed;
   brokerB: Managed;
   worker: Managed;
+  /** The second worker of the sentinel faults. */
+  workerB?: Managed;
   env: { a: Record<string, string>; b: Record<string, string>; worker: Record<string, string> };
   postgres: Awaited<ReturnType<typeof startOwnPostgres>>;
-  redis: Awaited<ReturnType<typeof startOwnRedis>>;
+  /** The one Redis, or the primary the sentinel group started with. */
+  redis: OwnRedis;
+  sentinels?: SentinelGroup;
   urls: string[];
 }
 
@@ -87,52 +115,120 @@ export interface FaultResult {
   faultSeconds: number;
   /** What the first broker counted (when it was still up to ask). */
   counters?: Record<string, number>;
+  /** Sentinel faults: REDIS_MIN_REPLICAS, and when the dead primary was serving again as a replica (s from the fault). */
+  sentinel?: { minReplicas: number; failedOverAfterS?: number; oldPrimaryReplicaAfterS?: number | null };
+  /** Whether every process of the deployment was still running when the load ended. */
+  processesRunning: boolean;
+  /** Lines the processes logged from the fault until the load ended. */
+  logLinesAfterFault: number;
   /** Second by second from the start of the load: acknowledgements, and stored readings (sampled). */
   timeline: { faultAtSecond: number; acknowledged: number[]; stored: number[] };
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function deploy(): Promise<Deployment> {
-  const postgres = await startOwnPostgres();
-  const redis = await startOwnRedis({ appendonly: true });
-  const shared = {
-    DATABASE_URL: postgres.url,
-    REDIS_URL: redis.url,
-    REDIS_PREFIX: `faults-${randomBytes(3).toString("hex")}`,
-    REDIS_PERSISTENCE: "aof",
-    // The load is ten agents of one tenant: the limits are not what is tested here.
-    AGENT_MAX_READINGS_PER_SECOND: String(RATE * 10),
-    TENANT_MAX_READINGS_PER_SECOND: String(RATE * AGENTS * 10),
-    TENANT_READINGS_BURST: String(RATE * AGENTS * 10),
-  };
-  const env = {
-    a: await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN }),
-    b: await serviceEnv({ ...shared, ROLES: "broker", MIGRATE_ON_START: "false" }),
-    worker: await serviceEnv({ ...shared, ROLES: "worker", MIGRATE_ON_START: "false" }),
-  };
-  const brokerA = await startService("broker-a", env.a);
-  const brokerB = await startService("broker-b", env.b);
-  const worker = await startService("worker", env.worker);
-  return {
-    brokerA,
-    brokerB,
-    worker,
-    env,
-    postgres,
-    redis,
-    urls: [`mqtt://127.0.0.1:${env.a.MQTT_PORT}`, `mqtt://127.0.0.1:${env.b.MQTT_PORT}`],
-  };
+/** Polls `check` every 100 ms until it returns a value (at most a minute). */
+async function waitFor<T>(check: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 600; i++) {
+    const value = await check().catch(() => undefined);
+    if (value !== undefined) return value;
+    await sleep(100);
+  }
+  throw new Error("not within a minute");
 }
 
+/** When (epoch ms) the server on `port` serves as a replica with its link up, polled until `deadline`. */
+async function servingAsReplica(port: number, deadline: number): Promise<number | undefined> {
+  while (Date.now() < deadline) {
+    const redis = new Redis(port, "127.0.0.1", { retryStrategy: () => null, maxRetriesPerRequest: 0 });
+    redis.on("error", () => undefined);
+    const info = await redis.info("replication").catch(() => "");
+    redis.disconnect();
+    if (/^role:slave/m.test(info) && /^master_link_status:up/m.test(info)) return Date.now();
+    await sleep(250);
+  }
+  return undefined;
+}
+
+/** Starts the deployment for `fault`; what was started is stopped again if a later part fails to start. */
+async function deploy(fault: FaultName): Promise<Deployment> {
+  const started: (() => Promise<unknown>)[] = [];
+  const launch = async (name: string, env: Record<string, string>) => {
+    const managed = await startService(name, env);
+    started.push(() => stop(managed, "SIGKILL"));
+    return managed;
+  };
+  try {
+    const postgres = await startOwnPostgres();
+    started.push(() => postgres.remove());
+    const minReplicas = SENTINEL_FAULTS[fault];
+    const sentinels = minReplicas === undefined ? undefined : await startSentinelGroup({ downAfterMs: 2000 });
+    const redis = sentinels?.servers[0] ?? (await startOwnRedis({ appendonly: true }));
+    started.push(() => (sentinels ?? redis).remove());
+    const redisEnv: Record<string, string> = sentinels
+      ? {
+          REDIS_URL: "redis://primary-named-by-the-sentinels",
+          REDIS_SENTINELS: sentinels.sentinelList,
+          REDIS_MIN_REPLICAS: String(minReplicas),
+        }
+      : { REDIS_URL: redis.url };
+    const shared = {
+      DATABASE_URL: postgres.url,
+      ...redisEnv,
+      REDIS_PREFIX: `faults-${randomBytes(3).toString("hex")}`,
+      REDIS_PERSISTENCE: "aof",
+      // The load is ten agents of one tenant: the limits are not what is tested here.
+      AGENT_MAX_READINGS_PER_SECOND: String(RATE * 10),
+      TENANT_MAX_READINGS_PER_SECOND: String(RATE * AGENTS * 10),
+      TENANT_READINGS_BURST: String(RATE * AGENTS * 10),
+    };
+    const workerEnv = () => serviceEnv({ ...shared, ROLES: "worker", MIGRATE_ON_START: "false" });
+    const env = {
+      a: await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN }),
+      b: await serviceEnv({ ...shared, ROLES: "broker", MIGRATE_ON_START: "false" }),
+      worker: await workerEnv(),
+    };
+    return {
+      brokerA: await launch("broker-a", env.a),
+      brokerB: await launch("broker-b", env.b),
+      worker: await launch("worker", env.worker),
+      workerB: sentinels ? await launch("worker-b", await workerEnv()) : undefined,
+      env,
+      postgres,
+      redis,
+      sentinels,
+      urls: [`mqtt://127.0.0.1:${env.a.MQTT_PORT}`, `mqtt://127.0.0.1:${env.b.MQTT_PORT}`],
+    };
+  } catch (error) {
+    for (const undo of started.reverse()) await undo().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The deployment of the fault running now: torn down if the harness itself is stopped or crashes. */
+let deployed: Deployment | undefined;
+for (const event of ["SIGINT", "SIGTERM", "uncaughtException"] as const) {
+  process.once(event, (error: unknown) => {
+    if (event === "uncaughtException") console.error(error);
+    const leftover = deployed;
+    deployed = undefined;
+    void (leftover ? teardown(leftover) : Promise.resolve()).finally(() => process.exit(1));
+  });
+}
+
+const processesOf = (d: Deployment): Managed[] => [d.brokerA, d.brokerB, d.worker, ...(d.workerB ? [d.workerB] : [])];
+
 async function teardown(deployment: Deployment): Promise<void> {
-  for (const managed of [deployment.worker, deployment.brokerB, deployment.brokerA]) await stop(managed, "SIGKILL");
-  await deployment.redis.remove();
+  for (const managed of processesOf(deployment)) await stop(managed, "SIGKILL");
+  await (deployment.sentinels ?? deployment.redis).remove();
   await deployment.postgres.remove();
 }
 
-/** Injects the fault; resolves when it is over (what was stopped is running again). */
-async function inject(fault: FaultName, d: Deployment): Promise<void> {
+/**
+ * Injects the fault; resolves when it is over (what was stopped is running again), with when the
+ * sentinels named a new primary if they did.
+ */
+async function inject(fault: FaultName, d: Deployment): Promise<number | undefined> {
   switch (fault) {
     case "worker-kill":
       // Killed and restarted at once, as a supervisor would: its jobs wait for their locks to expire.
@@ -163,6 +259,28 @@ async function inject(fault: FaultName, d: Deployment): Promise<void> {
       await sleep(DATABASE_FREEZE_SECONDS * 1000);
       await d.postgres.resume();
       return;
+    case "sentinel-failover":
+    case "sentinel-failover-unreplicated": {
+      // The primary dies under load; the sentinels promote the replica; the old primary comes back later.
+      const group = d.sentinels as SentinelGroup;
+      const before = await group.primaryPort();
+      const primary = group.servers.find((server) => server.port === before) as OwnRedis;
+      await primary.stop();
+      const failedOver = await waitFor(async () => ((await group.primaryPort()) !== before ? Date.now() : undefined));
+      await sleep(PRIMARY_DOWN_SECONDS * 1000 - (Date.now() - failedOver));
+      await primary.start();
+      return failedOver;
+    }
+    case "replica-cut": {
+      // The primary alone: its replica stops answering (SIGSTOP), so nothing written can be confirmed.
+      const group = d.sentinels as SentinelGroup;
+      const primary = await group.primaryPort();
+      const replica = group.servers.find((server) => server.port !== primary) as OwnRedis;
+      replica.pause();
+      await sleep(REPLICA_CUT_SECONDS * 1000);
+      replica.resume();
+      return;
+    }
     case "broker-kill":
       await stop(d.brokerA, "SIGKILL");
       return;
@@ -295,7 +413,8 @@ function countStored(url: string, tenantId: string) {
 
 async function runFault(fault: FaultName, scratch: string): Promise<FaultResult> {
   process.stderr.write(`fault ${fault}…\n`);
-  const d = await deploy();
+  const d = await deploy(fault);
+  deployed = d;
   try {
     const httpUrl = `http://127.0.0.1:${d.env.a.HTTP_PORT}`;
     const { tenantId, publishers } = await agentsFor(httpUrl, ADMIN_TOKEN, AGENTS);
@@ -310,17 +429,28 @@ async function runFault(fault: FaultName, scratch: string): Promise<FaultResult>
     });
     await sleep(FAULT_AT_SECONDS * 1000);
     const readiness = probeReadiness(httpUrl);
+    const primaryBefore = await d.sentinels?.primaryPort();
     const faultStarted = Date.now();
-    await inject(fault, d);
+    const failedOverAt = await inject(fault, d);
     const faultEnded = Date.now();
     const faultSeconds = (faultEnded - faultStarted) / 1000;
+    const oldPrimaryReplicaAt =
+      failedOverAt && primaryBefore ? await servingAsReplica(primaryBefore, Date.now() + 60_000) : undefined;
     const agentsListedAfter = lasting ? await sleep(12_000).then(() => listedAgents(httpUrl, tenantId)) : undefined;
     const result = JSON.parse(
       (await load).lines.find((l) => l.startsWith("RESULT "))?.slice(7) ?? "{}",
     ) as SustainResult;
     const counters = await brokerCounters(httpUrl);
     await readiness.stop();
-    const heldLine = firstHeldLine([d.brokerA, d.brokerB, d.worker], faultStarted);
+    const processes = processesOf(d);
+    const heldLine = firstHeldLine(processes, faultStarted);
+    // A broker the fault itself stopped is not expected to run.
+    const processesRunning = processes
+      .filter((managed) => !(managed === d.brokerA && fault.startsWith("broker-")))
+      .every((managed) => managed.child.exitCode === null && managed.child.signalCode === null);
+    const logLinesAfterFault = processes
+      .flatMap((managed) => managed.lines)
+      .filter((line) => Number(/"time":(\d+)/.exec(line)?.[1]) >= faultStarted).length;
     const during = readiness.answers.filter((a) => a.at >= faultStarted && a.at < faultEnded);
     const readyAgain = readiness.answers.find((a) => a.at >= faultEnded && a.status === 200);
 
@@ -377,10 +507,22 @@ async function runFault(fault: FaultName, scratch: string): Promise<FaultResult>
       acknowledgingAgainAfterS: lastDip < 0 ? 0 : lastDip + 1 - faultSecond,
       storedCaughtUpAfterS: caughtUpAt < 0 ? null : caughtUpAt - faultSecond,
       faultSeconds,
+      ...(d.sentinels && {
+        sentinel: {
+          minReplicas: SENTINEL_FAULTS[fault] ?? 0,
+          ...(failedOverAt && {
+            failedOverAfterS: (failedOverAt - faultStarted) / 1000,
+            oldPrimaryReplicaAfterS: oldPrimaryReplicaAt ? (oldPrimaryReplicaAt - faultStarted) / 1000 : null,
+          }),
+        },
+      }),
+      processesRunning,
+      logLinesAfterFault,
       counters,
       timeline: { faultAtSecond: faultSecond, acknowledged: result.acksPerSecond, stored: storedPerSecond },
     };
   } finally {
+    deployed = undefined;
     await teardown(d);
   }
 }
@@ -454,6 +596,11 @@ async function main() {
         "ready again after s",
         "agents listed after",
         "catch-up stored/s",
+        "REDIS_MIN_REPLICAS",
+        "failed over after s",
+        "old primary a replica after s",
+        "processes running",
+        "log lines after fault",
       ],
       results.map((r) => [
         r.fault,
@@ -472,6 +619,11 @@ async function main() {
         r.readiness ? fmt(r.readiness.readyAgainAfterS) : "—",
         r.agentsListedAfter === undefined ? "—" : `${r.agentsListedAfter} of ${AGENTS}`,
         fmt(r.catchUpReadingsPerSecond ?? null),
+        r.sentinel ? r.sentinel.minReplicas : "—",
+        fmt(r.sentinel?.failedOverAfterS ?? null),
+        fmt(r.sentinel?.oldPrimaryReplicaAfterS ?? null),
+        r.processesRunning ? "yes" : "NO",
+        fmt(r.logLinesAfterFault),
       ]),
     ),
   );

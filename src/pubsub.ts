@@ -88,6 +88,29 @@ export class RedisPubSub implements PubSub {
     this.subscriber
       .subscribe(joined)
       .catch((error: Error) => logger.warn({ err: error }, "cannot follow pub/sub joins"));
+    let reconnecting = false;
+    this.subscriber.on("ready", () => {
+      if (reconnecting) this.rejoin();
+      reconnecting = true;
+    });
+  }
+
+  /**
+   * Back after a reconnect (a Redis restart or failover), the subscriptions are made again and
+   * announced: a publisher that asked while they were away cached "nobody listens", and would
+   * otherwise skip what this process waits for until its cache lapsed. Announcements made while
+   * this process was away went unheard, so its own cached answers go too.
+   */
+  private rejoin(): void {
+    this.subscriberCounts.clear();
+    const channels = [...this.subscriptions.keys()];
+    if (channels.length === 0) return;
+    this.subscriber
+      .subscribe(...channels.map((channel) => this.redisChannel(channel)))
+      .then(() =>
+        Promise.all(channels.map((channel) => this.publisher.publish(this.redisChannel(JOINED_CHANNEL), channel))),
+      )
+      .catch(() => undefined);
   }
 
   private redisChannel(channel: string): string {

@@ -101,6 +101,32 @@ describe("docker-compose.yml", () => {
     expect(services.haproxy?.ports).toEqual(["1883:1883", "9001:9001"]);
   });
 
+  it("with deploy/docker-compose.sentinel.yml, points every process at three sentinels over replicated, durable Redis", async () => {
+    const { services } = await compose();
+    const override = parseYaml(await read("deploy/docker-compose.sentinel.yml"), { merge: true }) as {
+      services: Record<string, Service & { entrypoint?: string[] }>;
+    };
+    const sentinels = Object.keys(override.services).filter((name) => name.startsWith("sentinel-"));
+    expect(sentinels).toHaveLength(3);
+    for (const name of ["api", "broker-1", "broker-2", "worker-1", "worker-2"]) {
+      const env = { ...environment(services[name] as Service), ...environment(override.services[name] as Service) };
+      const config = configOf(env, name);
+      expect(config.REDIS_SENTINELS, name).toEqual(sentinels.map((host) => ({ host, port: 26379 })));
+      expect(config.REDIS_MIN_REPLICAS, name).toBe(1);
+      for (const sentinel of sentinels) {
+        const script = override.services[sentinel]?.entrypoint?.join(" ") ?? "";
+        expect(script).toContain(`sentinel monitor ${config.REDIS_SENTINEL_NAME} redis 6379 2`);
+      }
+    }
+    const replicas = ["redis-replica-1", "redis-replica-2"];
+    for (const name of ["redis", ...replicas]) {
+      const command = override.services[name]?.command?.join(" ") ?? "";
+      expect(command, name).toContain("--appendonly yes");
+      expect(command, name).toContain("--maxmemory-policy noeviction");
+      if (replicas.includes(name)) expect(command, name).toContain("--replicaof redis 6379");
+    }
+  });
+
   it("is a configuration HAProxy accepts", async () => {
     if (!(await installed("/usr/sbin/haproxy"))) {
       expect(process.env.CI, ".ci/run installs haproxy").toBeFalsy();
@@ -136,7 +162,7 @@ describe("deploy/kubernetes", () => {
   async function manifests(): Promise<Manifest[]> {
     const kustomization = parseYaml(await read("deploy/kubernetes/kustomization.yaml")) as { resources: string[] };
     const files = (await readdir(new URL("../deploy/kubernetes/", import.meta.url))).filter(
-      (file) => file !== "kustomization.yaml",
+      (file) => file.endsWith(".yaml") && file !== "kustomization.yaml",
     );
     expect(kustomization.resources.sort()).toEqual(files.sort());
     const documents = await Promise.all(
@@ -192,6 +218,42 @@ describe("deploy/kubernetes", () => {
     const autoscaler = named(all, "HorizontalPodAutoscaler", "edge-ingest-worker").spec;
     expect(autoscaler.scaleTargetRef).toMatchObject({ kind: "Deployment", name: "edge-ingest-worker" });
     expect(autoscaler.minReplicas).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe("deploy/kubernetes/redis-sentinel", () => {
+  const manifestsOf = async (file: string) =>
+    parseAllDocuments(await read(`deploy/kubernetes/redis-sentinel/${file}`)).map((d) => d.toJS());
+
+  it("adds three durable Redis nodes and three sentinels, and points the service's settings at them", async () => {
+    const kustomization = parseYaml(await read("deploy/kubernetes/redis-sentinel/kustomization.yaml"));
+    expect(kustomization.resources).toEqual(["..", "redis.yaml", "sentinel.yaml"]);
+    const [settings] = await manifestsOf("settings.yaml");
+    const base = parseYaml(await read("deploy/kubernetes/configmap.yaml")).data;
+    const secret = parseYaml(await read("deploy/kubernetes/secret.yaml")).stringData;
+    const config = configOf({ ...base, ...secret, ...settings.data }, "redis-sentinel");
+    const sentinelSet = (await manifestsOf("sentinel.yaml")).find((m) => m.kind === "StatefulSet");
+    const redisSet = (await manifestsOf("redis.yaml")).find((m) => m.kind === "StatefulSet");
+    expect(config.REDIS_SENTINELS).toEqual(
+      Array.from({ length: sentinelSet.spec.replicas }, (_, i) => ({
+        host: `sentinel-${i}.${sentinelSet.spec.serviceName}`,
+        port: sentinelSet.spec.template.spec.containers[0].ports[0].containerPort,
+      })),
+    );
+    expect(config.REDIS_MIN_REPLICAS).toBeLessThan(redisSet.spec.replicas);
+    const sentinelScript = sentinelSet.spec.template.spec.containers[0].command.join(" ");
+    const quorum = Math.floor(sentinelSet.spec.replicas / 2) + 1;
+    expect(sentinelScript).toContain(
+      `sentinel monitor ${config.REDIS_SENTINEL_NAME} \${primary:-redis-0.redis} 6379 ${quorum}`,
+    );
+    const redisScript = redisSet.spec.template.spec.containers[0].command.join(" ");
+    expect(redisScript).toContain("--appendonly yes");
+    expect(redisScript).toContain("--maxmemory-policy noeviction");
+    expect(redisScript).toContain(`get-master-addr-by-name ${config.REDIS_SENTINEL_NAME}`);
+    // Both start-up scripts are shell the container runs: they must at least parse.
+    for (const container of [sentinelSet, redisSet].map((set) => set.spec.template.spec.containers[0])) {
+      await run("sh", ["-n", "-c", container.command[2]]);
+    }
   });
 });
 

@@ -113,7 +113,13 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
     return Object.values(counts).reduce((sum, n) => sum + n, 0);
   }
 
+  /**
+   * While the replicas fall short, the queue's connection may be held by a WAIT for up to
+   * REDIS_REPLICA_TIMEOUT_MS: the reason is known without asking.
+   */
   async ping(): Promise<void> {
+    const shortfall = this.replicas?.shortfall;
+    if (shortfall) throw new QueueUnavailableError(`nothing can be acknowledged: ${shortfall}`);
     await this.connection.ping();
   }
 

@@ -26,24 +26,27 @@ export function parseSentinels(list: string): { host: string; port: number }[] |
 }
 
 /**
- * The ioredis options every connection of the service shares. With sentinels, a connection asks
- * them for the primary on every (re)connect, and drops its connection when they announce a new one
- * (`failoverDetector`) or when its server answers READONLY (a demoted primary it still reaches), so
- * a failover is followed without a restart; the command that met READONLY is sent again.
+ * The ioredis options every connection of the service shares. A server that answers READONLY is a
+ * demoted primary (a managed Redis that failed over behind the same address, or a sentinel
+ * failover): the connection is made again, to whatever the address or the sentinels name now, and
+ * the command sent again. With sentinels, a connection also asks them for the primary on every
+ * (re)connect and drops its connection the moment they announce a new one (`failoverDetector`):
+ * the old primary takes writes until the sentinels demote it, and what it took then is discarded.
  */
 export function sharedRedisOptions(target: RedisTarget, role: string): RedisOptions {
-  const named: RedisOptions = { connectionName: `edge-ingest:${role}` };
-  if (!target.sentinels?.length) return named;
-  const tls = new URL(target.url).protocol === "rediss:";
+  const common: RedisOptions = {
+    connectionName: `edge-ingest:${role}`,
+    reconnectOnError: (error) => (error.message.startsWith("READONLY") ? 2 : false),
+  };
+  if (!target.sentinels?.length) return common;
   return {
-    ...named,
+    ...common,
     sentinels: [...target.sentinels],
     name: target.sentinelName,
     sentinelPassword: target.sentinelPassword,
     ...(target.sentinelTls && { sentinelTLS: {} }),
-    enableTLSForSentinelMode: tls,
+    enableTLSForSentinelMode: new URL(target.url).protocol === "rediss:",
     failoverDetector: true,
-    reconnectOnError: (error) => (error.message.startsWith("READONLY") ? 2 : false),
   };
 }
 

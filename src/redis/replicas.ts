@@ -8,8 +8,10 @@ export class ReplicaShortfallError extends QueueUnavailableError {
 
 /**
  * Confirms that the writes made on one connection reached `minReplicas` replicas (Redis `WAIT`).
- * The writes that completed in one event-loop turn share one WAIT, sent after all of them, so a
- * busy broker pays one replication round trip per turn rather than per submission.
+ * One WAIT is in flight at a time; the writes that complete meanwhile share the next, sent once it
+ * returns. So a busy broker pays one replication round trip per round, not per submission, and
+ * while replicas are missing the connection is blocked by one WAIT at a time (each up to the
+ * timeout), not by a pile of them that would hold every later write for seconds.
  *
  * WAIT counts only the writes of its own connection. A connection that reconnected between a write
  * and the WAIT (after a failover, to a new primary) would confirm nothing it wrote before: a write
@@ -17,7 +19,12 @@ export class ReplicaShortfallError extends QueueUnavailableError {
  */
 export class ReplicaWait {
   private connectionEpoch = 0;
-  private pending: Promise<{ replicas: number; epoch: number }> | undefined;
+  /** The next WAIT, not sent yet: a write that completes now is covered by it. */
+  private next: Promise<{ replicas: number; epoch: number }> | undefined;
+  /** Settles when the WAIT in flight has returned. */
+  private inFlight: Promise<unknown> = Promise.resolve();
+  /** Replicas that confirmed the last WAIT to return. */
+  private lastConfirmed: number | undefined;
 
   constructor(
     private readonly connection: Redis,
@@ -32,13 +39,27 @@ export class ReplicaWait {
     return this.connectionEpoch;
   }
 
+  /** Why nothing can be acknowledged now, while the last WAIT came back short. */
+  get shortfall(): string | undefined {
+    return this.lastConfirmed !== undefined && this.lastConfirmed < this.minReplicas
+      ? `${this.lastConfirmed} of REDIS_MIN_REPLICAS=${this.minReplicas} replicas confirm the queue's writes`
+      : undefined;
+  }
+
   async confirm(writtenAt: number): Promise<void> {
-    this.pending ??= new Promise((resolve) => setImmediate(resolve)).then(async () => {
-      this.pending = undefined;
-      const epoch = this.connectionEpoch;
-      return { replicas: Number(await this.connection.call("WAIT", this.minReplicas, this.timeoutMs)), epoch };
-    });
-    const { replicas, epoch } = await this.pending;
+    this.next ??= this.inFlight
+      .then(() => new Promise((resolve) => setImmediate(resolve)))
+      .then(() => {
+        this.next = undefined;
+        const epoch = this.connectionEpoch;
+        const wait = this.connection.call("WAIT", this.minReplicas, this.timeoutMs).then((replicas) => {
+          this.lastConfirmed = Number(replicas);
+          return { replicas: this.lastConfirmed, epoch };
+        });
+        this.inFlight = wait.catch(() => undefined);
+        return wait;
+      });
+    const { replicas, epoch } = await this.next;
     if (epoch !== writtenAt) {
       throw new ReplicaShortfallError("the connection to Redis changed before the replicas confirmed the write");
     }
