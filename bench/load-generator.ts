@@ -20,6 +20,8 @@ export interface Publisher {
   password?: string;
   topic: string;
   idPrefix: string;
+  /** The broker this publisher connects to, when not the plan's `url`. */
+  url?: string;
 }
 
 export type LoadPlan =
@@ -106,7 +108,7 @@ function connect(url: string, username?: string, password?: string, protocolVers
 async function publishAll(): Promise<void> {
   if (plan.mode !== "publish") return;
   const clients = await Promise.all(
-    plan.publishers.map((p) => connect(plan.url, p.username, p.password, plan.protocolVersion)),
+    plan.publishers.map((p) => connect(p.url ?? plan.url, p.username, p.password, plan.protocolVersion)),
   );
   const latencies: number[] = [];
   const warmupLatencies: number[] = [];

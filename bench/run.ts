@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
- * [--rounds=N] [--profile] [--service-node-args="--flag …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
+ * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,edge-ingest-unreplicated,edge-ingest-replicated,edge-ingest-2-brokers,edge-ingest-2-workers,edge-ingest-2-brokers-2-workers,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
+ * [--rounds=N] [--profile] [--service-node-args="--flag …"] [--service-env="NAME=value …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
  * writes bench/results/<date>[-quick][-n].json (-n: the day's n-th whole run). Everything runs on free ports, with its own database,
@@ -18,7 +18,7 @@ import { runInsert } from "./insert.ts";
 import { runInsertCost } from "./insert-cost.ts";
 import { median, type ProcessStats, ROOT, startNode, statsOf } from "./lib/processes.ts";
 import type { RowStats } from "./lib/rows.ts";
-import { serviceCpu } from "./lib/service-cpu.ts";
+import { redisCommands, serviceCpu } from "./lib/service-cpu.ts";
 import { PG_ADMIN_URL, REDIS_URL, startTarget, type Target, type TargetName } from "./lib/targets.ts";
 import type { LoadPlan, LoadResult } from "./load-generator.ts";
 import { runNoisyNeighbour } from "./noisy-neighbour.ts";
@@ -44,6 +44,10 @@ const serviceNodeArgs = argValue("service-node-args");
 // Read by bench/lib/targets.ts: Node options for edge-ingest's processes only (not the load generator
 // or the baselines), to compare V8 settings.
 if (serviceNodeArgs) process.env.BENCH_SERVICE_NODE_ARGS = serviceNodeArgs;
+// Read by bench/lib/targets.ts: settings for edge-ingest's processes (`--service-env="NAME=value …"`),
+// over the benchmark's own, e.g. MQTT_BATCH_MAX_MESSAGES=1 for a job per reading.
+const serviceEnvArg = argValue("service-env");
+if (serviceEnvArg) process.env.BENCH_SERVICE_ENV = serviceEnvArg;
 /** `--name=N[,N…]`: whole numbers of at least `least`, or the run stops here, naming the option. */
 function wholeNumbers(name: string, fallback: number[], least = 1): number[] {
   const raw = argValue(name);
@@ -120,7 +124,17 @@ const TARGETS: TargetName[] = ["aedes-bare", "seed-architecture", "edge-ingest-e
  * Only when named: the distributed broker beside a worker that stores nothing (its acknowledgements
  * without PostgreSQL's share of the two cores), a bound on what the storage leaves to the ratio.
  */
-const NAMED_ONLY_TARGETS: TargetName[] = ["edge-ingest-no-database"];
+const NAMED_ONLY_TARGETS: TargetName[] = [
+  "edge-ingest-no-database",
+  // The same service on a Redis primary and replica of its own, acknowledging once the primary has
+  // a job, and once a replica has it too (REDIS_MIN_REPLICAS=1): the cost of that wait.
+  "edge-ingest-unreplicated",
+  "edge-ingest-replicated",
+  // More processes of a role on the same two cores, to check the sizing model (docs/scaling.md).
+  "edge-ingest-2-brokers",
+  "edge-ingest-2-workers",
+  "edge-ingest-2-brokers-2-workers",
+];
 const wanted = (name: string) => !only || only.includes(name);
 
 interface ScenarioResult {
@@ -154,6 +168,8 @@ interface ScenarioResult {
    * every process the scenario ran on (the load generator's own, PostgreSQL's and Redis's included).
    */
   cpuMicrosPerMessage: Record<string, number>;
+  /** Commands the target's Redis executed a message offered (every process's, over the whole scenario). */
+  redisCommandsPerMessage?: number;
   /** edge-ingest's own counters at the end of the run: drops and refusals it reported. */
   counters?: Record<string, number>;
 }
@@ -182,7 +198,9 @@ async function readCounters(url: string): Promise<Record<string, number>> {
 async function cpuSoFar(target: Target): Promise<Record<string, number>> {
   const cpu: Record<string, number> = {};
   for (const managed of target.processes) cpu[managed.name] = statsOf(managed.child.pid as number).cpuSeconds;
-  return target.usesSharedServices ? { ...cpu, ...(await serviceCpu(PG_ADMIN_URL, REDIS_URL)) } : cpu;
+  return target.usesSharedServices
+    ? { ...cpu, ...(await serviceCpu(PG_ADMIN_URL, target.redisUrl ?? REDIS_URL)) }
+    : cpu;
 }
 
 async function runScenario(
@@ -208,6 +226,9 @@ async function runScenario(
       ...(pacedAt && { warmupMs: PACED_WARMUP_MS }),
     };
     const cpuAtStart = await cpuSoFar(target);
+    const redisUrl = target.usesSharedServices ? (target.redisUrl ?? REDIS_URL) : undefined;
+    const commandsAtStart = redisUrl ? await redisCommands(redisUrl) : 0;
+    let redisCommandsPerMessage: number | undefined;
     const loadgen = await startNode("load-generator", "bench/load-generator.ts", [JSON.stringify(plan)], {
       readyText: "RESULT ",
       timeoutMs: 15 * 60_000,
@@ -226,6 +247,7 @@ async function runScenario(
         cpuMicrosPerMessage[name] = ((seconds - (cpuAtStart[name] ?? 0)) * 1e6) / load.offered;
       }
       if (target.metricsUrl) counters = await readCounters(target.metricsUrl);
+      if (redisUrl) redisCommandsPerMessage = ((await redisCommands(redisUrl)) - commandsAtStart) / load.offered;
     };
     let rows: RowStats | undefined;
     if (target.measure) {
@@ -265,6 +287,7 @@ async function runScenario(
       publishToRowP99Ms: rows?.publishToRowP99Ms ?? null,
       processes,
       cpuMicrosPerMessage,
+      ...(redisCommandsPerMessage !== undefined && { redisCommandsPerMessage }),
       counters,
     };
   } finally {
@@ -345,12 +368,14 @@ async function main() {
       const seed = find("seed-architecture", s);
       const bare = find("aedes-bare", s);
       const mqtt311 = s.protocol === 5 ? find(s.scenario, s) : undefined;
+      const unreplicated = s.scenario === "edge-ingest-replicated" ? find("edge-ingest-unreplicated", s) : undefined;
       return {
         scenario: s.scenario,
         qos: s.qos,
         protocol: s.protocol,
         round: s.round,
         vsMqtt311: mqtt311 ? rate(s) / rate(mqtt311) : null,
+        vsUnreplicated: unreplicated ? rate(s) / rate(unreplicated) : null,
         vsSeedArchitecture: seed ? rate(s) / rate(seed) : null,
         vsAedesBare: bare ? rate(s) / bare.acknowledgedPerSecond : null,
       };
@@ -371,6 +396,7 @@ async function main() {
               qos,
               protocol,
               vsMqtt311: medianOf(of.map((r) => r.vsMqtt311)),
+              vsUnreplicated: medianOf(of.map((r) => r.vsUnreplicated)),
               vsSeedArchitecture: medianOf(of.map((r) => r.vsSeedArchitecture)),
               vsAedesBare: medianOf(of.map((r) => r.vsAedesBare)),
             };
@@ -527,15 +553,25 @@ async function main() {
         }),
       )}`,
     );
+    const withCommands = scenarios.filter((s) => s.redisCommandsPerMessage !== undefined);
+    if (withCommands.length > 0) {
+      console.log(
+        `\n${table(
+          ["scenario", "QoS", "paced", "Redis commands a message"],
+          withCommands.map((s) => [label(s), s.qos, s.pacedAt ? "yes" : "", fmt(s.redisCommandsPerMessage ?? null, 2)]),
+        )}`,
+      );
+    }
     console.log(
       `\n${table(
-        ["scenario", "QoS", "× seed-architecture", "× aedes-bare", "× MQTT 3.1.1"],
+        ["scenario", "QoS", "× seed-architecture", "× aedes-bare", "× MQTT 3.1.1", "× unreplicated"],
         [...ratios, ...(medianRatios ?? []).map((r) => ({ ...r, round: "median" }))].map((r) => [
           label(r),
           r.qos,
           fmt(r.vsSeedArchitecture, 2),
           fmt(r.vsAedesBare, 2),
           fmt(r.vsMqtt311, 3),
+          fmt(r.vsUnreplicated, 3),
         ]),
       )}`,
     );

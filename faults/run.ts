@@ -1,6 +1,7 @@
 /**
  * `npm run faults [-- --only=worker-kill,redis-kill,database-outage,broker-kill,broker-sigterm,redis-without-aof,
- * sentinel-failover,…] [--seconds=60] [--rate=1000] [--outage-seconds=120]`: the distributed service on a
+ * sentinel-failover,sentinel-failover-unreplicated,replica-cut] [--seconds=60] [--rate=1000] [--outage-seconds=120]
+ * [--replicas=1] [--primary-down-seconds=20] [--replica-cut-seconds=30]`: the distributed service on a
  * PostgreSQL and a redis-server (with an append-only file) of its own, two brokers and a worker (the
  * sentinel faults: a primary, a replica and three sentinels, and two workers); ten agents publish QoS 1
  * readings with dedupe ids at `rate` a second each, failing over between the brokers; `fault` seconds
@@ -57,6 +58,8 @@ const FAULTS: FaultName[] = [
 /** How long the old primary stays dead after a failover (then it comes back, as a replica), and the replica's link is cut. */
 const PRIMARY_DOWN_SECONDS = Number(argument("primary-down-seconds") ?? 20);
 const REPLICA_CUT_SECONDS = Number(argument("replica-cut-seconds") ?? 30);
+/** Replicas beside the primary in the sentinel faults. */
+const REPLICAS = Number(argument("replicas") ?? 1);
 /**
  * The faults run on Redis behind sentinels, with the REDIS_MIN_REPLICAS each asks for: `unreplicated`
  * is today's default (acknowledged once the primary has it), to show what a failover loses then.
@@ -162,7 +165,8 @@ async function deploy(fault: FaultName): Promise<Deployment> {
     const postgres = await startOwnPostgres();
     started.push(() => postgres.remove());
     const minReplicas = SENTINEL_FAULTS[fault];
-    const sentinels = minReplicas === undefined ? undefined : await startSentinelGroup({ downAfterMs: 2000 });
+    const sentinels =
+      minReplicas === undefined ? undefined : await startSentinelGroup({ replicas: REPLICAS, downAfterMs: 2000 });
     const redis = sentinels?.servers[0] ?? (await startOwnRedis({ appendonly: true }));
     started.push(() => (sentinels ?? redis).remove());
     const redisEnv: Record<string, string> = sentinels
@@ -577,7 +581,7 @@ async function main() {
     rmSync(scratch, { recursive: true, force: true });
   }
   console.log(
-    `\n${AGENTS} agents × ${RATE} QoS 1 readings/s with dedupe ids, failing over between two brokers; fault at ${FAULT_AT_SECONDS} s\n`,
+    `\n${AGENTS} agents × ${RATE} QoS 1 readings/s with dedupe ids, failing over between two brokers; fault at ${FAULT_AT_SECONDS} s${results.some((r) => r.sentinel) ? `; sentinel faults: a primary and ${REPLICAS} replica(s)` : ""}\n`,
   );
   console.log(
     table(
@@ -637,7 +641,7 @@ async function main() {
   const durationSeconds = Math.round((Date.now() - started) / 1000);
   writeFileSync(
     file,
-    `${JSON.stringify({ date, command, durationSeconds, agents: AGENTS, rate: RATE, faults: results, withoutAof }, null, 2)}\n`,
+    `${JSON.stringify({ date, command, durationSeconds, agents: AGENTS, rate: RATE, replicas: REPLICAS, faults: results, withoutAof }, null, 2)}\n`,
   );
   console.log(`\nresults: ${path.relative(ROOT, file)} (${durationSeconds} s)`);
 }

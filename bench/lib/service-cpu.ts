@@ -77,6 +77,17 @@ async function redisCpu(url: string): Promise<number> {
   }
 }
 
+/** Commands Redis has executed since it started (`INFO stats`), for commands per reading. */
+export async function redisCommands(url: string): Promise<number> {
+  const redis = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  try {
+    await redis.connect();
+    return Number(/^total_commands_processed:(\d+)/m.exec(await redis.info("stats"))?.[1]);
+  } finally {
+    redis.disconnect();
+  }
+}
+
 export async function serviceCpu(postgresUrl: string, redisUrl: string): Promise<ServiceCpu> {
   const [postgresql, redis] = await Promise.all([postgresCpu(postgresUrl), redisCpu(redisUrl)]);
   return { postgresql, redis };

@@ -3,10 +3,12 @@ import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { Redis } from "ioredis";
 import pino from "pino";
 import { BullmqSubmissionQueue } from "../../src/ingest/bullmq-queue.ts";
 import { redisConnector } from "../../src/redis/connection.ts";
 import { migratePostgres } from "../../src/store/database.ts";
+import { startOwnRedis } from "../../test/helpers/redis-server.ts";
 import { createTestDatabase, deleteRedisPrefix, PG_ADMIN_URL, REDIS_URL } from "../../test/helpers/services.ts";
 import type { Publisher } from "../load-generator.ts";
 import { freePort, type Managed, ROOT, start, startNode, stop } from "./processes.ts";
@@ -23,6 +25,8 @@ export interface Target {
   processes: Managed[];
   /** Whether it runs on the shared PostgreSQL and Redis, whose CPU then counts as its own. */
   usesSharedServices?: true;
+  /** The Redis it runs on when not the shared one (its CPU is counted as Redis's). */
+  redisUrl?: string;
   /** The Prometheus endpoint of an edge-ingest target, read before it stops. */
   metricsUrl?: string;
   /**
@@ -39,7 +43,12 @@ export type TargetName =
   | "seed-architecture"
   | "edge-ingest-embedded"
   | "edge-ingest-distributed"
-  | "edge-ingest-no-database";
+  | "edge-ingest-no-database"
+  | "edge-ingest-unreplicated"
+  | "edge-ingest-replicated"
+  | "edge-ingest-2-brokers"
+  | "edge-ingest-2-workers"
+  | "edge-ingest-2-brokers-2-workers";
 
 const anonymousPublishers = (count: number, tenantId: string): Publisher[] =>
   Array.from({ length: count }, (_, i) => ({
@@ -97,6 +106,12 @@ export async function serviceEnv(extra: Record<string, string>): Promise<Record<
     TENANT_MAX_CONNECTIONS: "1000000",
     MQTT_MAX_CONNECTION_RATE: "1000000",
     MQTT_CONNECTION_RATE_BURST: "1000000",
+    ...Object.fromEntries(
+      (process.env.BENCH_SERVICE_ENV?.split(" ").filter(Boolean) ?? []).map((pair) => [
+        pair.slice(0, pair.indexOf("=")),
+        pair.slice(pair.indexOf("=") + 1),
+      ]),
+    ),
     ...extra,
   };
 }
@@ -166,30 +181,73 @@ export async function agentsFor(
  * service's, or the queue drain that completes every job without writing it (nothing is stored,
  * so nothing is measured but the acknowledgements).
  */
-async function startDistributed(publisherCount: number, worker: "service" | "queue-drain"): Promise<Target> {
+async function replicaOnline(primaryUrl: string): Promise<void> {
+  const redis = new Redis(primaryUrl);
+  try {
+    while (!(await redis.info("replication")).includes("state=online")) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/**
+ * The distributed service: brokers (the first with the API) and workers (one of each unless
+ * `scale` says), the publishers spread over the brokers, on the shared Redis, or with `minReplicas`
+ * on a Redis primary and replica of its own (both with an append-only file), where an
+ * acknowledgement waits for that many replicas.
+ */
+async function startDistributed(
+  publisherCount: number,
+  worker: "service" | "queue-drain",
+  replicated?: { minReplicas: number },
+  scale: { brokers: number; workers: number } = { brokers: 1, workers: 1 },
+): Promise<Target> {
   const db = await createDatabase();
   const prefix = `edge-ingest-bench-${randomBytes(4).toString("hex")}`;
   const processes: Managed[] = [];
+  const primary = replicated && (await startOwnRedis({ appendonly: true }));
+  const replica =
+    primary && (await startOwnRedis({ appendonly: true, args: ["--replicaof", "127.0.0.1", String(primary.port)] }));
+  // Until the replica has synchronised, nothing could be acknowledged.
+  if (primary) await replicaOnline(primary.url);
   const cleanup = async () => {
     await closeAll(processes);
     await db.drop();
     await deleteRedisPrefix(prefix);
+    await replica?.remove();
+    await primary?.remove();
   };
-  const shared = { DATABASE_URL: db.url, REDIS_URL, REDIS_PREFIX: prefix, MIGRATE_ON_START: "false" };
+  const shared = {
+    DATABASE_URL: db.url,
+    REDIS_URL: primary?.url ?? REDIS_URL,
+    REDIS_PREFIX: prefix,
+    MIGRATE_ON_START: "false",
+    ...(replicated && { REDIS_PERSISTENCE: "aof", REDIS_MIN_REPLICAS: String(replicated.minReplicas) }),
+  };
   const brokerEnv = await serviceEnv({ ...shared, ROLES: "api,broker", ADMIN_TOKEN });
+  const mqttUrls: string[] = [];
+  const numbered = (name: string, i: number) => (i === 0 ? name : `${name}-${i + 1}`);
   try {
-    processes.push(await startService("broker", brokerEnv));
-    const workerEnv = await serviceEnv({ ...shared, ROLES: "worker" });
-    processes.push(
-      worker === "service"
-        ? await startService("worker", workerEnv)
-        : await startNode("queue-drain", "bench/targets/queue-drain.ts", [], {
-            env: workerEnv,
-            readyText: "READY",
-            // The production worker's code: measured as the service's processes are.
-            nodeArgs: serviceNodeArgs("queue-drain"),
-          }),
-    );
+    for (let i = 0; i < scale.brokers; i++) {
+      const env = i === 0 ? brokerEnv : await serviceEnv({ ...shared, ROLES: "broker" });
+      processes.push(await startService(numbered("broker", i), env));
+      mqttUrls.push(`mqtt://127.0.0.1:${env.MQTT_PORT}`);
+    }
+    for (let i = 0; i < scale.workers; i++) {
+      const workerEnv = await serviceEnv({ ...shared, ROLES: "worker" });
+      processes.push(
+        worker === "service"
+          ? await startService(numbered("worker", i), workerEnv)
+          : await startNode("queue-drain", "bench/targets/queue-drain.ts", [], {
+              env: workerEnv,
+              readyText: "READY",
+              // The production worker's code: measured as the service's processes are.
+              nodeArgs: serviceNodeArgs("queue-drain"),
+            }),
+      );
+    }
   } catch (error) {
     await cleanup();
     throw error;
@@ -202,9 +260,10 @@ async function startDistributed(publisherCount: number, worker: "service" | "que
   return {
     mqttUrl: `mqtt://127.0.0.1:${brokerEnv.MQTT_PORT}`,
     metricsUrl: `http://127.0.0.1:${brokerEnv.HTTP_PORT}/metrics`,
-    publishers,
+    publishers: publishers.map((publisher, i) => ({ ...publisher, url: mqttUrls[i % mqttUrls.length] })),
     processes,
     usesSharedServices: true,
+    ...(primary && { redisUrl: primary.url }),
     ...(worker === "service" && { measure: postgresMeasure(db.url, tenantId) }),
     close: cleanup,
   };
@@ -280,6 +339,21 @@ export async function startTarget(name: TargetName, publisherCount: number): Pro
 
     case "edge-ingest-no-database":
       return startDistributed(publisherCount, "queue-drain");
+
+    case "edge-ingest-unreplicated":
+      return startDistributed(publisherCount, "service", { minReplicas: 0 });
+
+    case "edge-ingest-replicated":
+      return startDistributed(publisherCount, "service", { minReplicas: 1 });
+
+    case "edge-ingest-2-brokers":
+      return startDistributed(publisherCount, "service", undefined, { brokers: 2, workers: 1 });
+
+    case "edge-ingest-2-workers":
+      return startDistributed(publisherCount, "service", undefined, { brokers: 1, workers: 2 });
+
+    case "edge-ingest-2-brokers-2-workers":
+      return startDistributed(publisherCount, "service", undefined, { brokers: 2, workers: 2 });
 
     case "edge-ingest-embedded": {
       const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-bench-"));

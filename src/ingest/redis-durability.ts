@@ -66,8 +66,9 @@ export function durabilityReport(info: string, persistence: RedisPersistence): D
  * Checks the queue's Redis at start-up (the caller refuses to start on a problem) and then every
  * `intervalMs`, so a Redis restarted without its AOF, or reconfigured, shows in /readyz and /metrics.
  * With REDIS_MIN_REPLICAS each online replica is checked the same way: a job acknowledged because
- * a replica has it is only as safe as that replica. Too few replicas online is not a problem of
- * durability (nothing is acknowledged meanwhile) but is logged and shown as the `replicas` check.
+ * a replica has it is only as safe as that replica. Too few durable replicas answering is not a
+ * problem of durability (WAIT holds the acknowledgements meanwhile, and says so in /readyz), but is
+ * logged and shown as the `replicas` check.
  */
 export class RedisDurability {
   private last: DurabilityReport | undefined;
@@ -101,28 +102,32 @@ export class RedisDurability {
 
   private async checkReplicas(replicas: ReplicaCheck, report: DurabilityReport): Promise<void> {
     const online = onlineReplicas(await this.redis.info("replication"));
+    /** Replicas that answered and keep what they have; one that does not answer counts for nothing. */
+    let durable = 0;
+    const unchecked: string[] = [];
     for (const address of online) {
       const replica = replicas.connect(address);
       replica.on("error", () => undefined);
       const name = `replica ${address.host}:${address.port}`;
       try {
-        const { problems } = durabilityReport(await RedisDurability.durabilityInfo(replica), this.persistence);
+        const { problems, checks } = durabilityReport(await RedisDurability.durabilityInfo(replica), this.persistence);
         report.problems.push(...problems.map((problem) => `${name}: ${problem}`));
+        report.checks.persistence &&= checks.persistence;
+        report.checks.eviction &&= checks.eviction;
+        if (problems.length === 0) durable++;
       } catch (error) {
-        report.problems.push(
-          `${name} cannot be checked (${(error as Error).message}): the address its primary reports must be reachable (replica-announce-ip)`,
-        );
+        unchecked.push(`${name} (${(error as Error).message})`);
       } finally {
         replica.disconnect();
       }
     }
-    const enough = online.length >= replicas.min;
+    const enough = durable >= replicas.min;
     if (enough !== (this.last?.checks.replicas ?? true)) {
-      if (enough) this.logger.info({ replicas: online.length }, "the queue's Redis has its replicas again");
+      if (enough) this.logger.info({ replicas: durable }, "the queue's Redis has its replicas again");
       else
         this.logger.warn(
-          { replicas: online.length, required: replicas.min },
-          "the queue's Redis has fewer replicas online than REDIS_MIN_REPLICAS: nothing is acknowledged until they are back",
+          { replicas: durable, required: replicas.min, unchecked },
+          "the queue's Redis has fewer durable replicas answering than REDIS_MIN_REPLICAS: acknowledgements wait for them (a replica the primary reports must be reachable at that address: replica-announce-ip)",
         );
     }
     report.checks.replicas = enough;

@@ -93,6 +93,8 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return 1`;
+/** Connections renewed by one script call. */
+const RENEW_CHUNK = 1000;
 const MEMBERS_SCRIPT = `${NOW}
 return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')`;
 
@@ -174,17 +176,26 @@ export class RedisPresence implements Presence {
     return this.redis.edgeIngestMembers(this.key(tenantId));
   }
 
+  /**
+   * In calls of RENEW_CHUNK connections: one script for a tenant's 100,000 would hold Redis (and every
+   * broker's acknowledgements behind it) for the whole call.
+   */
   private async renew(): Promise<void> {
-    await Promise.all(
-      [...this.own].map(([tenantId, members]) =>
-        this.redis.edgeIngestRenew(
-          this.key(tenantId),
-          this.clientsKey(tenantId),
-          this.leaseMs,
-          ...[...members].flatMap((member) => [member, parseMember(member).clientId]),
-        ),
-      ),
-    );
+    const calls: Promise<number>[] = [];
+    for (const [tenantId, members] of this.own) {
+      const all = [...members];
+      for (let start = 0; start < all.length; start += RENEW_CHUNK) {
+        calls.push(
+          this.redis.edgeIngestRenew(
+            this.key(tenantId),
+            this.clientsKey(tenantId),
+            this.leaseMs,
+            ...all.slice(start, start + RENEW_CHUNK).flatMap((member) => [member, parseMember(member).clientId]),
+          ),
+        );
+      }
+    }
+    await Promise.all(calls);
   }
 
   close(): void {

@@ -66,7 +66,7 @@ export function createTelemetry() {
     }),
     redisCheck: new Gauge({
       name: "edge_ingest_redis_check",
-      help: "Whether the queue's Redis passes a durability check (1) or not (0): persistence (AOF, or REDIS_PERSISTENCE=none), eviction (noeviction)",
+      help: "Whether the queue's Redis passes a durability check (1) or not (0): persistence (AOF, or REDIS_PERSISTENCE=none), eviction (noeviction), on the primary and (REDIS_MIN_REPLICAS) each replica; replicas (at least REDIS_MIN_REPLICAS online)",
       labelNames: ["check"] as const,
       registers: [registry],
     }),

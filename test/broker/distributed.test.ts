@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
 import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
-import { connackOf, connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { connackOf, connect, connectAgent, inbox, sleep } from "../helpers/mqtt.ts";
 import { closeWithin, distributedNodes } from "../helpers/nodes.ts";
 import { type OwnRedis, startOwnRedis } from "../helpers/redis-server.ts";
 import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
@@ -23,13 +23,7 @@ describe.skipIf(skip)("distributed broker", () => {
   it("withholds the PUBACK while the queue is down, and stores the resent message once when it is back", async () => {
     const { redis, app } = await nodeOnOwnRedis();
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
-    const agent = track(
-      await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
-        username: tenant.agent.username,
-        password: tenant.agent.password,
-        reconnectPeriod: 100,
-      }),
-    );
+    const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
 
     await redis.stop();
     let acknowledged = false;

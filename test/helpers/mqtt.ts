@@ -6,6 +6,11 @@ export function connect(url: string, options: IClientOptions = {}): Promise<Mqtt
 }
 
 /** Resolves with the CONNACK refusal code, or "connected". */
+/** An agent's client that reconnects after 100 ms, resending what was not acknowledged. */
+export function connectAgent(url: string, agent: { username: string; password: string }): Promise<MqttClient> {
+  return connect(url, { username: agent.username, password: agent.password, reconnectPeriod: 100 });
+}
+
 export async function connackOf(url: string, options: IClientOptions): Promise<number | "connected"> {
   try {
     const client = await connect(url, options);

@@ -40,6 +40,15 @@ describe.skipIf(stores.skip)("presence in Redis", () => {
     registry.close();
   });
 
+  it("renews a tenant's thousands of connections (in several script calls) past their first lease", async () => {
+    const registry = presence(stores.prefix(), 3000);
+    const members = Array.from({ length: 2500 }, (_, n) => presenceMember("a", n, `t/agent-${n}`));
+    for (const member of members) expect(await registry.admit("t", member, 10_000)).toBe(true);
+    await new Promise((resolve) => setTimeout(resolve, 4000));
+    expect((await registry.members("t")).sort()).toEqual([...members].sort());
+    registry.close();
+  });
+
   it("refuses a client over the quota without dropping the connection it already has", async () => {
     const registry = presence();
     const held = presenceMember("a", 1, "t/pump-1");

@@ -1,7 +1,7 @@
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
 import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
-import { connect, inbox, sleep } from "../helpers/mqtt.ts";
+import { connect, connectAgent, inbox, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startSentinelGroup } from "../helpers/redis-sentinel.ts";
 import { startOwnRedis } from "../helpers/redis-server.ts";
@@ -58,9 +58,7 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
     const here = `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
     const there = `mqtt://127.0.0.1:${other.mqttPorts?.tcp}`;
-    const agent = track(
-      await connect(there, { username: tenant.agent.username, password: tenant.agent.password, reconnectPeriod: 100 }),
-    );
+    const agent = track(await connectAgent(there, tenant.agent));
     const viewer = track(await connect(here, { username: "viewer", password: tenant.viewerToken }));
     const feed = inbox(viewer);
     await viewer.subscribeAsync(`metrics/${tenant.tenantId}/#`, { qos: 1 });
@@ -124,13 +122,7 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
       REDIS_REPLICA_TIMEOUT_MS: "200",
     });
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
-    const agent = track(
-      await connect(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, {
-        username: tenant.agent.username,
-        password: tenant.agent.password,
-        reconnectPeriod: 100,
-      }),
-    );
+    const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
     const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/replicated`;
     await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "r-1" }), { qos: 1 });
 
