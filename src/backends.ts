@@ -1,4 +1,4 @@
-import { mkdir } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
 import type { Logger } from "pino";
 import { embeddedAdminToken } from "./admin-token.ts";
 import type { ReadinessCheck } from "./api/routes/health.ts";
@@ -100,6 +100,12 @@ async function openEmbedded(config: Config, logger: Logger, steps: ShutdownSteps
   };
 }
 
+async function readTlsCa(file: string): Promise<string> {
+  return readFile(file, "utf8").catch((error: Error) => {
+    throw new StartupError(`REDIS_TLS_CA_FILE: cannot read ${file}: ${error.message}`);
+  });
+}
+
 async function openDistributed(
   config: Config,
   redisUrl: string,
@@ -121,6 +127,7 @@ async function openDistributed(
     sentinelName: config.REDIS_SENTINEL_NAME,
     sentinelPassword: config.REDIS_SENTINEL_PASSWORD,
     sentinelTls: config.REDIS_SENTINEL_TLS,
+    tlsCa: config.REDIS_TLS_CA_FILE && (await readTlsCa(config.REDIS_TLS_CA_FILE)),
   };
   const connect = redisConnector(target);
   const pubsub = new RedisPubSub(connect, prefix, logger, commandTimeout);

@@ -53,6 +53,13 @@ const envSchema = z.object({
     .optional()
     .describe("with `REDIS_SENTINELS`: the sentinels' own password (`requirepass` in sentinel.conf)"),
   REDIS_SENTINEL_TLS: bool.default(false).describe("with `REDIS_SENTINELS`: the sentinels speak TLS"),
+  REDIS_TLS_CA_FILE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "PEM certificates trusted, besides the system's, for TLS to Redis (`rediss:`) and to the sentinels (`REDIS_SENTINEL_TLS`): a Redis whose certificate a private CA signed",
+    ),
   REDIS_MIN_REPLICAS: int(0, 100)
     .default(0)
     .describe(
@@ -351,6 +358,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "REDIS_SENTINEL_NAME",
       "REDIS_SENTINEL_PASSWORD",
       "REDIS_SENTINEL_TLS",
+      "REDIS_TLS_CA_FILE",
       "REDIS_MIN_REPLICAS",
       "REDIS_REPLICA_TIMEOUT_MS",
       "REDIS_PREFIX",

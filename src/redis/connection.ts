@@ -1,3 +1,4 @@
+import tls from "node:tls";
 import { Redis, type RedisOptions } from "ioredis";
 
 /** Where the service's Redis is: one address, or a primary that sentinels name and follow. */
@@ -9,6 +10,13 @@ export interface RedisTarget {
   sentinelName?: string;
   sentinelPassword?: string;
   sentinelTls?: boolean;
+  /** PEM certificates trusted besides the system's, for TLS to Redis and to the sentinels. */
+  tlsCa?: string;
+}
+
+/** TLS options for a connection that speaks TLS: the extra CAs, if any, beside Node's own. */
+function tlsOptions(target: RedisTarget): { ca?: string[] } {
+  return target.tlsCa ? { ca: [...tls.rootCertificates, target.tlsCa] } : {};
 }
 
 /** Opens one connection to the current primary; each caller adds what its use needs. */
@@ -34,9 +42,11 @@ export function parseSentinels(list: string): { host: string; port: number }[] |
  * the old primary takes writes until the sentinels demote it, and what it took then is discarded.
  */
 export function sharedRedisOptions(target: RedisTarget, role: string): RedisOptions {
+  const secure = new URL(target.url).protocol === "rediss:";
   const common: RedisOptions = {
     connectionName: `edge-ingest:${role}`,
     reconnectOnError: (error) => (error.message.startsWith("READONLY") ? 2 : false),
+    ...(secure && { tls: tlsOptions(target) }),
   };
   if (!target.sentinels?.length) return common;
   return {
@@ -44,8 +54,8 @@ export function sharedRedisOptions(target: RedisTarget, role: string): RedisOpti
     sentinels: [...target.sentinels],
     name: target.sentinelName,
     sentinelPassword: target.sentinelPassword,
-    ...(target.sentinelTls && { sentinelTLS: {} }),
-    enableTLSForSentinelMode: new URL(target.url).protocol === "rediss:",
+    ...(target.sentinelTls && { sentinelTLS: tlsOptions(target) }),
+    enableTLSForSentinelMode: secure,
     failoverDetector: true,
   };
 }
@@ -64,5 +74,10 @@ export function connectToServer(
   const url = new URL(target.url);
   url.hostname = address.host.includes(":") ? `[${address.host}]` : address.host;
   url.port = String(address.port);
-  return new Redis(url.toString(), { connectionName: `edge-ingest:${role}`, ...options });
+  const secure = url.protocol === "rediss:";
+  return new Redis(url.toString(), {
+    connectionName: `edge-ingest:${role}`,
+    ...(secure && { tls: tlsOptions(target) }),
+    ...options,
+  });
 }

@@ -4,7 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { Redis } from "ioredis";
 import { eventually } from "./http.ts";
-import { freePort, type OwnRedis, startOwnRedis } from "./redis-server.ts";
+import { clientOptions, freePort, type OwnRedis, startOwnRedis, type TestCertificate } from "./redis-server.ts";
 
 export const SENTINEL_NAME = "edge-ingest";
 
@@ -28,12 +28,23 @@ export interface SentinelGroup {
  * after `downAfterMs`.
  */
 export async function startSentinelGroup(
-  options: { replicas?: number; sentinels?: number; downAfterMs?: number } = {},
+  options: {
+    replicas?: number;
+    sentinels?: number;
+    downAfterMs?: number;
+    /** Of the data nodes and the sentinels alike. */
+    password?: string;
+    /** Every process speaks TLS only, with this certificate. */
+    tls?: TestCertificate;
+  } = {},
 ): Promise<SentinelGroup> {
-  const primary = await startOwnRedis({ appendonly: true });
+  const secure = { password: options.password, tls: options.tls };
+  const primary = await startOwnRedis({ appendonly: true, ...secure });
   const servers = [primary];
   for (let i = 0; i < (options.replicas ?? 1); i++) {
-    servers.push(await startOwnRedis({ appendonly: true, args: ["--replicaof", "127.0.0.1", String(primary.port)] }));
+    servers.push(
+      await startOwnRedis({ appendonly: true, ...secure, args: ["--replicaof", "127.0.0.1", String(primary.port)] }),
+    );
   }
   const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-sentinel-"));
   const count = options.sentinels ?? 3;
@@ -45,12 +56,28 @@ export async function startSentinelGroup(
     await writeFile(
       file,
       [
-        `port ${port}`,
+        ...(options.tls
+          ? [
+              "port 0",
+              `tls-port ${port}`,
+              `tls-cert-file ${options.tls.certFile}`,
+              `tls-key-file ${options.tls.keyFile}`,
+              `tls-ca-cert-file ${options.tls.certFile}`,
+              "tls-auth-clients no",
+              "tls-replication yes",
+            ]
+          : [`port ${port}`]),
         "bind 127.0.0.1",
         `dir ${dir}`,
         `sentinel monitor ${SENTINEL_NAME} 127.0.0.1 ${primary.port} ${Math.floor(count / 2) + 1}`,
         `sentinel down-after-milliseconds ${SENTINEL_NAME} ${options.downAfterMs ?? 1000}`,
         `sentinel failover-timeout ${SENTINEL_NAME} 10000`,
+        ...(options.password
+          ? [
+              `requirepass ${JSON.stringify(options.password)}`,
+              `sentinel auth-pass ${SENTINEL_NAME} ${JSON.stringify(options.password)}`,
+            ]
+          : []),
         "",
       ].join("\n"),
     );
@@ -58,7 +85,13 @@ export async function startSentinelGroup(
     sentinels.push({ host: "127.0.0.1", port });
   }
   const ask = async <T>(command: string[]): Promise<T> => {
-    const sentinel = new Redis({ ...sentinels[0], retryStrategy: () => 20, maxRetriesPerRequest: null });
+    const sentinel = new Redis({
+      ...sentinels[0],
+      // A sentinel that never listens (its configuration refused) fails the start within two seconds.
+      retryStrategy: (times: number) => (times > 100 ? null : 20),
+      maxRetriesPerRequest: null,
+      ...clientOptions(secure),
+    });
     sentinel.on("error", () => undefined);
     try {
       return (await sentinel.call(...(command as [string, ...string[]]))) as T;

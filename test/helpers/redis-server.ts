@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
+import { promisify } from "node:util";
 import { Redis } from "ioredis";
 
 export async function freePort(): Promise<number> {
@@ -15,6 +16,37 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/** A certificate for 127.0.0.1, signed by itself: the server's, and the CA its clients trust. */
+export interface TestCertificate {
+  certFile: string;
+  keyFile: string;
+  /** The certificate's PEM, for a client's `ca`. */
+  pem: string;
+}
+
+/** A certificate for 127.0.0.1 made with openssl in `dir`. */
+export async function makeTestCertificate(dir: string): Promise<TestCertificate> {
+  const certFile = path.join(dir, "redis.crt");
+  const keyFile = path.join(dir, "redis.key");
+  await promisify(execFile)("openssl", [
+    ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"],
+    ...["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", keyFile, "-out", certFile],
+  ]);
+  return { certFile, keyFile, pem: await readFile(certFile, "utf8") };
+}
+
+/** Options of an ioredis client for a server with `password` and `tls`, as a test's own clients need. */
+export const clientOptions = (secure: { password?: string; tls?: TestCertificate }) => ({
+  ...(secure.password && { password: secure.password }),
+  ...(secure.tls && { tls: { ca: secure.tls.pem } }),
+});
+
+/** The arguments that make a redis-server (or sentinel) take TLS only, on `port`, with `tls`'s certificate. */
+export const tlsArgs = (port: number, tls: TestCertificate) => [
+  ...["--port", "0", "--tls-port", String(port), "--tls-cert-file", tls.certFile, "--tls-key-file", tls.keyFile],
+  ...["--tls-ca-cert-file", tls.certFile, "--tls-auth-clients", "no", "--tls-replication", "yes"],
+];
 
 export interface OwnRedis {
   url: string;
@@ -35,22 +67,33 @@ export interface OwnRedis {
  * shared one is never stopped. Without options it keeps nothing on disk, like the machine's.
  */
 export async function startOwnRedis(
-  options: { appendonly?: boolean; maxmemoryPolicy?: string; args?: string[] } = {},
+  options: {
+    appendonly?: boolean;
+    maxmemoryPolicy?: string;
+    args?: string[];
+    /** `requirepass` (and `masterauth`, for a replica). */
+    password?: string;
+    /** TLS only, with this certificate. */
+    tls?: TestCertificate;
+  } = {},
 ): Promise<OwnRedis> {
   const port = await freePort();
   const dir = await mkdtemp(path.join(os.tmpdir(), "edge-ingest-redis-"));
   let child: ChildProcess | undefined;
-  const url = `redis://127.0.0.1:${port}`;
+  const auth = options.password ? `:${encodeURIComponent(options.password)}@` : "";
+  const url = `${options.tls ? "rediss" : "redis"}://${auth}127.0.0.1:${port}`;
   const args = [
     ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir],
     ...["--appendonly", options.appendonly ? "yes" : "no"],
     ...(options.maxmemoryPolicy ? ["--maxmemory-policy", options.maxmemoryPolicy] : []),
+    ...(options.password ? ["--requirepass", options.password, "--masterauth", options.password] : []),
+    ...(options.tls ? tlsArgs(port, options.tls) : []),
     ...(options.args ?? []),
   ];
   const start = async () => {
     child = spawn("redis-server", args, { stdio: "ignore" });
     // Queued until the server listens (and has loaded its file): the client retries every 20 ms meanwhile.
-    const probe = new Redis(url, { retryStrategy: () => 20, maxRetriesPerRequest: null });
+    const probe = new Redis(url, { retryStrategy: () => 20, maxRetriesPerRequest: null, ...clientOptions(options) });
     probe.on("error", () => undefined);
     for (;;) {
       const loading = await probe.info("persistence").then(

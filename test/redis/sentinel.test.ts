@@ -4,8 +4,8 @@ import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
 import { connect, connectAgent, inbox, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startSentinelGroup } from "../helpers/redis-sentinel.ts";
-import { startOwnRedis } from "../helpers/redis-server.ts";
-import { createTestDatabase, distributedUnavailable } from "../helpers/services.ts";
+import { clientOptions, makeTestCertificate, startOwnRedis } from "../helpers/redis-server.ts";
+import { createTestDatabase, distributedUnavailable, tempDir } from "../helpers/services.ts";
 
 const skip = Boolean(await distributedUnavailable());
 const ADMIN_TOKEN = `admin-${"s".repeat(40)}`;
@@ -23,8 +23,8 @@ const CONNECTIONS = [
   "worker",
 ].map((role) => `edge-ingest:${role}`);
 
-async function connectionNames(port: number): Promise<string[]> {
-  const admin = new Redis(port, "127.0.0.1");
+async function connectionNames(port: number, secure: Parameters<typeof clientOptions>[0] = {}): Promise<string[]> {
+  const admin = new Redis(port, "127.0.0.1", clientOptions(secure));
   try {
     const list = (await admin.client("LIST")) as string;
     return [...list.matchAll(/ name=(\S+)/g)].map(([, name]) => name as string);
@@ -105,6 +105,41 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
     expect((await retained.waitFor(1, "plain/before"))[0]?.payload).toBe("kept");
     const { body } = await request(`${app.httpUrl}/api/v1/agents`, { auth: bearer(tenant.viewerToken) });
     expect(body.items.find((a: { agent_id: string }) => a.agent_id === tenant.agent.agentId)?.connected).toBe(true);
+  }, 90_000);
+
+  it("follows a failover with passwords and TLS on the data nodes and the sentinels", async () => {
+    const dir = await tempDir();
+    cleanups.push(dir.remove);
+    const secure = { password: "p@ss word/1", tls: await makeTestCertificate(dir.dir) };
+    const group = await startSentinelGroup({ ...secure });
+    cleanups.push(() => group.remove());
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const app = await startNode({
+      DATABASE_URL: db.url,
+      REDIS_URL: `rediss://:${encodeURIComponent(secure.password)}@unused-with-sentinels`,
+      REDIS_SENTINELS: group.sentinelList,
+      REDIS_SENTINEL_PASSWORD: secure.password,
+      REDIS_SENTINEL_TLS: "true",
+      REDIS_TLS_CA_FILE: secure.tls.certFile,
+      REDIS_PERSISTENCE: "aof",
+      REDIS_MIN_REPLICAS: "1",
+    });
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
+    const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/secure`;
+    await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "s-1" }), { qos: 1 });
+    const promoted = await group.failover();
+    await eventually(async () => {
+      const names = await connectionNames(promoted, secure);
+      return CONNECTIONS.every((name) => names.includes(name)) ? true : undefined;
+    }, 5_000);
+    await agent.publishAsync(topic, JSON.stringify({ value: 2, dedupe_id: "s-2" }), { qos: 1 });
+    const stored = await eventually(async () => {
+      const values = await storedValues(app.httpUrl, tenant.viewerToken, "secure");
+      return values.length === 2 ? values : undefined;
+    });
+    expect(stored).toEqual([1, 2]);
   }, 90_000);
 
   it("holds acknowledgements while fewer replicas than REDIS_MIN_REPLICAS confirm, and stores the resend once", async () => {
