@@ -33,6 +33,19 @@ async function connectionNames(port: number, secure: Parameters<typeof clientOpt
   }
 }
 
+/**
+ * Waits until every connection is on the promoted server. The sentinels demote the old primary (and
+ * cut its clients) only when they next look at it, about 10 s on; a connection still there
+ * meanwhile would write what the demotion then discards. So every connection must move when the
+ * sentinels announce the new primary: within 5 s.
+ */
+async function everyConnectionMovesTo(port: number, secure: Parameters<typeof clientOptions>[0] = {}): Promise<void> {
+  await eventually(async () => {
+    const names = await connectionNames(port, secure);
+    return CONNECTIONS.every((name) => names.includes(name)) ? true : undefined;
+  }, 5_000);
+}
+
 async function storedValues(url: string, token: string, name: string): Promise<number[]> {
   const { body } = await request(`${url}/api/v1/metrics?name=${name}`, { auth: bearer(token) });
   return (body.items as { value: number }[]).map((item) => item.value).sort();
@@ -76,13 +89,7 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
     expect(await connectionNames(first)).toEqual(expect.arrayContaining(CONNECTIONS));
 
     const promoted = await group.failover();
-    // The sentinels demote the old primary (and cut its clients) only when they next look at it, about
-    // 10 s on; a connection still there meanwhile would write what the demotion then discards. So every
-    // connection must move when the sentinels announce the new primary.
-    await eventually(async () => {
-      const names = await connectionNames(promoted);
-      return CONNECTIONS.every((name) => names.includes(name)) ? true : undefined;
-    }, 5_000);
+    await everyConnectionMovesTo(promoted);
     // None is left on the demoted primary (now a replica of the new one).
     await eventually(async () => {
       const names = await connectionNames(first);
@@ -129,11 +136,7 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
     const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
     const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/secure`;
     await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "s-1" }), { qos: 1 });
-    const promoted = await group.failover();
-    await eventually(async () => {
-      const names = await connectionNames(promoted, secure);
-      return CONNECTIONS.every((name) => names.includes(name)) ? true : undefined;
-    }, 5_000);
+    await everyConnectionMovesTo(await group.failover(), secure);
     await agent.publishAsync(topic, JSON.stringify({ value: 2, dedupe_id: "s-2" }), { qos: 1 });
     const stored = await eventually(async () => {
       const values = await storedValues(app.httpUrl, tenant.viewerToken, "secure");
