@@ -59,7 +59,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const backends = await openBackends(config, telemetry, logger, steps);
     const { db, pubsub, presence } = backends;
     const fanout = new FanOut(pubsub);
-    const rejections = new LiveRejections(pubsub);
+    const rejections = new LiveRejections(pubsub, backends.rejectionHistory);
     const revocations = new Revocations(pubsub);
     const credentials = new CredentialStore(db, config.CREDENTIAL_CACHE_TTL_MS);
     await revocations.onRevoked((username) => credentials.forget(username));

@@ -14,6 +14,7 @@ import { InProcessQueue } from "./ingest/in-process-queue.ts";
 import type { SubmissionProcessor, SubmissionQueue } from "./ingest/queue.ts";
 import { RedisDurability } from "./ingest/redis-durability.ts";
 import { LocalTenantTokens, RedisTenantTokens, type TenantTokenSource } from "./limits/tenant-tokens.ts";
+import { LocalRejectionHistory, RedisRejectionHistory, type RejectionHistory } from "./live/rejection-history.ts";
 import { rateLimitedLog } from "./logger.ts";
 import { LocalPresence, type Presence, RedisPresence } from "./presence/presence.ts";
 import { LocalPubSub, type PubSub, RedisPubSub } from "./pubsub.ts";
@@ -47,6 +48,8 @@ export interface Backends {
   readonly sessionExpiry: SessionExpiryStore;
   /** Shared-subscription groups and the messages they hold, for every broker and worker. */
   readonly sharedQueue: SharedQueue;
+  /** Each tenant's recent refusals, for its console. */
+  readonly rejectionHistory: RejectionHistory;
   /** The retained-message account (`MQTT_MAX_RETAINED_*`). */
   retainedLedger(limits: RetainedLimits): Promise<RetainedLedger>;
   /** Where submissions go; `submit` resolves once durable. Embedded, it runs `process` itself. */
@@ -69,6 +72,11 @@ export function openBackends(
     : openEmbedded(config, logger, steps);
 }
 
+const rejectionHistoryLimits = (config: Config) => ({
+  maxPerTenant: config.REJECTION_HISTORY_MAX,
+  windowMs: config.REJECTION_HISTORY_HOURS * 3_600_000,
+});
+
 async function openEmbedded(config: Config, logger: Logger, steps: ShutdownSteps): Promise<Backends> {
   await mkdir(config.DATA_DIR, { recursive: true });
   const db = await openDatabase({ dataDir: config.DATA_DIR }, { migrate: config.MIGRATE_ON_START, logger });
@@ -85,6 +93,7 @@ async function openEmbedded(config: Config, logger: Logger, steps: ShutdownSteps
     tenantTokens: new LocalTenantTokens(),
     sessionExpiry: new LocalSessionExpiry(),
     sharedQueue: new LocalSharedQueue(pubsub, config.MQTT_SHARED_QUEUE_MAX_MESSAGES),
+    rejectionHistory: new LocalRejectionHistory(rejectionHistoryLimits(config)),
     adminToken: await embeddedAdminToken(config.DATA_DIR, config.ADMIN_TOKEN),
     readiness: {},
     retainedLedger: async (limits) => {
@@ -175,6 +184,7 @@ async function openDistributed(
     tenantTokens: new RedisTenantTokens(coordination, prefix),
     sessionExpiry: new RedisSessionExpiry(coordination, prefix),
     sharedQueue: new RedisSharedQueue(coordination, prefix, pubsub, config.MQTT_SHARED_QUEUE_MAX_MESSAGES),
+    rejectionHistory: new RedisRejectionHistory(coordination, prefix, rejectionHistoryLimits(config)),
     adminToken: config.ADMIN_TOKEN,
     readiness: { redis: durability.readiness },
     retainedLedger: async (limits) => {

@@ -336,6 +336,14 @@ const envSchema = z.object({
     .default(24)
     .describe("a `dedupe_id` arriving again within this long of its first arrival is stored once"),
   SERIES_MAX_POINTS: int(1, 1_000_000).default(10_000).describe("most buckets one series request may ask for"),
+  REJECTION_HISTORY_MAX: int(1, 100_000)
+    .default(1000)
+    .describe(
+      "refusals kept per tenant for the console and `GET /api/v1/rejections` (the newest). Distributed in Redis, embedded in memory",
+    ),
+  REJECTION_HISTORY_HOURS: int(1, 24 * 7)
+    .default(24)
+    .describe("how long a refusal is kept in that history"),
 });
 
 /** Every environment variable the service reads. */
@@ -446,6 +454,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MAX_FUTURE_SKEW_SECONDS",
       "QUERY_MAX_LIMIT",
       "SERIES_MAX_POINTS",
+      "REJECTION_HISTORY_MAX",
+      "REJECTION_HISTORY_HOURS",
       "SSE_HEARTBEAT_MS",
       "SSE_MAX_BUFFER_BYTES",
       "CREDENTIAL_CACHE_TTL_MS",

@@ -178,6 +178,8 @@ for (const { mode, skip } of modes) {
       expect(series).toEqual({
         name: "temp",
         agent_id: "sensor-a",
+        from: new Date(at(0, 0)).toISOString(),
+        to: new Date(at(3, 0)).toISOString(),
         step_ms: 60_000,
         buckets: [
           { start: new Date(at(0, 0)).toISOString(), avg: 21, max: 22, count: 2, last: 22 },
@@ -231,6 +233,21 @@ for (const { mode, skip } of modes) {
       const otherAgent = await request(`${t.url}/api/v1/metrics/latest?agent_id=sensor-a`, { auth: b.agent.auth });
       expect(otherAgent.status).toBe(403);
 
+      // Without a window: the last hour, in buckets of 10 s.
+      const before = Date.now();
+      const recent = await request(`${t.url}/api/v1/metrics/series?name=temp&agent_id=sensor-a`, {
+        auth: bearer(a.viewerToken),
+      });
+      expect(recent.status).toBe(200);
+      expect(recent.body.step_ms).toBe(10_000);
+      expect(Date.parse(recent.body.to) - Date.parse(recent.body.from)).toBe(3_600_000);
+      expect(Date.parse(recent.body.to)).toBeGreaterThanOrEqual(before);
+      expect(Date.parse(recent.body.to)).toBeLessThanOrEqual(Date.now());
+      const day = await request(`${t.url}/api/v1/metrics/series?name=temp&from=${Date.now() - 86_400_000}`, {
+        auth: bearer(a.viewerToken),
+      });
+      expect(day.body.step_ms).toBe(300_000);
+
       // And a series asks sensible things.
       const bad = (query: string) =>
         request(`${t.url}/api/v1/metrics/series?${query}`, { auth: bearer(a.viewerToken) });
@@ -238,6 +255,57 @@ for (const { mode, skip } of modes) {
       expect((await bad(`name=temp&from=${at(0, 0)}&to=${at(3, 0)}&step=1m&agg=median`)).status).toBe(400);
       expect((await bad(`name=temp&from=0&to=${Date.now()}&step=1s`)).body.error.message).toMatch(/at most/);
       expect((await bad(`from=${at(0, 0)}&to=${at(3, 0)}&step=1m`)).body.error.code).toBe("bad_name");
+    });
+
+    it("keeps a tenant's refusals for a console opened later, and shows them to that tenant only", async () => {
+      const c = await createTenant(t.url, t.adminToken, "sensor-c", "tenant c");
+      const d = await createTenant(t.url, t.adminToken, "sensor-d", "tenant d");
+      await post(c.agent.auth, { metrics: [{ name: "x", value: "hot" }] });
+      await post(c.agent.auth, { metrics: [{ name: "x", value: 1, timestamp: "2001-01-01T00:00:00Z" }] });
+      await post(c.agent.auth, {
+        metrics: [
+          { name: "x", value: "cold" },
+          { name: "y", value: "warm" },
+        ],
+      });
+      await post(d.agent.auth, { metrics: [{ name: "x", value: "d's own" }] });
+      const history = (auth: string, params = "") => request(`${t.url}/api/v1/rejections?${params}`, { auth });
+
+      const all = await history(bearer(c.viewerToken));
+      expect(all.status).toBe(200);
+      expect(all.body.items.map((r: { reason: string; count: number }) => [r.reason, r.count])).toEqual([
+        ["bad_value", 2],
+        ["too_old", 1],
+        ["bad_value", 1],
+      ]);
+      expect(all.body.items[0]).toMatchObject({
+        agent_id: "sensor-c",
+        source: "http",
+        at: expect.stringMatching(/Z$/),
+      });
+      expect(all.body.counts).toEqual([
+        { reason: "bad_value", count: 3 },
+        { reason: "too_old", count: 1 },
+      ]);
+      const first = await history(bearer(c.viewerToken), "limit=2");
+      const second = await history(
+        bearer(c.viewerToken),
+        `limit=2&cursor=${encodeURIComponent(first.body.next_cursor)}`,
+      );
+      expect([...first.body.items, ...second.body.items]).toEqual(all.body.items);
+      expect(second.body.next_cursor).toBeNull();
+      // The agent sees its own; another tenant sees none of them, whatever agent it names.
+      expect((await history(c.agent.auth)).body.items).toHaveLength(3);
+      expect((await history(bearer(d.viewerToken))).body.items.map((r: { agent_id: string }) => r.agent_id)).toEqual([
+        "sensor-d",
+      ]);
+      expect((await history(bearer(d.viewerToken), "agent_id=sensor-c")).body).toEqual({
+        items: [],
+        next_cursor: null,
+        counts: [],
+        window_hours: 24,
+      });
+      expect((await history(bearer(c.viewerToken), "cursor=nonsense")).status).toBe(400);
     });
 
     it("streams a tenant's newly stored metrics over SSE, and only that tenant's", async () => {

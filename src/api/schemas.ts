@@ -13,7 +13,7 @@ const patterned = (pattern: RegExp, message: string) => z.string({ error: messag
 export const agentId = patterned(AGENT_ID_PATTERN, "agent_id must be 1-64 characters of A-Z a-z 0-9 . _ -");
 export const metricName = patterned(METRIC_NAME_PATTERN, "name must be 1-128 characters of A-Z a-z 0-9 _ . : -");
 export const tenantId = z.uuid({ error: "must be a tenant id (a UUID)" });
-const timestamp = z.string().describe("ISO-8601 in UTC with milliseconds");
+export const timestamp = z.string().describe("ISO-8601 in UTC with milliseconds");
 const tags = z.record(z.string(), z.string()).nullable();
 
 /** Every error: a code a program can branch on and a message a person can act on. */

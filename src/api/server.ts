@@ -24,6 +24,7 @@ import { agentRoutes } from "./routes/agents.ts";
 import { healthRoutes, type ReadinessCheck } from "./routes/health.ts";
 import { ingestRoutes } from "./routes/ingest.ts";
 import { queryRoutes } from "./routes/query.ts";
+import { rejectionRoutes } from "./routes/rejections.ts";
 import { streamRoutes } from "./routes/stream.ts";
 
 /** What the `api` role serves besides the probes: the API and the console. */
@@ -99,6 +100,11 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     revocations: api.revocations,
     heartbeatMs: config.SSE_HEARTBEAT_MS,
     maxBufferBytes: config.SSE_MAX_BUFFER_BYTES,
+  });
+  await app.register(rejectionRoutes, {
+    history: api.rejections.history,
+    maxLimit: config.QUERY_MAX_LIMIT,
+    windowHours: config.REJECTION_HISTORY_HOURS,
   });
   await app.register(agentRoutes, {
     credentials: api.credentials,

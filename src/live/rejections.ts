@@ -1,5 +1,6 @@
 import type { RejectionReason } from "../ingest/refusals.ts";
 import type { PubSub } from "../pubsub.ts";
+import type { RejectionHistory } from "./rejection-history.ts";
 
 /** A refusal as a tenant's console sees it: whose, why, and how many it stands for. */
 export interface LiveRejection {
@@ -15,17 +16,24 @@ export interface LiveRejection {
 const channel = (tenantId: string) => `rejections:${tenantId}`;
 
 /**
- * Live refusals of one tenant's readings, for its console: the broker sends what it sends an
- * agent's feedback topic (already one message per reason per interval), the API one message per
- * request. Nothing is sent while nobody of the tenant follows them.
+ * Refusals of one tenant's readings, for its console: the broker sends what it sends an agent's
+ * feedback topic (already one message per reason per interval), the API one message per request.
+ * Each is kept in the tenant's history, for a console opened later, and sent live to whoever of the
+ * tenant follows them (nothing is sent while nobody does).
  */
 export class LiveRejections {
-  constructor(private readonly pubsub: PubSub) {}
+  constructor(
+    private readonly pubsub: PubSub,
+    readonly history: RejectionHistory,
+  ) {}
 
   async publish(tenantId: string, rejection: LiveRejection): Promise<void> {
-    if (await this.pubsub.hasSubscribers(channel(tenantId))) {
-      await this.pubsub.publish(channel(tenantId), JSON.stringify(rejection));
-    }
+    const live = async () => {
+      if (await this.pubsub.hasSubscribers(channel(tenantId))) {
+        await this.pubsub.publish(channel(tenantId), JSON.stringify(rejection));
+      }
+    };
+    await Promise.all([this.history.record(tenantId, rejection), live()]);
   }
 
   subscribe(tenantId: string, listener: (rejection: LiveRejection) => void): Promise<() => void> {

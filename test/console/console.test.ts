@@ -39,60 +39,120 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     await t?.cleanup();
   });
 
-  async function signIn(token: string): Promise<Page> {
-    const page = await browser.newPage({ viewport: { width: 1360, height: 1000 } });
+  /** Signs in on a new page; `problems` collects what the browser reports (errors, failed requests). */
+  async function signIn(token: string, viewport = { width: 1360, height: 1000 }) {
+    const page = await browser.newPage({ viewport });
+    const problems: string[] = [];
+    page.on("console", (message) => {
+      if (message.type() === "error") problems.push(message.text());
+    });
+    page.on("pageerror", (error) => problems.push(error.message));
+    page.on("response", (response) => {
+      if (response.status() >= 400) problems.push(`${response.status()} ${response.url()}`);
+    });
     page.on("dialog", (dialog) => void dialog.accept());
     await page.goto(t.url);
     await page.fill("#token", token);
     await page.click("#sign-in-form button[type=submit]");
-    return page;
+    return { page, problems };
   }
 
-  it("shows a viewer its agents, a reading sent over MQTT live on the chart and in the latest table, and a rejection with its reason", async () => {
+  const chart = (page: Page, metric: string) => page.locator(`[data-testid=charts] figure[data-metric="${metric}"]`);
+  /** The chart's x-axis as uPlot scales it, in seconds. */
+  const xAxis = async (page: Page, metric: string): Promise<[number, number]> => [
+    Number(await chart(page, metric).getAttribute("data-x-min")),
+    Number(await chart(page, metric).getAttribute("data-x-max")),
+  ];
+
+  it("shows a viewer its agents, readings on charts over the chosen window, and refusals from before the page opened", async () => {
     const boiler = await connect(mqttUrl, { username: acme.agent.username, password: acme.agent.password });
-    // History before the page opens: it comes from the series API.
-    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/temperature`, "20.5", { qos: 1 });
-    const page = await signIn(acme.viewerToken);
+    const topic = (metric: string) => `metrics/${acme.tenantId}/boiler-1/${metric}`;
+    // Before the page opens: one reading, two readings 45 minutes apart, and a refused publish.
+    const minutesAgo = (m: number) => new Date(Date.now() - m * 60_000).toISOString();
+    await boiler.publishAsync(topic("temperature"), JSON.stringify({ value: 20.5, timestamp: minutesAgo(20) }), {
+      qos: 1,
+    });
+    await boiler.publishAsync(topic("flow"), JSON.stringify({ value: 3, timestamp: minutesAgo(50) }), { qos: 1 });
+    await boiler.publishAsync(topic("flow"), JSON.stringify({ value: 4, timestamp: minutesAgo(5) }), { qos: 1 });
+    await boiler.publishAsync(topic("temperature"), '{"value": "very hot"}', { qos: 1 });
+    await expect
+      .poll(
+        async () => (await request(`${t.url}/api/v1/rejections`, { auth: `Bearer ${acme.viewerToken}` })).body.items,
+      )
+      .toHaveLength(1);
+
+    const { page, problems } = await signIn(acme.viewerToken);
     await expect.poll(() => page.textContent("[data-testid=who]")).toContain("Acme Heating");
     const agents = page.locator("[data-testid=agents] tbody tr");
     await expect.poll(() => agents.allTextContents()).toEqual([expect.stringContaining("boiler-1")]);
     expect(await page.textContent("[data-testid=agents]")).not.toContain("rival-secret-agent");
-    await expect.poll(() => page.textContent("[data-testid=chart-count]")).toBe("1 points");
+    await expect.poll(() => page.textContent("[data-testid=agents-updated]")).toMatch(/^updated /);
 
-    await boiler.publishAsync(
-      `metrics/${acme.tenantId}/boiler-1/temperature`,
-      JSON.stringify({ value: 73.25, dedupe_id: "browser-1" }),
-      { qos: 1 },
-    );
-    await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("73.25");
-    await expect.poll(() => page.textContent("[data-testid=chart-count]")).toBe("2 points");
-    expect(await page.locator("[data-testid=chart] canvas").count()).toBe(1);
-
-    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/temperature`, '{"value": "very hot"}', { qos: 1 });
+    // The refusal sent before the page opened is there, counted by reason.
     const rejections = page.locator("[data-testid=rejections] tbody tr");
     await expect.poll(() => rejections.first().textContent()).toContain("bad_value");
     expect(await rejections.first().textContent()).toContain("boiler-1");
+    expect(await page.textContent("[data-testid=rejection-counts]")).toContain("bad_value 1");
+
+    // One reading: one point, on an x-axis that is the last hour.
+    await expect.poll(() => chart(page, "temperature").locator(".count").textContent()).toBe("1 point");
+    await expect
+      .poll(async () => (await xAxis(page, "temperature")).reduce((min, max) => max - min))
+      .toBeCloseTo(3600, -1);
+    expect((await xAxis(page, "temperature"))[1] * 1000).toBeGreaterThan(Date.now() - 60_000);
+    // Two readings with a gap between: two points among empty buckets, which break the line.
+    await expect.poll(() => chart(page, "flow").locator(".count").textContent()).toBe("2 points");
+    expect(Number(await chart(page, "flow").getAttribute("data-buckets"))).toBeGreaterThan(100);
+    // A window of 15 minutes leaves the older one out.
+    await page.selectOption("[data-testid=chart-window]", "900000");
+    await expect.poll(() => chart(page, "flow").locator(".count").textContent()).toBe("1 point");
+    await expect.poll(async () => (await xAxis(page, "flow")).reduce((min, max) => max - min)).toBeCloseTo(900, -1);
+    await page.selectOption("[data-testid=chart-window]", "3600000");
+
+    await boiler.publishAsync(topic("temperature"), JSON.stringify({ value: 73.25, dedupe_id: "browser-1" }), {
+      qos: 1,
+    });
+    await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("73.25");
+    await expect.poll(() => chart(page, "temperature").locator(".count").textContent()).toBe("2 points");
+    expect(await chart(page, "temperature").locator("canvas").count()).toBe(1);
+
+    await boiler.publishAsync(topic("temperature"), '{"value": "cold"}', { qos: 1 });
+    await expect.poll(() => page.textContent("[data-testid=rejection-counts]")).toContain("bad_value 2");
 
     // The rival tenant's reading never reaches this page.
     const rivalAgent = await connect(mqttUrl, { username: rival.agent.username, password: rival.agent.password });
     await rivalAgent.publishAsync(`metrics/${rival.tenantId}/rival-secret-agent/temperature`, "999", { qos: 1 });
-    await boiler.publishAsync(`metrics/${acme.tenantId}/boiler-1/pressure`, "1.5", { qos: 1 });
+    await boiler.publishAsync(topic("pressure"), "1.5", { qos: 1 });
     await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("pressure");
+    await expect.poll(() => chart(page, "pressure").count()).toBe(1);
     expect(await page.textContent("main")).not.toContain("999");
     expect(await page.textContent("main")).not.toContain("rival-secret-agent");
     // The token is never in a URL the page asked for.
     expect(page.url()).not.toContain(acme.viewerToken);
+    expect(problems).toEqual([]);
 
     if (SCREENSHOTS) await page.screenshot({ path: path.join(SCREENSHOTS, "console-viewer.png"), fullPage: true });
     await Promise.all([boiler.endAsync(), rivalAgent.endAsync()]);
     await page.close();
   });
 
+  it("fits a phone's width: nothing wider than the screen", async () => {
+    const { page, problems } = await signIn(acme.viewerToken, { width: 390, height: 844 });
+    await expect.poll(() => page.locator("[data-testid=charts] figure").count()).toBeGreaterThan(0);
+    const overflow = await page.evaluate<number>("document.documentElement.scrollWidth - window.innerWidth");
+    expect(overflow).toBeLessThanOrEqual(0);
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
   it("lets the admin register an agent, whose credential works over MQTT, and revoke it", async () => {
-    const page = await signIn(t.adminToken);
+    const { page, problems } = await signIn(t.adminToken);
     await expect.poll(() => page.textContent("[data-testid=who]")).toBe("admin");
     const tenantRows = page.locator("[data-testid=tenants] tbody tr");
     await expect.poll(() => tenantRows.count()).toBe(2);
+    // The first tenant is open at once, its credentials listed; the panel says when it was updated.
+    await expect.poll(() => page.locator("[data-testid=credentials] tbody tr").count()).toBeGreaterThan(0);
+    expect(await page.textContent("[data-testid=tenants-updated]")).toMatch(/^updated /);
     await page.click(`[data-testid=tenants] tr[data-tenant="${acme.tenantId}"]`);
 
     await page.fill("#create-agent input[name=agent_id]", "pump-7");
@@ -122,11 +182,12 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     });
     expect(credentials.body.find((c: { username: string }) => c.username === username).revoked_at).not.toBeNull();
     await pump.endAsync(true);
+    expect(problems).toEqual([]);
     await page.close();
   });
 
   it("refuses an unknown token and serves its files with a content security policy", async () => {
-    const page = await signIn("tk_nobody.nothing");
+    const { page } = await signIn("tk_nobody.nothing");
     await expect.poll(() => page.textContent("#sign-in-error")).toContain("unknown or revoked");
     expect(await page.isVisible("#viewer")).toBe(false);
     await page.close();

@@ -20,7 +20,9 @@ import {
   seriesBucket,
   stepParam,
   timeParam,
+  timestamp,
 } from "../schemas.ts";
+import { DEFAULT_SERIES_BUCKETS, DEFAULT_SERIES_WINDOW_MS, defaultSeriesStep } from "../series-window.ts";
 
 const badRequest = (message: string) => new ApiError("bad_request", message);
 
@@ -77,15 +79,21 @@ export const queryRoutes = fp(
           querystring: z.object({
             name: metricName,
             agent_id: agentId.optional(),
-            from: timeParam("from"),
-            to: timeParam("to"),
-            step: stepParam,
+            from: timeParam("from").optional().describe("ISO-8601 or epoch milliseconds; default: `to` − 1 h"),
+            to: timeParam("to").optional().describe("ISO-8601 or epoch milliseconds; default: now"),
+            step: stepParam
+              .optional()
+              .describe(
+                `bucket width (\`30s\`, \`1m\`, \`6h\`, \`1d\`); default: the shortest of 1s, 5s, 10s, 15s, 30s, 1m, 2m, 5m, 10m, 15m, 30m, 1h, 2h, 3h, 6h, 12h, 1d, 7d that makes at most ${DEFAULT_SERIES_BUCKETS} buckets (or SERIES_MAX_POINTS, if fewer) of the window`,
+              ),
             agg: aggregatesParam,
           }),
           response: {
             200: z.object({
               name: z.string(),
               agent_id: z.string().optional(),
+              from: timestamp.describe("the window's start, as given or defaulted"),
+              to: timestamp.describe("the window's end, as given or defaulted"),
               step_ms: z.int(),
               buckets: z.array(seriesBucket),
             }),
@@ -94,14 +102,24 @@ export const queryRoutes = fp(
         },
       },
       async (request) => {
-        const { name, from, to, step, agg } = request.query;
+        const { name, agg } = request.query;
+        const to = request.query.to ?? Date.now();
+        const from = request.query.from ?? to - DEFAULT_SERIES_WINDOW_MS;
+        const step = request.query.step ?? defaultSeriesStep(to - from, options.maxSeriesPoints);
         const scope = readScope(request.principal, request.query.agent_id);
         if (to <= from) throw badRequest("from must be before to");
         if ((to - from) / step > options.maxSeriesPoints) {
           throw badRequest(`at most ${options.maxSeriesPoints} buckets: widen step or narrow from..to`);
         }
         const buckets = await readings.series({ ...scope, name, from, to }, step, agg);
-        return { name, ...(scope.agentId && { agent_id: scope.agentId }), step_ms: step, buckets };
+        return {
+          name,
+          ...(scope.agentId && { agent_id: scope.agentId }),
+          from: new Date(from).toISOString(),
+          to: new Date(to).toISOString(),
+          step_ms: step,
+          buckets,
+        };
       },
     );
 

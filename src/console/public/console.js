@@ -3,19 +3,28 @@
 
 const TOKEN_KEY = "edge-ingest-token";
 const REFRESH_MS = 5000;
-const CHART_WINDOW_S = 3600;
 const MAX_REJECTIONS = 100;
+/** One chart per metric of the agent (each with its own scale: metrics rarely share a unit), at most this many. */
+const MAX_CHARTS = 6;
+/** A burst of live readings redraws the charts once. */
+const REDRAW_AFTER_MS = 1000;
 
 const $ = (selector) => document.querySelector(selector);
 
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   who: undefined,
-  /** Viewer view: the chosen agent and metric, the chart and its points. */
+  /** Viewer view: the chosen agent, its metrics, the chart window and a chart per metric. */
   agent: undefined,
-  metric: undefined,
-  chart: undefined,
-  points: [[], []],
+  metrics: [],
+  windowMs: 3_600_000,
+  /** The window the charts show now, in seconds (uPlot's time unit). */
+  range: [0, 0],
+  charts: new Map(),
+  redraw: undefined,
+  /** Counts by reason of the tenant's kept refusals, and how many hours they cover. */
+  rejectionCounts: new Map(),
+  rejectionHours: 24,
   /** Admin view: the chosen tenant. */
   tenant: undefined,
   timers: [],
@@ -61,6 +70,11 @@ function ago(iso) {
 
 const time = (iso) => new Date(iso).toLocaleTimeString();
 
+/** Shows when a polled panel was last refreshed. */
+function stamp(selector) {
+  $(selector).textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
 function every(ms, task) {
   const run = () => task().catch(showFailure);
   run();
@@ -104,9 +118,9 @@ function signOut(message = "") {
   state.timers = [];
   state.stream?.abort();
   sessionStorage.removeItem(TOKEN_KEY);
-  Object.assign(state, { token: null, who: undefined, agent: undefined, metric: undefined, tenant: undefined });
-  state.chart?.destroy();
-  state.chart = undefined;
+  Object.assign(state, { token: null, who: undefined, agent: undefined, metrics: [], tenant: undefined });
+  clearCharts();
+  clearTimeout(state.redraw);
   $("#viewer").hidden = true;
   $("#admin").hidden = true;
   $("#sign-out").hidden = true;
@@ -119,8 +133,14 @@ function signOut(message = "") {
 
 function showViewer() {
   $("#viewer").hidden = false;
-  every(REFRESH_MS, loadAgents);
-  follow("/api/v1/stream?include=metrics,rejections", { metric: onMetric, rejection: onRejection });
+  // The refusals kept from before the page opened come first; live ones go on top of them.
+  loadRejectionHistory()
+    .catch(showFailure)
+    .finally(() => follow("/api/v1/stream?include=metrics,rejections", { metric: onMetric, rejection: onRejection }));
+  every(REFRESH_MS, async () => {
+    await loadAgents();
+    await loadCharts();
+  });
 }
 
 async function loadAgents() {
@@ -147,16 +167,18 @@ async function loadAgents() {
       return row;
     }),
   );
+  stamp("#agents-updated");
   const select = $("#chart-agent");
   const known = [...select.options].map((option) => option.value).join();
   if (known !== items.map((agent) => agent.agent_id).join()) {
     select.replaceChildren(...items.map((agent) => el("option", { value: agent.agent_id }, agent.agent_id)));
   }
-  if (state.agent === undefined && items.length > 0) await selectAgent(items[0].agent_id);
+  if (state.agent === undefined && items.length > 0) await selectAgent(items[0].agent_id, false);
   else select.value = state.agent ?? "";
 }
 
-async function selectAgent(agentId) {
+/** Shows an agent's latest values and its charts (`draw`: now, rather than at the next refresh). */
+async function selectAgent(agentId, draw = true) {
   state.agent = agentId;
   $("#chart-agent").value = agentId;
   $("#latest-agent").textContent = `of ${agentId}`;
@@ -165,8 +187,9 @@ async function selectAgent(agentId) {
   }
   const { items } = await api(`/api/v1/metrics/latest?agent_id=${encodeURIComponent(agentId)}&limit=1000`);
   fillTable($("#latest"), items.map(latestRow));
-  setMetricChoices(items.map((item) => item.name));
-  await loadChart();
+  state.metrics = items.map((item) => item.name);
+  clearCharts();
+  if (draw) await loadCharts();
 }
 
 function latestRow(item) {
@@ -182,42 +205,75 @@ function latestRow(item) {
   return row;
 }
 
-function setMetricChoices(names) {
-  const select = $("#chart-metric");
-  select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
-  if (!names.includes(state.metric)) state.metric = names[0];
-  select.value = state.metric ?? "";
+function clearCharts() {
+  for (const { plot } of state.charts.values()) plot.destroy();
+  state.charts.clear();
+  $("#charts").replaceChildren();
 }
 
-async function loadChart() {
-  state.points = [[], []];
-  if (state.agent && state.metric) {
-    const to = Date.now() + 60_000;
-    const from = to - CHART_WINDOW_S * 1000;
-    const query = new URLSearchParams({ agent_id: state.agent, name: state.metric, from, to, step: "10s", agg: "avg" });
-    const { buckets } = await api(`/api/v1/metrics/series?${query}`);
-    state.points = [buckets.map((bucket) => Date.parse(bucket.start) / 1000), buckets.map((bucket) => bucket.avg)];
+/**
+ * Every bucket of the window, in order, with `null` where no reading fell: the line breaks at a
+ * gap instead of joining its two sides. Buckets start at `from` (the server bins from there).
+ */
+function bucketGrid({ from, to, step_ms: step, buckets }) {
+  const values = new Map(buckets.map((bucket) => [Date.parse(bucket.start), bucket.avg]));
+  const xs = [];
+  const ys = [];
+  for (let start = Date.parse(from); start < Date.parse(to); start += step) {
+    xs.push(start / 1000);
+    ys.push(values.get(start) ?? null);
   }
-  drawChart(true);
+  return [xs, ys];
 }
 
-/** Draws the points; `rebuild` for another agent or metric (a new series label). */
-function drawChart(rebuild = false) {
-  if (rebuild) {
-    state.chart?.destroy();
-    state.chart = undefined;
-  }
-  if (state.chart) state.chart.setData(state.points);
-  else {
+/** The agent's charts over the chosen window, the same window for all, its step the server's default. */
+async function loadCharts() {
+  if (!state.agent) return;
+  const to = Date.now();
+  const from = to - state.windowMs;
+  const names = state.metrics.slice(0, MAX_CHARTS);
+  const agent = state.agent;
+  const series = await Promise.all(
+    names.map((name) => api(`/api/v1/metrics/series?${new URLSearchParams({ agent_id: agent, name, from, to })}`)),
+  );
+  if (agent !== state.agent) return;
+  state.range = [from / 1000, to / 1000];
+  $("#charts-empty").hidden = names.length > 0;
+  for (const [i, name] of names.entries()) drawChart(name, bucketGrid(series[i]));
+  stamp("#charts-updated");
+}
+
+function drawChart(name, points) {
+  const count = points[1].filter((value) => value !== null).length;
+  let chart = state.charts.get(name);
+  if (!chart) {
+    const plot = el("div", { className: "plot" });
+    const figure = el("figure", {}, el("figcaption", {}, name, el("span", { className: "count" })), plot);
+    figure.dataset.metric = name;
+    $("#charts").append(figure);
     const options = {
-      width: Math.max(320, $("#chart").clientWidth),
-      height: 280,
-      series: [{}, { label: state.metric ?? "value", stroke: "#1769aa", width: 2, points: { show: true, size: 4 } }],
+      width: Math.max(280, plot.clientWidth || $("#charts").clientWidth),
+      height: 220,
+      // The x-axis is the chosen window, whatever the readings in it: one reading is one point on it.
+      scales: { x: { time: true, range: () => state.range } },
+      series: [{}, { label: name, stroke: "#1769aa", width: 2, points: { show: true, size: 5 } }],
       axes: [{}, { size: 60 }],
+      hooks: {
+        // The x-axis as uPlot scaled it, for a test or a curious reader.
+        setScale: [
+          (u, key) => {
+            if (key === "x") Object.assign(figure.dataset, { xMin: u.scales.x.min, xMax: u.scales.x.max });
+          },
+        ],
+      },
     };
-    state.chart = new uPlot(options, state.points, $("#chart"));
+    chart = { figure, plot: new uPlot(options, points, plot) };
+    state.charts.set(name, chart);
+  } else {
+    chart.plot.setData(points);
   }
-  $("#chart-count").textContent = `${state.points[0].length} points`;
+  chart.figure.querySelector(".count").textContent = count === 1 ? "1 point" : `${count} points`;
+  chart.figure.dataset.buckets = points[0].length;
 }
 
 function onMetric(metric) {
@@ -228,41 +284,51 @@ function onMetric(metric) {
   if (existing) existing.replaceWith(row);
   else {
     latest.append(row);
-    const before = state.metric;
-    setMetricChoices([...latest.querySelectorAll("tr")].map((tr) => tr.dataset.metric));
-    if (state.metric !== before) drawChart(true);
+    state.metrics.push(metric.name);
   }
-  if (metric.name !== state.metric) return;
-  const x = Date.parse(metric.ts) / 1000;
-  const [xs, ys] = state.points;
-  // Readings arrive in time order; an older one (sent late) goes in its place.
-  let at = xs.length;
-  while (at > 0 && xs[at - 1] > x) at--;
-  xs.splice(at, 0, x);
-  ys.splice(at, 0, metric.value);
-  while (xs.length > 0 && xs[0] < x - CHART_WINDOW_S) {
-    xs.shift();
-    ys.shift();
-  }
-  drawChart();
+  // The charts show buckets, which the server computes: they are read again, once per burst.
+  clearTimeout(state.redraw);
+  state.redraw = setTimeout(() => loadCharts().catch(showFailure), REDRAW_AFTER_MS);
+}
+
+async function loadRejectionHistory() {
+  const { items, counts, window_hours: hours } = await api(`/api/v1/rejections?limit=${MAX_REJECTIONS}`);
+  state.rejectionHours = hours;
+  state.rejectionCounts = new Map(counts.map(({ reason, count }) => [reason, count]));
+  $("#rejections tbody").replaceChildren(...items.map(rejectionRow));
+  showRejectionCounts();
+}
+
+function rejectionRow(rejection) {
+  return el(
+    "tr",
+    {},
+    el("td", { title: rejection.at }, time(rejection.at)),
+    el("td", {}, rejection.agent_id),
+    el("td", {}, rejection.source),
+    el("td", { className: "reason" }, rejection.reason),
+    el("td", {}, rejection.count),
+    el("td", { className: "message" }, rejection.message),
+  );
+}
+
+function showRejectionCounts() {
+  const counts = [...state.rejectionCounts].sort((a, b) => b[1] - a[1]);
+  const window = `the last ${state.rejectionHours} h`;
+  $("#rejection-counts").textContent =
+    counts.length === 0
+      ? ""
+      : `${counts.map(([reason, count]) => `${reason} ${count.toLocaleString()}`).join(" · ")} (${window})`;
+  $("#rejections-empty").hidden = counts.length > 0;
+  $("#rejections-empty").textContent = `Nothing refused in ${window}.`;
 }
 
 function onRejection(rejection) {
-  $("#rejections-empty").hidden = true;
   const body = $("#rejections tbody");
-  body.prepend(
-    el(
-      "tr",
-      {},
-      el("td", { title: rejection.at }, time(rejection.at)),
-      el("td", {}, rejection.agent_id),
-      el("td", {}, rejection.source),
-      el("td", { className: "reason" }, rejection.reason),
-      el("td", {}, rejection.count),
-      el("td", { className: "message" }, rejection.message),
-    ),
-  );
+  body.prepend(rejectionRow(rejection));
   while (body.children.length > MAX_REJECTIONS) body.lastElementChild.remove();
+  state.rejectionCounts.set(rejection.reason, (state.rejectionCounts.get(rejection.reason) ?? 0) + rejection.count);
+  showRejectionCounts();
 }
 
 /**
@@ -337,6 +403,9 @@ async function loadTenants() {
       return row;
     }),
   );
+  stamp("#tenants-updated");
+  // The first tenant's details from the start, rather than an empty panel until one is clicked.
+  if (!state.tenant && tenants.length > 0) await selectTenant(tenants[0]);
 }
 
 async function selectTenant(tenant) {
@@ -451,9 +520,9 @@ $("#sign-in-form").addEventListener("submit", (event) => {
 });
 $("#sign-out").addEventListener("click", () => signOut());
 $("#chart-agent").addEventListener("change", (event) => selectAgent(event.target.value).catch(showFailure));
-$("#chart-metric").addEventListener("change", (event) => {
-  state.metric = event.target.value;
-  loadChart().catch(showFailure);
+$("#chart-window").addEventListener("change", (event) => {
+  state.windowMs = Number(event.target.value);
+  loadCharts().catch(showFailure);
 });
 $("#copy-secret").addEventListener("click", () => navigator.clipboard?.writeText($("#secret-text").textContent));
 onSubmit("#create-tenant", async (form) => {
@@ -463,8 +532,10 @@ onSubmit("#create-tenant", async (form) => {
 });
 onSubmit("#create-agent", (form) => createAgent(form.get("agent_id")));
 onSubmit("#create-token", (form) => createToken(form.get("role")));
-window.addEventListener("resize", () =>
-  state.chart?.setSize({ width: Math.max(320, $("#chart").clientWidth), height: 280 }),
-);
+window.addEventListener("resize", () => {
+  for (const { figure, plot } of state.charts.values()) {
+    plot.setSize({ width: Math.max(280, figure.clientWidth), height: 220 });
+  }
+});
 
 if (state.token) signIn(state.token);
