@@ -74,6 +74,7 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     });
     await boiler.publishAsync(topic("flow"), JSON.stringify({ value: 3, timestamp: minutesAgo(50) }), { qos: 1 });
     await boiler.publishAsync(topic("flow"), JSON.stringify({ value: 4, timestamp: minutesAgo(5) }), { qos: 1 });
+    await boiler.publishAsync(topic("humidity"), JSON.stringify({ value: 40, timestamp: minutesAgo(180) }), { qos: 1 });
     await boiler.publishAsync(topic("temperature"), '{"value": "very hot"}', { qos: 1 });
     await expect
       .poll(
@@ -103,7 +104,11 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     // Two readings with a gap between: two points among empty buckets, which break the line.
     await expect.poll(() => chart(page, "flow").locator(".count").textContent()).toBe("2 points");
     expect(Number(await chart(page, "flow").getAttribute("data-buckets"))).toBeGreaterThan(100);
-    // A window of 15 minutes leaves the older one out.
+    // A metric with nothing in the window: an empty chart of the window, until the window takes it in.
+    await expect.poll(() => chart(page, "humidity").locator(".count").textContent()).toBe("0 points");
+    await page.selectOption("[data-testid=chart-window]", "21600000");
+    await expect.poll(() => chart(page, "humidity").locator(".count").textContent()).toBe("1 point");
+    // A window of 15 minutes leaves the older flow reading out.
     await page.selectOption("[data-testid=chart-window]", "900000");
     await expect.poll(() => chart(page, "flow").locator(".count").textContent()).toBe("1 point");
     await expect.poll(async () => (await xAxis(page, "flow")).reduce((min, max) => max - min)).toBeCloseTo(900, -1);
