@@ -46,6 +46,20 @@ async function everyConnectionMovesTo(port: number, secure: Parameters<typeof cl
   }, 5_000);
 }
 
+/** Every Pub/Sub channel with its subscriber count, and the pattern count, on the server at `port`. */
+async function subscriptions(port: number): Promise<string[]> {
+  const admin = new Redis(port, "127.0.0.1");
+  try {
+    const channels = (await admin.pubsub("CHANNELS")) as string[];
+    const counts = channels.length > 0 ? ((await admin.pubsub("NUMSUB", ...channels)) as (string | number)[]) : [];
+    const numpat = await admin.pubsub("NUMPAT");
+    const pairs = channels.map((_, i) => `${counts[2 * i]} ${counts[2 * i + 1]}`);
+    return [...pairs.sort(), `patterns ${numpat}`];
+  } finally {
+    admin.disconnect();
+  }
+}
+
 async function storedValues(url: string, token: string, name: string): Promise<number[]> {
   const { body } = await request(`${url}/api/v1/metrics?name=${name}`, { auth: bearer(token) });
   return (body.items as { value: number }[]).map((item) => item.value).sort();
@@ -87,9 +101,13 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
     await routed.waitFor(1, "plain/before");
     const first = await group.primaryPort();
     expect(await connectionNames(first)).toEqual(expect.arrayContaining(CONNECTIONS));
+    const subscribed = await subscriptions(first);
 
     const promoted = await group.failover();
     await everyConnectionMovesTo(promoted);
+    // Every subscription is made again there: Redis Pub/Sub keeps nothing, so a message published
+    // before it was would be lost (docs/redis.md).
+    await eventually(async () => ((await subscriptions(promoted)).join() === subscribed.join() ? true : undefined));
     // None is left on the demoted primary (now a replica of the new one).
     await eventually(async () => {
       const names = await connectionNames(first);
