@@ -60,8 +60,8 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const { db, pubsub, presence } = backends;
     const fanout = new FanOut(pubsub);
     const rejections = new LiveRejections(pubsub, backends.rejectionHistory);
-    const revocations = new Revocations(pubsub);
     const credentials = new CredentialStore(db, config.CREDENTIAL_CACHE_TTL_MS);
+    const revocations = new Revocations(pubsub, (since) => credentials.revokedSince(since));
     await revocations.onRevoked((username) => credentials.forget(username));
 
     const tenantLimits = await TenantLimitsStore.open(

@@ -19,6 +19,11 @@ export interface PubSub {
   hasSubscribers(channel: string): Promise<boolean>;
   /** Resolves once the subscription is live; the returned function ends it. */
   subscribe(channel: string, listener: MessageListener): Promise<() => void>;
+  /**
+   * Called once this process's subscriptions are back after they were lost (a Redis restart or
+   * failover), with when they were lost (epoch ms): messages published meanwhile never came.
+   */
+  onResubscribed(listener: (lostAt: number) => void): void;
   close(): Promise<void>;
 }
 
@@ -48,6 +53,9 @@ export class LocalPubSub implements PubSub {
     return this.emitter.listenerCount(channel);
   }
 
+  /** In one process nothing is ever lost. */
+  onResubscribed(): void {}
+
   async close(): Promise<void> {
     this.emitter.removeAllListeners();
   }
@@ -65,6 +73,7 @@ export class RedisPubSub implements PubSub {
   /** Channels this process listens on, each settled once Redis confirmed the SUBSCRIBE. */
   private readonly subscriptions = new Map<string, Promise<void>>();
   private readonly subscriberCounts = new Map<string, { listening: Promise<boolean>; until: number }>();
+  private readonly resubscribed = new EventEmitter();
 
   constructor(
     connect: RedisConnector,
@@ -89,10 +98,19 @@ export class RedisPubSub implements PubSub {
       .subscribe(joined)
       .catch((error: Error) => logger.warn({ err: error }, "cannot follow pub/sub joins"));
     let reconnecting = false;
-    this.subscriber.on("ready", () => {
-      if (reconnecting) this.rejoin();
-      reconnecting = true;
+    let lostAt: number | undefined;
+    this.subscriber.on("close", () => {
+      lostAt ??= Date.now();
     });
+    this.subscriber.on("ready", () => {
+      if (reconnecting) this.rejoin(lostAt ?? Date.now());
+      reconnecting = true;
+      lostAt = undefined;
+    });
+  }
+
+  onResubscribed(listener: (lostAt: number) => void): void {
+    this.resubscribed.on("resubscribed", listener);
   }
 
   /**
@@ -101,15 +119,18 @@ export class RedisPubSub implements PubSub {
    * otherwise skip what this process waits for until its cache lapsed. Announcements made while
    * this process was away went unheard, so its own cached answers go too.
    */
-  private rejoin(): void {
+  private rejoin(lostAt: number): void {
     this.subscriberCounts.clear();
     const channels = [...this.subscriptions.keys()];
     if (channels.length === 0) return;
     this.subscriber
       .subscribe(...channels.map((channel) => this.redisChannel(channel)))
-      .then(() =>
-        Promise.all(channels.map((channel) => this.publisher.publish(this.redisChannel(JOINED_CHANNEL), channel))),
-      )
+      .then(() => {
+        this.resubscribed.emit("resubscribed", lostAt);
+        return Promise.all(
+          channels.map((channel) => this.publisher.publish(this.redisChannel(JOINED_CHANNEL), channel)),
+        );
+      })
       .catch(() => undefined);
   }
 

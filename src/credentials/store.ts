@@ -145,6 +145,15 @@ export class CredentialStore {
     return { username, token: formatToken(username, secret) };
   }
 
+  /** The usernames of the credentials revoked at `since` or later. */
+  async revokedSince(since: Date): Promise<string[]> {
+    const rows = await (await this.db.prisma()).credential.findMany({
+      where: { revokedAt: { gte: since } },
+      select: { username: true },
+    });
+    return rows.map((row) => row.username);
+  }
+
   /** Revokes a credential; false when no such credential exists. Revoking twice is not an error. */
   async revoke(username: string): Promise<boolean> {
     if (!isCredentialUsername(username)) return false;

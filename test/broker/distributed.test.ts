@@ -1,3 +1,5 @@
+import { Redis } from "ioredis";
+import pg from "pg";
 import { describe, expect, it } from "vitest";
 import type { RunningApp } from "../../src/app.ts";
 import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
@@ -11,12 +13,14 @@ const ADMIN_TOKEN = `admin-${"y".repeat(40)}`;
 const { cleanups, startNode, sharedBackends, startPair, track } = distributedNodes(ADMIN_TOKEN);
 
 /** Every role on a redis-server of the test's own, which it may stop. */
-async function nodeOnOwnRedis(env: Record<string, string> = {}): Promise<{ redis: OwnRedis; app: RunningApp }> {
+async function nodeOnOwnRedis(
+  env: Record<string, string> = {},
+): Promise<{ redis: OwnRedis; app: RunningApp; databaseUrl: string }> {
   const redis = await startOwnRedis();
   cleanups.push(() => redis.remove());
   const db = await createTestDatabase();
   cleanups.push(db.drop);
-  return { redis, app: await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url, ...env }) };
+  return { redis, app: await startNode({ DATABASE_URL: db.url, REDIS_URL: redis.url, ...env }), databaseUrl: db.url };
 }
 
 describe.skipIf(skip)("distributed broker", () => {
@@ -162,6 +166,26 @@ describe.skipIf(skip)("distributed broker", () => {
     // And it cannot come back, on either broker.
     const login = { username: tenant.agent.username, password: tenant.agent.password };
     for (const node of [api, broker]) expect(await connackOf(`mqtt://127.0.0.1:${node.mqttPorts?.tcp}`, login)).toBe(4);
+  });
+
+  it("disconnects an agent whose revocation was announced while its subscriptions were lost, once they are back", async () => {
+    const { redis, app, databaseUrl } = await nodeOnOwnRedis();
+    const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
+    const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
+    const gone = new Promise<void>((resolve) => agent.once("close", () => resolve()));
+    // Revoked with no announcement heard, as when it was made while nobody's subscription was up.
+    const db = new pg.Client({ connectionString: databaseUrl });
+    await db.connect();
+    await db.query("UPDATE credentials SET revoked_at = now() WHERE username = $1", [tenant.agent.username]);
+    await db.end();
+    await sleep(300);
+    expect(agent.connected).toBe(true);
+    // The subscriptions drop and come back: the process asks what was revoked meanwhile.
+    const admin = new Redis(redis.url);
+    await admin.call("CLIENT", "KILL", "TYPE", "pubsub");
+    admin.disconnect();
+    await gone;
+    expect(await metricValue(app.httpUrl, "edge_ingest_mqtt_forced_disconnects_total", { reason: "revoked" })).toBe(1);
   });
 
   it("lists and counts every connection that outlived a Redis freeze longer than the presence lease", async () => {
