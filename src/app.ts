@@ -61,7 +61,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const fanout = new FanOut(pubsub);
     const rejections = new LiveRejections(pubsub, backends.rejectionHistory);
     const credentials = new CredentialStore(db, config.CREDENTIAL_CACHE_TTL_MS);
-    const revocations = new Revocations(pubsub, (since) => credentials.revokedSince(since));
+    const revocations = new Revocations(
+      pubsub,
+      (since) => credentials.revokedSince(since),
+      (error) => logger.warn({ err: error }, "cannot ask which credentials were revoked while Pub/Sub was away"),
+    );
     await revocations.onRevoked((username) => credentials.forget(username));
 
     const tenantLimits = await TenantLimitsStore.open(

@@ -36,8 +36,12 @@ const envSchema = z.object({
   REDIS_URL: url(["redis:", "rediss:"]).optional().describe("Redis URL for the BullMQ queue and Pub/Sub fan-out"),
   REDIS_SENTINELS: z
     .string()
-    .refine((v) => parseSentinels(v) !== undefined, { error: "must be a comma-separated list of host:port" })
-    .transform((v) => parseSentinels(v) as { host: string; port: number }[])
+    .transform((v, ctx) => {
+      const sentinels = parseSentinels(v);
+      if (sentinels) return sentinels;
+      ctx.addIssue({ code: "custom", message: "must be a comma-separated list of host:port" });
+      return z.NEVER;
+    })
     .optional()
     .describe(
       "Redis Sentinel addresses (`host:port,…`): every Redis connection asks them for the primary and follows a failover without a restart; `REDIS_URL` then gives only the password, database and TLS (`rediss:`) of the primary and replicas, not their address (docs/redis.md)",

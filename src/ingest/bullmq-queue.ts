@@ -12,6 +12,8 @@ export const INGEST_QUEUE_NAME = "ingest";
 /** ioredis's error for a command with no answer within `commandTimeout`. */
 const isCommandTimeout = (error: unknown) => (error as Error)?.message === "Command timed out";
 
+/** How long a readiness check waits for replicas that fell short to confirm (under /readyz's 800 ms). */
+const REPLICA_RECHECK_MS = 300;
 /** How many of the newest failed submissions their reasons are counted over. */
 const REASONS_SAMPLE = 1000;
 
@@ -113,12 +115,9 @@ export class BullmqSubmissionQueue implements SubmissionQueue {
     return Object.values(counts).reduce((sum, n) => sum + n, 0);
   }
 
-  /**
-   * While the replicas fall short, the queue's connection may be held by a WAIT for up to
-   * REDIS_REPLICA_TIMEOUT_MS: the reason is known without asking.
-   */
+  /** While the replicas fall short, says so, after asking them again briefly (within /readyz's time). */
   async ping(): Promise<void> {
-    const shortfall = this.replicas?.shortfall;
+    const shortfall = await this.replicas?.recheck(REPLICA_RECHECK_MS);
     if (shortfall) throw new QueueUnavailableError(`nothing can be acknowledged: ${shortfall}`);
     await this.connection.ping();
   }

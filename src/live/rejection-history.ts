@@ -24,10 +24,8 @@ export interface RejectionHistoryLimits {
  */
 export interface RejectionHistory {
   record(tenantId: string, rejection: LiveRejection): Promise<void>;
-  /** Newest first, `limit` at a time, of one agent if asked; `before`: the previous page's `next`. */
-  list(tenantId: string, options: { limit: number; before?: string; agentId?: string }): Promise<RejectionPage>;
-  /** The refusals kept now, counted by reason (each message stands for `count` readings). */
-  countsByReason(tenantId: string, agentId?: string): Promise<{ reason: string; count: number }[]>;
+  /** Every refusal of the tenant kept now (at most `maxPerTenant`), newest first. */
+  recent(tenantId: string): Promise<KeptRejection[]>;
 }
 
 /** Ids are `ms-seq`, as Redis stream ids: ordered by time, then by arrival within a millisecond. */
@@ -45,13 +43,20 @@ const olderThan = (id: string, other: string) => {
   return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
 };
 
-/** Newest first, within the window, of the agent if asked, `limit` of them after `before`. */
-function pageOf(newestFirst: KeptRejection[], limit: number, agentId: string | undefined): RejectionPage {
-  const matching = agentId === undefined ? newestFirst : newestFirst.filter((r) => r.agent_id === agentId);
+/** One page of `newestFirst`: `limit` of them (one agent's, if asked) older than `before`. */
+export function pageOf(
+  newestFirst: KeptRejection[],
+  options: { limit: number; before?: string; agentId?: string },
+): RejectionPage {
+  const { limit, before, agentId } = options;
+  const matching = newestFirst.filter(
+    (r) => (agentId === undefined || r.agent_id === agentId) && (before === undefined || olderThan(r.id, before)),
+  );
   const items = matching.slice(0, limit);
   return { items, ...(matching.length > limit && { next: items.at(-1)?.id }) };
 }
 
+/** The readings refused, by reason, most first (each refusal stands for `count` of them). */
 export function countByReason(rejections: KeptRejection[]): { reason: string; count: number }[] {
   const counts = new Map<string, number>();
   for (const r of rejections) counts.set(r.reason, (counts.get(r.reason) ?? 0) + r.count);
@@ -69,6 +74,7 @@ export class LocalRejectionHistory implements RejectionHistory {
     private readonly now: () => number = Date.now,
   ) {}
 
+  /** The tenant's refusals within the window, oldest first (older ones are let go here). */
   private kept(tenantId: string): KeptRejection[] {
     const cutoff = this.now() - this.limits.windowMs;
     const kept = (this.byTenant.get(tenantId) ?? []).filter((r) => idParts(r.id)[0] >= cutoff);
@@ -87,26 +93,16 @@ export class LocalRejectionHistory implements RejectionHistory {
     this.byTenant.set(tenantId, kept);
   }
 
-  async list(tenantId: string, options: { limit: number; before?: string; agentId?: string }): Promise<RejectionPage> {
-    const newestFirst = [...this.kept(tenantId)].reverse();
-    const after = options.before;
-    return pageOf(
-      after === undefined ? newestFirst : newestFirst.filter((r) => olderThan(r.id, after)),
-      options.limit,
-      options.agentId,
-    );
-  }
-
-  async countsByReason(tenantId: string, agentId?: string): Promise<{ reason: string; count: number }[]> {
-    return countByReason(this.kept(tenantId).filter((r) => agentId === undefined || r.agent_id === agentId));
+  async recent(tenantId: string): Promise<KeptRejection[]> {
+    return [...this.kept(tenantId)].reverse();
   }
 }
 
 /**
  * Distributed mode: a Redis stream per tenant, trimmed exactly to the newest `maxPerTenant` and to
  * `windowMs` on every write (refusals come at most one per reason and agent per feedback interval),
- * and gone a window after the last; what passed the window since is left out when read. Any process's API reads what every
- * broker recorded.
+ * and gone a window after the last; what passed the window since is left out when read. Any
+ * process's API reads what every broker recorded.
  */
 export class RedisRejectionHistory implements RejectionHistory {
   constructor(
@@ -133,25 +129,8 @@ export class RedisRejectionHistory implements RejectionHistory {
       .exec();
   }
 
-  /** The entries newest first from `end` (inclusive, or `(id` exclusive), at most `count`, within the window. */
-  private async newestFirst(tenantId: string, end: string, count?: number): Promise<KeptRejection[]> {
-    const key = this.key(tenantId);
-    const cutoff = this.cutoffId;
-    const entries = await (count === undefined
-      ? this.redis.xrevrange(key, end, cutoff)
-      : this.redis.xrevrange(key, end, cutoff, "COUNT", count));
+  async recent(tenantId: string): Promise<KeptRejection[]> {
+    const entries = await this.redis.xrevrange(this.key(tenantId), "+", this.cutoffId);
     return entries.map(([id, fields]) => ({ ...(JSON.parse(fields[1] as string) as LiveRejection), id }));
-  }
-
-  async list(tenantId: string, options: { limit: number; before?: string; agentId?: string }): Promise<RejectionPage> {
-    const end = options.before === undefined ? "+" : `(${options.before}`;
-    // One agent's are found among the tenant's: all of them are read (at most maxPerTenant).
-    const count = options.agentId === undefined ? options.limit + 1 : undefined;
-    return pageOf(await this.newestFirst(tenantId, end, count), options.limit, options.agentId);
-  }
-
-  async countsByReason(tenantId: string, agentId?: string): Promise<{ reason: string; count: number }[]> {
-    const all = await this.newestFirst(tenantId, "+");
-    return countByReason(all.filter((r) => agentId === undefined || r.agent_id === agentId));
   }
 }

@@ -74,10 +74,5 @@ export function connectToServer(
   const url = new URL(target.url);
   url.hostname = address.host.includes(":") ? `[${address.host}]` : address.host;
   url.port = String(address.port);
-  const secure = url.protocol === "rediss:";
-  return new Redis(url.toString(), {
-    connectionName: `edge-ingest:${role}`,
-    ...(secure && { tls: tlsOptions(target) }),
-    ...options,
-  });
+  return redisConnector({ ...target, url: url.toString(), sentinels: undefined })(role, options);
 }

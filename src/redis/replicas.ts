@@ -46,6 +46,17 @@ export class ReplicaWait {
       : undefined;
   }
 
+  /**
+   * While short, asks again with a WAIT of its own, which counts the replicas that have this
+   * connection's last write: so the shortfall ends when the replicas are back, whether or not
+   * anything is written meanwhile (a broker that is not ready may get no traffic to find out by).
+   */
+  async recheck(timeoutMs: number): Promise<string | undefined> {
+    if (this.shortfall === undefined) return undefined;
+    this.lastConfirmed = Number(await this.connection.call("WAIT", this.minReplicas, timeoutMs));
+    return this.shortfall;
+  }
+
   async confirm(writtenAt: number): Promise<void> {
     this.next ??= this.inFlight
       .then(() => new Promise((resolve) => setImmediate(resolve)))

@@ -67,13 +67,9 @@ export function createProcessor(deps: {
       sharing = new Set(tenants.filter((_, i) => grouped[i]));
       if (watched.some(Boolean) || sharing.size > 0) stored = await readings.store(...group);
       else await readings.storeQuietly(...group);
-    } catch (error) {
-      telemetry.jobsFailed.inc(group.length);
-      throw error;
     } finally {
       stopTimer();
     }
-    telemetry.jobsCompleted.inc(group.length);
     for (const tenantId of tenants) {
       const rows = stored.filter((metric) => metric.tenantId === tenantId);
       if (rows.length === 0) continue;
@@ -91,5 +87,14 @@ export function createProcessor(deps: {
     maxReadings: READINGS_PER_STATEMENT,
     isolate: (error) => !isTransientDatabaseError(error),
   });
-  return (submission) => commits.add(submission);
+  // Counted per submission once it settles: a group that failed may still store most of its
+  // submissions when they are written again one at a time.
+  return (submission) =>
+    commits.add(submission).then(
+      () => telemetry.jobsCompleted.inc(),
+      (error: unknown) => {
+        telemetry.jobsFailed.inc();
+        throw error;
+      },
+    );
 }

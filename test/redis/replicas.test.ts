@@ -1,8 +1,13 @@
+import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
+import pino from "pino";
 import { afterEach, describe, expect, it } from "vitest";
+import { BullmqSubmissionQueue } from "../../src/ingest/bullmq-queue.ts";
+import { redisConnector } from "../../src/redis/connection.ts";
 import { ReplicaShortfallError, ReplicaWait } from "../../src/redis/replicas.ts";
 import { eventually } from "../helpers/http.ts";
 import { startOwnRedis } from "../helpers/redis-server.ts";
+import { uniqueId } from "../helpers/services.ts";
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -59,6 +64,48 @@ describe("ReplicaWait", () => {
     expect(await waits()).toBeLessThanOrEqual(10);
     await eventually(async () => write("after").then(() => true));
     expect(replicas.shortfall).toBeUndefined();
+  });
+
+  it("makes the queue ready again once the replicas are back, with nothing written meanwhile", async () => {
+    const primary = await startOwnRedis();
+    cleanups.push(() => primary.remove());
+    const replica = await startOwnRedis({ args: ["--replicaof", "127.0.0.1", String(primary.port)] });
+    cleanups.push(() => replica.remove());
+    const queue = await BullmqSubmissionQueue.open({
+      connect: redisConnector({ url: primary.url }),
+      prefix: `edge-ingest-test-${uniqueId()}`,
+      attempts: 1,
+      backoffMs: 10,
+      commandTimeoutMs: 2000,
+      minReplicas: 1,
+      replicaTimeoutMs: 200,
+      logger: pino({ level: "silent" }),
+    });
+    cleanups.push(() => queue.close());
+    const primaryAdmin = new Redis(primary.url);
+    cleanups.push(async () => primaryAdmin.disconnect());
+    await eventually(async () =>
+      (await primaryAdmin.info("replication")).includes("state=online") ? true : undefined,
+    );
+    const submission = () => ({
+      id: randomUUID(),
+      tenantId: randomUUID(),
+      agentId: "a",
+      source: "http" as const,
+      receivedAt: Date.now(),
+      metrics: [{ name: "x", value: 1, ts: Date.now() }],
+    });
+    await queue.submit(submission());
+    replica.pause();
+    await expect(queue.submit(submission())).rejects.toThrow(ReplicaShortfallError);
+    await expect(queue.ping()).rejects.toThrow(/nothing can be acknowledged: 0 of REDIS_MIN_REPLICAS=1/);
+    replica.resume();
+    await eventually(async () =>
+      queue.ping().then(
+        () => true,
+        () => undefined,
+      ),
+    );
   });
 
   it("never confirms a write made before its connection reconnected", async () => {

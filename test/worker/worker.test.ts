@@ -17,7 +17,7 @@ import { redisConnector } from "../../src/redis/connection.ts";
 import { type Database, openDatabase } from "../../src/store/database.ts";
 import { partitionsOf } from "../../src/store/partitions.ts";
 import { ReadingStore } from "../../src/store/readings.ts";
-import { createTelemetry } from "../../src/telemetry/prometheus.ts";
+import { createTelemetry, type Telemetry } from "../../src/telemetry/prometheus.ts";
 import { StallWatch } from "../../src/telemetry/stall-watch.ts";
 import { startBullmqWorker, type WorkerOptions } from "../../src/worker/bullmq-worker.ts";
 import { createProcessor } from "../../src/worker/processor.ts";
@@ -60,6 +60,16 @@ const apiAndQuickWorker = (databaseUrl: string, prefix: string, adminToken: stri
     JOB_ATTEMPTS: "2",
     JOB_BACKOFF_MS: "10",
     ...env,
+  });
+
+/** The production processor storing into `database`, no one watching live. */
+const storingIn = (database: Database, telemetry: Telemetry) =>
+  createProcessor({
+    readings: new ReadingStore(database.sql, DAY),
+    fanout: new FanOut(new LocalPubSub()),
+    shared: sharedQueue(),
+    telemetry,
+    logger,
   });
 
 function submission(tenantId: string, metrics: MetricSubmission["metrics"]): MetricSubmission {
@@ -132,6 +142,21 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     await deleteRedisPrefix(prefix);
   });
 
+  it("counts each submission of a statement once: completed, or failed when it fails on its own", async () => {
+    const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
+    const telemetry = createTelemetry();
+    const process = storingIn(db, telemetry);
+    const good = (value: number) => submission(tenantId, [{ name: "ok", value, ts: Date.now() }]);
+    const bad = submission(tenantId, [{ name: "bad name", value: 2, ts: Date.now() }]);
+    // The first is written alone; the three behind it share a statement, which fails for the bad one.
+    const outcomes = await Promise.allSettled([process(good(1)), process(bad), process(good(3)), process(good(4))]);
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    const stored = await prisma.metric.findMany({ where: { tenantId }, orderBy: { value: "asc" } });
+    expect(stored.map((row) => row.value)).toEqual([1, 3, 4]);
+    expect(await telemetry.jobsCompleted.get()).toMatchObject({ values: [{ value: 3 }] });
+    expect(await telemetry.jobsFailed.get()).toMatchObject({ values: [{ value: 1 }] });
+  });
+
   it("retries a failing job with backoff, then keeps it in the failed set with its reason, half-applied never", async () => {
     const tenantId = (await prisma.tenant.create({ data: { name: "t" } })).id;
     const telemetry = createTelemetry();
@@ -186,13 +211,7 @@ describe.skipIf(skipDistributed)("BullMQ worker", () => {
     const ownPrisma = await own.prisma();
     const outagePrefix = `edge-ingest-test-${uniqueId()}`;
     const telemetry = createTelemetry();
-    const process = createProcessor({
-      readings: new ReadingStore(own.sql, DAY),
-      fanout: new FanOut(new LocalPubSub()),
-      shared: sharedQueue(),
-      telemetry,
-      logger,
-    });
+    const process = storingIn(own, telemetry);
     const queue = await BullmqSubmissionQueue.open({
       connect: redisConnector({ url: REDIS_URL }),
       prefix: outagePrefix,

@@ -2,7 +2,7 @@ import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { isRejectionId, type RejectionHistory } from "../../live/rejection-history.ts";
+import { countByReason, isRejectionId, pageOf, type RejectionHistory } from "../../live/rejection-history.ts";
 import { readScope } from "../access.ts";
 import { ApiError } from "../errors.ts";
 import { agentId, errorReplies, pageLimit, timestamp } from "../schemas.ts";
@@ -58,10 +58,12 @@ export const rejectionRoutes = fp(
           throw new ApiError("bad_request", "cursor must be the next_cursor of a previous page");
         }
         const scope = readScope(request.principal, request.query.agent_id);
-        const [page, counts] = await Promise.all([
-          options.history.list(scope.tenantId, { limit, before: cursor, agentId: scope.agentId }),
-          options.history.countsByReason(scope.tenantId, scope.agentId),
-        ]);
+        // At most REJECTION_HISTORY_MAX are kept: one read gives the page and the counts.
+        const recent = await options.history.recent(scope.tenantId);
+        const page = pageOf(recent, { limit, before: cursor, agentId: scope.agentId });
+        const counts = countByReason(
+          scope.agentId === undefined ? recent : recent.filter((r) => r.agent_id === scope.agentId),
+        );
         return { items: page.items, next_cursor: page.next ?? null, counts, window_hours: options.windowHours };
       },
     );
