@@ -1,6 +1,6 @@
 import { Redis } from "ioredis";
 import { describe, expect, it } from "vitest";
-import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
+import { bearer, createTenant, eventually, metricValue, request } from "../helpers/http.ts";
 import { connect, connectAgent, inbox, sleep } from "../helpers/mqtt.ts";
 import { distributedNodes } from "../helpers/nodes.ts";
 import { startSentinelGroup } from "../helpers/redis-sentinel.ts";
@@ -178,7 +178,16 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
       REDIS_REPLICA_TIMEOUT_MS: "200",
     });
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
-    const agent = track(await connectAgent(`mqtt://127.0.0.1:${app.mqttPorts?.tcp}`, tenant.agent));
+    const url = `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
+    const agent = track(await connectAgent(url, tenant.agent));
+    const v5 = track(
+      await connect(url, {
+        protocolVersion: 5,
+        clientId: "v5-agent",
+        username: tenant.agent.username,
+        password: tenant.agent.password,
+      }),
+    );
     const topic = `metrics/${tenant.tenantId}/${tenant.agent.agentId}/replicated`;
     await agent.publishAsync(topic, JSON.stringify({ value: 1, dedupe_id: "r-1" }), { qos: 1 });
 
@@ -191,19 +200,26 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
       auth: bearer(tenant.ingestToken),
       body: { agent_id: tenant.agent.agentId, metrics: [{ name: "replicated", value: 3, dedupe_id: "r-3" }] },
     });
-    expect(http.status).toBe(503);
+    expect([http.status, http.body.error.code]).toEqual([503, "unavailable"]);
+    // MQTT 5 is told why its connection ends: server busy.
+    const told = new Promise<number | undefined>((resolve) =>
+      v5.once("disconnect", (packet) => resolve(packet.reasonCode)),
+    );
+    v5.publish(topic, JSON.stringify({ value: 4, dedupe_id: "r-4" }), { qos: 1 });
+    expect(await told).toBe(0x89);
     await sleep(1000);
     expect(acknowledged).toBe(false);
+    expect(await metricValue(app.httpUrl, "edge_ingest_mqtt_unacknowledged_total")).toBeGreaterThanOrEqual(2);
 
     replica.resume();
     await published;
-    // The primary had both jobs all along: refused acknowledgements are resent, never stored twice.
+    // The primary had the jobs all along: refused acknowledgements are resent, never stored twice.
     const stored = await eventually(async () => {
       const values = await storedValues(app.httpUrl, tenant.viewerToken, "replicated");
-      return values.length === 3 ? values : undefined;
+      return values.length === 4 ? values : undefined;
     });
     await sleep(500);
-    expect(stored).toEqual([1, 2, 3]);
-    expect(await storedValues(app.httpUrl, tenant.viewerToken, "replicated")).toEqual([1, 2, 3]);
+    expect(stored).toEqual([1, 2, 3, 4]);
+    expect(await storedValues(app.httpUrl, tenant.viewerToken, "replicated")).toEqual([1, 2, 3, 4]);
   }, 60_000);
 });
