@@ -76,9 +76,10 @@ describe("ReplicaWait", () => {
       prefix: `edge-ingest-test-${uniqueId()}`,
       attempts: 1,
       backoffMs: 10,
-      commandTimeoutMs: 2000,
+      commandTimeoutMs: 5000,
       minReplicas: 1,
-      replicaTimeoutMs: 200,
+      // Long enough for a replica on a busy machine (CI) to confirm the first write.
+      replicaTimeoutMs: 1000,
       logger: pino({ level: "silent" }),
     });
     cleanups.push(() => queue.close());

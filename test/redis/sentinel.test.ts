@@ -175,7 +175,7 @@ describe.skipIf(skip)("Redis behind sentinels", () => {
       REDIS_URL: primary.url,
       REDIS_PERSISTENCE: "aof",
       REDIS_MIN_REPLICAS: "1",
-      REDIS_REPLICA_TIMEOUT_MS: "200",
+      REDIS_REPLICA_TIMEOUT_MS: "1000",
     });
     const tenant = await createTenant(app.httpUrl, ADMIN_TOKEN);
     const url = `mqtt://127.0.0.1:${app.mqttPorts?.tcp}`;
