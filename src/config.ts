@@ -281,7 +281,14 @@ const envSchema = z.object({
   HTTP_BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024)
     .default(1024 * 1024)
     .describe("largest request body"),
-  MAX_BATCH_ITEMS: int(1, 100_000).default(1000).describe("most metrics in one request"),
+  MAX_BATCH_ITEMS: int(1, 100_000)
+    .default(1000)
+    .describe(
+      "most readings in one JSON request or MQTT payload; most lines of line protocol or OTLP data points in one request or payload",
+    ),
+  LINE_PROTOCOL_MAX_FIELDS: int(1, 10_000)
+    .default(200)
+    .describe("most fields on one line of InfluxDB line protocol (each field is a reading)"),
   MAX_TAGS: int(0, 1000).default(32).describe("most tags on one metric"),
   MAX_TAG_LENGTH: int(1, 10_000).default(256).describe("longest tag name or value"),
   MAX_DEDUPE_ID_LENGTH: int(1, 1024).default(128).describe("longest `dedupe_id`"),
@@ -452,6 +459,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
     variables: [
       "HTTP_BODY_LIMIT_BYTES",
       "MAX_BATCH_ITEMS",
+      "LINE_PROTOCOL_MAX_FIELDS",
       "MAX_TAGS",
       "MAX_TAG_LENGTH",
       "MAX_DEDUPE_ID_LENGTH",
@@ -498,11 +506,18 @@ export interface PayloadLimits {
   maxTagLength: number;
   maxDedupeIdLength: number;
   maxFutureSkewMs: number;
+  /** Most fields on one line of line protocol. */
+  maxLineFields: number;
 }
 
 export type Config = Omit<
   z.output<typeof envSchema>,
-  "MAX_BATCH_ITEMS" | "MAX_TAGS" | "MAX_TAG_LENGTH" | "MAX_DEDUPE_ID_LENGTH" | "MAX_FUTURE_SKEW_SECONDS"
+  | "MAX_BATCH_ITEMS"
+  | "MAX_TAGS"
+  | "MAX_TAG_LENGTH"
+  | "MAX_DEDUPE_ID_LENGTH"
+  | "MAX_FUTURE_SKEW_SECONDS"
+  | "LINE_PROTOCOL_MAX_FIELDS"
 > & {
   mode: "embedded" | "distributed";
   payloadLimits: PayloadLimits;
@@ -521,8 +536,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
-  const { MAX_BATCH_ITEMS, MAX_TAGS, MAX_TAG_LENGTH, MAX_DEDUPE_ID_LENGTH, MAX_FUTURE_SKEW_SECONDS, ...rest } =
-    parsed.data;
+  const {
+    MAX_BATCH_ITEMS,
+    MAX_TAGS,
+    MAX_TAG_LENGTH,
+    MAX_DEDUPE_ID_LENGTH,
+    MAX_FUTURE_SKEW_SECONDS,
+    LINE_PROTOCOL_MAX_FIELDS,
+    ...rest
+  } = parsed.data;
 
   if (Boolean(rest.DATABASE_URL) !== Boolean(rest.REDIS_URL)) {
     const missing = rest.DATABASE_URL ? "REDIS_URL" : "DATABASE_URL";
@@ -576,6 +598,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       maxTagLength: MAX_TAG_LENGTH,
       maxDedupeIdLength: MAX_DEDUPE_ID_LENGTH,
       maxFutureSkewMs: MAX_FUTURE_SKEW_SECONDS * 1000,
+      maxLineFields: LINE_PROTOCOL_MAX_FIELDS,
     },
   };
 }

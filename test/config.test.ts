@@ -22,6 +22,7 @@ describe("loadConfig", () => {
       maxTagLength: 256,
       maxDedupeIdLength: 128,
       maxFutureSkewMs: 86_400_000,
+      maxLineFields: 200,
       maxAgeMs: 30 * 86_400_000,
     });
   });

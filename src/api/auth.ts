@@ -23,8 +23,8 @@ function unauthorized(message: string): ApiError {
 
 /**
  * Accepts `Authorization: Basic` (a credential's username and secret, as over MQTT),
- * `Authorization: Bearer <token>` (tenant token or the admin token), or `?token=` for EventSource,
- * which cannot set headers.
+ * `Authorization: Bearer <token>` or `Token <token>` (InfluxDB's word; tenant token or the admin
+ * token), `?token=` for EventSource, which cannot set headers, and `?u=&p=` for InfluxDB 1.x clients.
  */
 export const authPlugin = fp(
   async (app: FastifyInstance, options: { identifier: Identifier }) => {
@@ -32,21 +32,30 @@ export const authPlugin = fp(
 
     async function resolve(request: FastifyRequest): Promise<Principal> {
       const header = request.headers.authorization;
-      const queryToken = (request.query as Record<string, unknown> | undefined)?.token;
+      const query = (request.query as Record<string, unknown> | undefined) ?? {};
+      const basic = async (username: string, secret: string) => {
+        const principal = await identifier.basic(username, secret);
+        if (!principal) throw unauthorized("unknown or revoked credential");
+        return principal;
+      };
       if (header?.startsWith("Basic ")) {
         const decoded = Buffer.from(header.slice(6), "base64").toString("utf8");
         const colon = decoded.indexOf(":");
         if (colon <= 0) throw unauthorized("malformed Basic credentials");
-        const principal = await identifier.basic(decoded.slice(0, colon), decoded.slice(colon + 1));
-        if (!principal) throw unauthorized("unknown or revoked credential");
-        return principal;
+        return basic(decoded.slice(0, colon), decoded.slice(colon + 1));
       }
-      const token = header?.startsWith("Bearer ")
-        ? header.slice(7)
-        : typeof queryToken === "string"
-          ? queryToken
+      // InfluxDB 1.x clients put a username and password in the query.
+      if (header === undefined && typeof query.u === "string" && typeof query.p === "string") {
+        return basic(query.u, query.p);
+      }
+      // `Token` is InfluxDB's name for a bearer token.
+      const scheme = /^(?:Bearer|Token) /.exec(header ?? "");
+      const token = scheme
+        ? (header as string).slice(scheme[0].length)
+        : typeof query.token === "string"
+          ? query.token
           : undefined;
-      if (token === undefined) throw unauthorized("credentials required: Basic, Bearer or ?token=");
+      if (token === undefined) throw unauthorized("credentials required: Basic, Bearer, Token or ?token=");
       const principal = await identifier.bearer(token);
       if (!principal) throw unauthorized("unknown or revoked credential");
       return principal;

@@ -7,6 +7,18 @@ import { REFUSALS, type RefusalName } from "../ingest/refusals.ts";
 import { rateLimitedLog } from "../logger.ts";
 import { isTransientDatabaseError } from "../store/database-errors.ts";
 
+declare module "fastify" {
+  interface FastifyContextConfig {
+    /**
+     * How the route's refusals are written, for a route that speaks another API's error shape
+     * (InfluxDB's, OTLP's); the default is `{error: {code, message}}` with the refusal's status.
+     */
+    renderError?: (error: ApiError, request: FastifyRequest) => { status?: number; type?: string; body: unknown };
+    /** A route whose refused bodies (too large, not parseable) count as rejected readings. */
+    ingest?: boolean;
+  }
+}
+
 /**
  * A refusal of the catalogue (src/ingest/refusals.ts) the client caused or can act on; rendered
  * as `{error: {code, message}}` with the refusal's HTTP status.
@@ -80,7 +92,10 @@ function toApiError(error: FastifyError | Error): ApiError {
   return new ApiError("internal", "internal error");
 }
 
-/** Every error leaves as `{error: {code, message}}` with its status; 5xx are logged, 4xx are not. */
+/**
+ * Every error leaves as `{error: {code, message}}` with its status, or as its route renders it;
+ * 5xx are logged, 4xx are not.
+ */
 export const errorsPlugin = fp(
   async (app: FastifyInstance, options: { onError?: (error: ApiError, request: FastifyRequest) => void }) => {
     // An outage fails every request alike: a few lines a minute say so.
@@ -94,6 +109,12 @@ export const errorsPlugin = fp(
       options.onError?.(apiError, request);
       const retryAfter = apiError.retryAfterSeconds ?? (apiError.statusCode === 503 ? 1 : undefined);
       if (retryAfter !== undefined) reply.header("retry-after", String(retryAfter));
+      const render = request.routeOptions.config?.renderError;
+      if (render) {
+        const { status, type, body } = render(apiError, request);
+        if (type) reply.type(type);
+        return reply.status(status ?? apiError.statusCode).send(body);
+      }
       return reply
         .status(apiError.statusCode)
         .send({ error: { code: apiError.code, message: apiError.message }, ...apiError.extra });

@@ -22,10 +22,13 @@ import { openapiPlugin } from "./openapi.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { agentRoutes } from "./routes/agents.ts";
 import { healthRoutes, type ReadinessCheck } from "./routes/health.ts";
+import { influxRoutes } from "./routes/influx.ts";
 import { ingestRoutes } from "./routes/ingest.ts";
+import { otlpRoutes } from "./routes/otlp.ts";
 import { queryRoutes } from "./routes/query.ts";
 import { rejectionRoutes } from "./routes/rejections.ts";
 import { streamRoutes } from "./routes/stream.ts";
+import { ReadingsSubmitter } from "./submit-readings.ts";
 
 /** What the `api` role serves besides the probes: the API and the console. */
 export interface ApiDeps {
@@ -71,8 +74,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(errorsPlugin, {
     // Bodies refused before the ingest handler ran still count as rejected metrics.
     onError: (error, request) => {
-      const isIngest = request.method === "POST" && request.routeOptions.url === "/api/v1/metrics";
-      if (isIngest && (error.code === "too_large" || error.code === "bad_json")) {
+      const refusedBody = error.code === "too_large" || error.code === "bad_json" || error.code === "bad_otlp";
+      if (request.routeOptions.config?.ingest && refusedBody) {
         telemetry.rejected.inc({ source: "http", reason: error.code });
       }
     },
@@ -82,13 +85,16 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   if (!api) return app;
 
   await app.register(authPlugin, { identifier: api.identifier });
-  await app.register(ingestRoutes, {
+  const submitter = new ReadingsSubmitter({
     intake: api.intake,
     limiter: api.limiter,
     telemetry,
-    limits: config.payloadLimits,
     rejections: api.rejections,
   });
+  const doors = { submitter, telemetry, limits: config.payloadLimits, bodyLimit: config.HTTP_BODY_LIMIT_BYTES };
+  await app.register(ingestRoutes, doors);
+  await app.register(influxRoutes, doors);
+  await app.register(otlpRoutes, doors);
   await app.register(queryRoutes, {
     readings: api.readings,
     maxLimit: config.QUERY_MAX_LIMIT,

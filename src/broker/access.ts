@@ -1,19 +1,30 @@
 import type { Principal } from "../credentials/store.ts";
+import { type AgentRule, agentRule } from "../formats/agents.ts";
 import { METRIC_NAME_PATTERN } from "../ingest/payload.ts";
 import { type Rejected, reject } from "../ingest/refusals.ts";
-import { FEEDBACK_ROOT, feedbackTopic, isTenantNamespace, METRICS_ROOT, SESSION_MARKER_TOPIC } from "./topics.ts";
+import {
+  FEEDBACK_ROOT,
+  feedbackTopic,
+  isTenantNamespace,
+  LINE_PROTOCOL_LEVEL,
+  METRICS_ROOT,
+  SESSION_MARKER_TOPIC,
+} from "./topics.ts";
 
 /** Who an MQTT connection acts as: a verified credential, or anonymous when that is switched on. */
 export type MqttPrincipal = Principal | { kind: "anonymous" };
 
 export type PublishDecision =
   | { kind: "metric"; tenantId: string; agentId: string; name: string }
+  /** Line protocol: each line's readings, for the agent itself. */
+  | { kind: "lines"; tenantId: string; agentId: string; agent: AgentRule }
   /** Routed like any broker would: anonymous or admin traffic outside the tenant namespace. */
   | { kind: "plain" }
   | ({ kind: "rejected" } & Rejected);
 
 /**
- * What a publish may do. Agents publish only `metrics/{own tenant}/{own agent}/{metric}`; a topic
+ * What a publish may do. Agents publish only `metrics/{own tenant}/{own agent}/{metric}` (or line
+ * protocol under `metrics/{own tenant}/{own agent}/$influx`); a topic
  * naming another tenant or agent is `forbidden` (and counts towards disconnection), a malformed one
  * under the agent's own prefix is `bad_topic`.
  */
@@ -27,6 +38,10 @@ export function decidePublish(principal: MqttPrincipal, topic: string): PublishD
       };
     }
     const name = levels[3];
+    if (name === LINE_PROTOCOL_LEVEL) {
+      const { tenantId, agentId } = principal;
+      return { kind: "lines", tenantId, agentId, agent: agentRule(principal, ["agent_id"]) };
+    }
     if (levels.length !== 4 || name === undefined || !METRIC_NAME_PATTERN.test(name)) {
       return {
         kind: "rejected",

@@ -6,6 +6,8 @@ export interface Feedback {
   reason: RejectionReason;
   message: string;
   index?: number;
+  /** The refused line of a line-protocol payload, from 1. */
+  line?: number;
 }
 
 interface Window {

@@ -1,6 +1,7 @@
 import type { Aedes, AuthorizePublishHandler, Client, PublishPacket } from "aedes";
 import type { Logger } from "pino";
 import type { PayloadLimits } from "../config.ts";
+import { parseLinePayload } from "../formats/line-protocol.ts";
 import type { SubmissionBatcher } from "../ingest/batcher.ts";
 import { type ParsedBatch, parseMqttPayload } from "../ingest/payload.ts";
 import { MQTT5, REFUSALS, type Rejected, reject } from "../ingest/refusals.ts";
@@ -102,12 +103,13 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
     if (first) logRejection({ clientId, topic, reason: first.reason, count: rejected.length }, "publish rejected");
     if (principal.kind !== "agent") return;
     for (const rejection of rejected) {
-      const index = "index" in rejection ? rejection.index : undefined;
+      const { index, line } = rejection as { index?: number; line?: number };
       deps.feedback.report(principal.tenantId, principal.agentId, {
         topic,
         reason: rejection.reason,
         message: rejection.message,
         ...(index !== undefined && { index }),
+        ...(line !== undefined && { line }),
       });
     }
   }
@@ -190,7 +192,10 @@ export function createAuthorizePublish(deps: PublishDeps): AuthorizePublishHandl
       return done(null);
     }
 
-    const { points, rejected } = parseMqttPayload(payload, decision.name, receivedAt, limits);
+    const { points, rejected } =
+      decision.kind === "lines"
+        ? parseLinePayload(payload, decision.agent, receivedAt, limits)
+        : parseMqttPayload(payload, decision.name, receivedAt, limits);
     charge(client, principal, Math.max(1, points.length + rejected.length), payload.length, receivedAt);
     if (rejected.length > 0) report(client, packet, principal, rejected, points.length);
     if (points.length === 0) {

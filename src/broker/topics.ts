@@ -8,6 +8,13 @@ export function metricTopic(tenantId: string, agentId: string, name: string): st
   return `${METRICS_ROOT}/${tenantId}/${agentId}/${name}`;
 }
 
+/**
+ * The level after `metrics/{tenant}/{agent}/` under which an agent publishes InfluxDB line protocol
+ * (levels after it are ignored, as Telegraf's topic layouts add some). `$` keeps it apart from every
+ * metric name.
+ */
+export const LINE_PROTOCOL_LEVEL = "$influx";
+
 /** Where an agent learns why its publishes were refused. */
 export function feedbackTopic(tenantId: string, agentId: string): string {
   return `${FEEDBACK_ROOT}/${tenantId}/${agentId}/errors`;

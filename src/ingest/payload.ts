@@ -36,6 +36,11 @@ export function parseTimestamp(raw: unknown, receivedAt: number, limits: Payload
   } else {
     return reject("bad_timestamp", "timestamp must be ISO-8601 with a zone, epoch seconds or epoch milliseconds");
   }
+  return checkTimeRange(ms, receivedAt, limits);
+}
+
+/** An epoch-millisecond time within what may be stored: not too far ahead, not past the retention. */
+export function checkTimeRange(ms: number, receivedAt: number, limits: PayloadLimits): number | Rejected {
   if (ms > receivedAt + limits.maxFutureSkewMs) {
     return reject("bad_timestamp", `timestamp is more than ${limits.maxFutureSkewMs / 1000}s in the future`);
   }
@@ -45,7 +50,7 @@ export function parseTimestamp(raw: unknown, receivedAt: number, limits: Payload
   return ms;
 }
 
-function parseTags(raw: unknown, limits: PayloadLimits): Record<string, string> | undefined | Rejected {
+export function parseTags(raw: unknown, limits: PayloadLimits): Record<string, string> | undefined | Rejected {
   if (raw === undefined) return undefined;
   if (!isPlainObject(raw)) return reject("bad_tags", "tags must be an object of string values");
   const entries = Object.entries(raw);
@@ -113,8 +118,11 @@ export function parseNamedReading(raw: unknown, receivedAt: number, limits: Payl
 
 export interface ParsedBatch {
   points: MetricPoint[];
-  /** `index` is the item's place in a batch; absent when the whole payload was refused. */
-  rejected: { index?: number; reason: Rejected["reason"]; message: string }[];
+  /**
+   * `index` is the item's place in a batch, `line` the line of a line-protocol payload (from 1);
+   * neither when the whole payload was refused.
+   */
+  rejected: { index?: number; line?: number; reason: Rejected["reason"]; message: string }[];
 }
 
 /**
@@ -131,7 +139,7 @@ export function parseItems(items: unknown[], parseItem: (item: unknown) => Metri
   return batch;
 }
 
-function refuse(rejection: Rejected): ParsedBatch {
+export function refuse(rejection: Rejected): ParsedBatch {
   return { points: [], rejected: [{ reason: rejection.reason, message: rejection.message }] };
 }
 

@@ -57,6 +57,18 @@ export const MQTT5 = {
 const READING_REFUSALS = {
   bad_topic: refusal("reading", 400, MQTT5.TOPIC_NAME_INVALID, "a malformed topic under the agent's own prefix"),
   bad_json: refusal("reading", 400, MQTT5.PAYLOAD_FORMAT_INVALID, "the payload or body is not JSON"),
+  bad_line: refusal(
+    "reading",
+    400,
+    MQTT5.PAYLOAD_FORMAT_INVALID,
+    "a line of InfluxDB line protocol that does not parse, or with more than `LINE_PROTOCOL_MAX_FIELDS` fields (formats.md)",
+  ),
+  bad_otlp: refusal(
+    "reading",
+    400,
+    MQTT5.PAYLOAD_FORMAT_INVALID,
+    "an OTLP body that does not decode as `ExportMetricsServiceRequest` (protobuf or JSON)",
+  ),
   bad_value: refusal(
     "reading",
     400,

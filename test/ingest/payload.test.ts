@@ -10,6 +10,7 @@ const limits: PayloadLimits = {
   maxDedupeIdLength: 6,
   maxFutureSkewMs: 60_000,
   maxAgeMs: 30 * 86_400_000,
+  maxLineFields: 4,
 };
 const now = Date.parse("2026-06-01T12:00:00Z");
 const read = (raw: unknown) => parseReading(raw, "m", now, limits);

@@ -1,68 +1,30 @@
-import { randomUUID } from "node:crypto";
 import type { FastifyInstance } from "fastify";
 import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { PayloadLimits } from "../../config.ts";
-import { QueueUnavailableError } from "../../errors.ts";
-import type { Intake } from "../../ingest/intake.ts";
-import { type ParsedBatch, parseItems, parseNamedReading } from "../../ingest/payload.ts";
-import type { RateLimiter } from "../../limits/rate-limiter.ts";
-import type { LiveRejections } from "../../live/rejections.ts";
+import { parseItems, parseNamedReading } from "../../ingest/payload.ts";
 import type { Telemetry } from "../../telemetry/prometheus.ts";
 import { ingestTarget } from "../access.ts";
+import { decompressBody } from "../decompress.ts";
 import { ApiError } from "../errors.ts";
 import { errorReplies, errorReply } from "../schemas.ts";
-
-/** A request's refusals as the tenant's console sees them: one event per reason, with its count. */
-function announce(
-  live: LiveRejections,
-  tenantId: string,
-  agentId: string,
-  rejected: ParsedBatch["rejected"],
-  at: string,
-): Promise<void> {
-  const byReason = new Map<string, { first: ParsedBatch["rejected"][number]; count: number }>();
-  for (const rejection of rejected) {
-    const seen = byReason.get(rejection.reason);
-    if (seen) seen.count++;
-    else byReason.set(rejection.reason, { first: rejection, count: 1 });
-  }
-  return Promise.all(
-    [...byReason.values()].map(({ first, count }) =>
-      live.publish(tenantId, {
-        agent_id: agentId,
-        source: "http",
-        reason: first.reason,
-        message: first.message,
-        count,
-        at,
-      }),
-    ),
-  ).then(() => undefined);
-}
+import type { ReadingsSubmitter } from "../submit-readings.ts";
 
 /** POST /api/v1/metrics: validates each item, submits the valid ones, answers once durable. */
 export const ingestRoutes = fp(
   async (
     app: FastifyInstance,
-    options: {
-      intake: Intake;
-      limiter: RateLimiter;
-      telemetry: Telemetry;
-      limits: PayloadLimits;
-      rejections: LiveRejections;
-    },
+    options: { submitter: ReadingsSubmitter; telemetry: Telemetry; limits: PayloadLimits; bodyLimit: number },
   ) => {
-    const { intake, limiter, telemetry, limits } = options;
-    // Rejections are announced in the background: the client's answer never waits on the console.
-    const announceQuietly = (tenantId: string, agentId: string, rejected: ParsedBatch["rejected"], at: string) =>
-      void announce(options.rejections, tenantId, agentId, rejected, at).catch(() => undefined);
+    const { submitter, telemetry, limits, bodyLimit } = options;
 
     app.withTypeProvider<ZodTypeProvider>().post(
       "/api/v1/metrics",
       {
         onRequest: app.authenticate,
+        preParsing: decompressBody(bodyLimit),
+        config: { ingest: true },
         schema: {
           summary: "Submit readings; 202 once they are durable",
           description:
@@ -96,36 +58,13 @@ export const ingestRoutes = fp(
         }
 
         const { points, rejected } = parseItems(items, (item) => parseNamedReading(item, receivedAt, limits));
-        telemetry.countRejections(
-          "http",
-          rejected.map((r) => r.reason),
-        );
-        if (rejected.length > 0) announceQuietly(tenantId, agentId, rejected, new Date(receivedAt).toISOString());
+        submitter.refused(tenantId, agentId, rejected, receivedAt);
         const first = rejected[0];
         if (points.length === 0 && first) {
           throw new ApiError(first.reason, `no metric was valid; first: ${first.message}`, { extra: { rejected } });
         }
-
-        // Over its rate the request is refused whole: nothing is stored, the client sends it again later.
         const bytes = Number(request.headers["content-length"]) || Buffer.byteLength(JSON.stringify(items));
-        const { waitMs, limit } = await limiter.tryCharge(
-          { tenantId, key: `${tenantId}/${agentId}` },
-          items.length,
-          bytes,
-        );
-        if (waitMs > 0 && limit) {
-          telemetry.httpThrottled.inc({ tenant_id: tenantId, limit });
-          throw new ApiError(
-            "rate_limited",
-            `over the ${limit.replace("_", " ")} limit; nothing was stored, retry after the Retry-After seconds`,
-            { retryAfterSeconds: Math.ceil(waitMs / 1000) },
-          );
-        }
-        // Where a broker would hold its acknowledgement (the queue too deep, or its Redis not
-        // answering), an HTTP client is told to come back rather than hold a request open.
-        const unavailable = intake.unavailable;
-        if (unavailable) throw new QueueUnavailableError(unavailable);
-        await intake.submit({ id: randomUUID(), tenantId, agentId, source: "http", receivedAt, metrics: points });
+        await submitter.submit(tenantId, agentId, points, bytes, receivedAt);
         return reply.status(202).send({ accepted: points.length, rejected });
       },
     );
