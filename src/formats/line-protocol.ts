@@ -15,13 +15,18 @@ import { pointDedupeId } from "./point-id.ts";
 export const PRECISIONS = ["ns", "us", "ms", "s"] as const;
 export type Precision = (typeof PRECISIONS)[number];
 
-/** How many units of a precision make a millisecond (ns, us) or how many milliseconds one unit is (s). */
-const TO_MS: Record<Precision, (units: number) => number> = {
-  ns: (units) => Math.floor(units / 1e6),
-  us: (units) => Math.floor(units / 1e3),
-  ms: (units) => units,
-  s: (units) => units * 1000,
+/** Decimal digits of whole units after the epoch, as milliseconds: exact, where a float of nanoseconds is not. */
+const TO_MS: Record<Precision, (digits: string) => number> = {
+  ns: (digits) => wholeMs(digits, 6),
+  us: (digits) => wholeMs(digits, 3),
+  ms: (digits) => Number(digits),
+  s: (digits) => Number(digits) * 1000,
 };
+
+/** The milliseconds in `digits` units of 10^-(3+`finer`) s: the digits left of the last `finer`. */
+export function wholeMs(digits: string, finer: number): number {
+  return digits.length > finer ? Number(digits.slice(0, -finer)) : 0;
+}
 
 export interface LineRejection {
   /** The line's number in the body, from 1. */
@@ -165,9 +170,8 @@ function lineContext(
   const { limits, receivedAt } = options;
   let ts = receivedAt;
   if (parsed.timestamp !== undefined) {
-    const units = Number(parsed.timestamp);
-    if (units < 0) return reject("bad_timestamp", "timestamp must be a non-negative epoch");
-    const inRange = checkTimeRange(TO_MS[options.precision](units), receivedAt, limits);
+    if (parsed.timestamp.startsWith("-")) return reject("bad_timestamp", "timestamp must be a non-negative epoch");
+    const inRange = checkTimeRange(TO_MS[options.precision](parsed.timestamp), receivedAt, limits);
     if (inRange instanceof Rejected) return inRange;
     ts = inRange;
   }

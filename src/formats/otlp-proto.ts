@@ -146,6 +146,11 @@ export function decodeOtlpRequest(body: Uint8Array): OtlpMetricsRequest {
   return Request.decode(body) as unknown as OtlpMetricsRequest;
 }
 
+/** Encodes a request as an exporter would send it (for the benchmark, which sends prepared bodies). */
+export function encodeOtlpRequest(request: OtlpMetricsRequest): Uint8Array {
+  return Request.encode(Request.fromObject(request)).finish();
+}
+
 export function encodeOtlpResponse(rejected: number, errorMessage: string): Uint8Array {
   const partialSuccess = rejected > 0 ? { rejectedDataPoints: rejected, errorMessage } : undefined;
   return Response.encode(Response.create(partialSuccess ? { partialSuccess } : {})).finish();

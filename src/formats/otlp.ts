@@ -3,6 +3,7 @@ import { checkTimeRange, METRIC_NAME_PATTERN, parseTags } from "../ingest/payloa
 import { Rejected, type RejectionReason, reject } from "../ingest/refusals.ts";
 import type { MetricPoint } from "../ingest/submission.ts";
 import type { AgentRule } from "./agents.ts";
+import { wholeMs } from "./line-protocol.ts";
 import type {
   HistogramPoint,
   Int64,
@@ -51,6 +52,17 @@ function toNumber(value: Int64 | number | string | undefined): number {
   if (value === undefined) return Number.NaN;
   if (typeof value === "object") return value.toNumber();
   return Number(value);
+}
+
+/**
+ * Nanoseconds after the epoch as whole milliseconds; 0 when absent or not a time. Decimal digits
+ * (OTLP JSON) are read exactly; a number or a protobuf Long is a float off by up to 256 ns, so it is
+ * rounded to the microsecond first (exact there) and then cut to the millisecond.
+ */
+function nanosToMs(value: Int64 | undefined): number {
+  if (typeof value === "string") return /^\d+$/.test(value) ? wholeMs(value, 6) : 0;
+  const nanos = typeof value === "object" ? value.toNumber() : (value ?? 0);
+  return Number.isFinite(nanos) && nanos > 0 ? Math.floor(Math.round(nanos / 1000) / 1000) : 0;
 }
 
 function attributeText(value: OtlpAnyValue | undefined): string {
@@ -163,21 +175,23 @@ function readPoint(
   out: OtlpReadings,
 ): Rejected | undefined {
   if (((point.flags ?? 0) & NO_RECORDED_VALUE) !== 0) return undefined;
-  const nanos = toNumber(point.timeUnixNano);
-  const timed = Number.isFinite(nanos) && nanos > 0;
-  const ts = timed ? checkTimeRange(Math.floor(nanos / 1e6), receivedAt, limits) : receivedAt;
+  const ms = nanosToMs(point.timeUnixNano);
+  const timed = ms > 0;
+  const ts = timed ? checkTimeRange(ms, receivedAt, limits) : receivedAt;
   if (ts instanceof Rejected) return ts;
   const attributes = attributesOf(point.attributes);
   if (temporality) attributes[TEMPORALITY_TAG] = temporality;
 
   const values = valuesOf(metric, name, point);
+  // The point's tags, judged once for all its readings (a quantile's add one of their own).
+  const pointTags = parseTags(attributes, limits);
+  if (pointTags instanceof Rejected) return pointTags;
   const readings: MetricPoint[] = [];
   for (const [readingName, value, extraTag] of values) {
     if (!METRIC_NAME_PATTERN.test(readingName))
       return reject("bad_name", `metric name ${readingName} is over 128 characters`);
     if (!Number.isFinite(value)) return reject("bad_value", `${readingName}: the value is not a finite number`);
-    const withExtra = extraTag ? { ...attributes, [extraTag[0]]: extraTag[1] } : attributes;
-    const tags = parseTags(withExtra, limits);
+    const tags = extraTag ? parseTags({ ...attributes, [extraTag[0]]: extraTag[1] }, limits) : pointTags;
     if (tags instanceof Rejected) return tags;
     const reading: MetricPoint = { agentId, name: readingName, value, ts };
     if (tags) reading.tags = tags;

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 
 /**
  * The dedupe id of a reading that carries its own time in a format without ids of its own (line
@@ -13,13 +13,9 @@ export function pointDedupeId(
   ts: number,
   tags: Record<string, string> | undefined,
 ): string {
-  const hash = createHash("sha256").update(agentId).update("\0").update(name).update("\0").update(String(ts));
-  if (tags)
-    for (const key in tags)
-      hash
-        .update("\0")
-        .update(key)
-        .update("=")
-        .update(tags[key] as string);
-  return `${format}:${hash.digest("base64url").slice(0, 32)}`;
+  // NUL separates: no part can hold one, so distinct points never make the same key.
+  let key = `${agentId}\0${name}\0${ts}`;
+  if (tags) for (const tag in tags) key += `\0${tag}\0${tags[tag]}`;
+  // One-shot hashing: a Hash object a reading cost four times as much (bench: formats).
+  return `${format}:${hash("sha256", key, "base64url").slice(0, 32)}`;
 }

@@ -46,6 +46,8 @@ describe("line protocol", () => {
     expect(ts(`m v=1 ${now}`, "ms")).toBe(now);
     expect(ts(`m v=1 ${now}000`, "us")).toBe(now);
     expect(ts(`m v=1 ${now}123456`, "ns")).toBe(now);
+    // As a float, 1780315200002000000 ns divided by 1e6 is 1780315200001.9998: the digits are read instead.
+    expect(ts(`m v=1 ${now + 2}000000`, "ns")).toBe(now + 2);
   });
 
   it("resolves escaped commas, spaces and equals signs in names, keys and tag values", () => {

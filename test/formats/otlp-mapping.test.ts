@@ -1,8 +1,9 @@
+import protobuf from "protobufjs";
 import { describe, expect, it } from "vitest";
 import type { PayloadLimits } from "../../src/config.ts";
 import { agentRule } from "../../src/formats/agents.ts";
 import { type OtlpReadings, readOtlpMetrics } from "../../src/formats/otlp.ts";
-import type { OtlpMetric, OtlpMetricsRequest } from "../../src/formats/otlp-proto.ts";
+import type { Int64, OtlpMetric, OtlpMetricsRequest } from "../../src/formats/otlp-proto.ts";
 import { Rejected } from "../../src/ingest/refusals.ts";
 
 const limits: PayloadLimits = {
@@ -113,6 +114,15 @@ describe("OTLP metrics to readings", () => {
     );
     expect(points.map((p) => [p.name, p.value, p.ts])).toEqual([["nan", 4, now]]);
     expect(rejected.map((r) => r.reason)).toEqual(["bad_name", "bad_name", "bad_value", "too_old", "bad_tags"]);
+  });
+
+  it("reads a point's nanoseconds to the exact millisecond, whether a string, a number or a protobuf Long", () => {
+    const Long = protobuf.util.Long as unknown as { fromString(digits: string, unsigned: boolean): Int64 };
+    const times = [`${now + 2}000000`, (now + 2) * 1e6, Long.fromString(`${now + 2}000000`, true)];
+    for (const timeUnixNano of times) {
+      const [point] = read(exportOf([{ name: "m", gauge: { dataPoints: [{ timeUnixNano, asDouble: 1 }] } }])).points;
+      expect(point?.ts).toBe(now + 2);
+    }
   });
 
   it("skips a point marked as having no recorded value", () => {
