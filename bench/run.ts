@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,edge-ingest-unreplicated,edge-ingest-replicated,edge-ingest-2-brokers,edge-ingest-2-workers,edge-ingest-2-brokers-2-workers,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
+ * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,edge-ingest-unreplicated,edge-ingest-replicated,edge-ingest-2-brokers,edge-ingest-2-workers,edge-ingest-2-brokers-2-workers,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,formats,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
+ * [--formats-requests=2000] [--formats-times=10] [--formats-concurrency=8] [--formats-rounds=3]
  * [--rounds=N] [--profile] [--service-node-args="--flag …"] [--service-env="NAME=value …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
@@ -13,6 +14,7 @@ import path from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { runBacklogDrain } from "./backlog-drain.ts";
 import { runFootprint } from "./footprint.ts";
+import { runFormats } from "./formats.ts";
 import { assertFilesForIdle, runIdle, SETTLE_MS } from "./idle.ts";
 import { runInsert } from "./insert.ts";
 import { runInsertCost } from "./insert-cost.ts";
@@ -448,6 +450,15 @@ async function main() {
         }),
       )
     : undefined;
+  // Only when named: the same readings as JSON, line protocol and OTLP over HTTP.
+  const formats = only?.includes("formats")
+    ? await runFormats(
+        wholeNumber("formats-requests", quick ? 200 : 2000),
+        wholeNumber("formats-times", 10),
+        wholeNumber("formats-concurrency", 8),
+        wholeNumber("formats-rounds", 3),
+      )
+    : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
@@ -479,6 +490,7 @@ async function main() {
     footprint,
     noisyNeighbour,
     backlogDrain,
+    formats,
     reconnectStorm,
     soak,
     storageHistory,
@@ -723,6 +735,34 @@ async function main() {
           fmt(run.stored),
         ]),
       )}\nbacklog: ${fmt(backlogDrain.jobs)} jobs of ${backlogDrain.readingsPerJob} readings, ${backlogDrain.tenants} tenants, ${fmt(backlogDrain.agents)} agents; one worker process`,
+    );
+  }
+  if (formats) {
+    console.log(
+      `\n${table(
+        [
+          "format",
+          "round",
+          "readings/s acked∧stored",
+          "bytes a reading",
+          "API CPU µs a reading",
+          "worker CPU µs",
+          "PostgreSQL CPU µs",
+        ],
+        formats.runs.map((run) => [
+          run.format,
+          String(run.round),
+          fmt(run.readingsPerSecond),
+          fmt(run.bytesPerReading, 1),
+          fmt(run.apiCpuMicros, 1),
+          fmt(run.workerCpuMicros, 1),
+          fmt(run.postgresqlCpuMicros, 1),
+        ]),
+      )}\nAPI CPU a reading against JSON's (medians): ${Object.entries(formats.apiCpuVsJson)
+        .map(([format, ratio]) => `${format} ${fmt(ratio, 2)}×`)
+        .join(
+          ", ",
+        )}; ${fmt(formats.requests)} requests of ${formats.readingsPerRequest} readings a format and round, ${formats.concurrency} at once`,
     );
   }
   if (reconnectStorm) {
