@@ -11,7 +11,15 @@ import pg from "pg";
 import { encodeOtlpRequest } from "../src/formats/otlp-proto.ts";
 import { median, statsOf, stop } from "./lib/processes.ts";
 import { serviceCpu } from "./lib/service-cpu.ts";
-import { ADMIN_TOKEN, createDatabase, deleteRedisPrefix, REDIS_URL, serviceEnv, startService } from "./lib/targets.ts";
+import {
+  ADMIN_TOKEN,
+  adminCaller,
+  createDatabase,
+  deleteRedisPrefix,
+  REDIS_URL,
+  serviceEnv,
+  startService,
+} from "./lib/targets.ts";
 
 export const FORMATS = ["json", "line-protocol", "otlp-protobuf"] as const;
 export type Format = (typeof FORMATS)[number];
@@ -120,15 +128,7 @@ async function storedOf(url: string, prefix: string): Promise<number> {
 }
 
 async function tenantToken(httpUrl: string): Promise<string> {
-  const call = async (route: string, body: unknown) => {
-    const response = await fetch(`${httpUrl}${route}`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, "content-type": "application/json" },
-      body: JSON.stringify(body),
-    });
-    if (!response.ok) throw new Error(`${route}: ${response.status} ${await response.text()}`);
-    return (await response.json()) as Record<string, string>;
-  };
+  const call = adminCaller(httpUrl, ADMIN_TOKEN);
   const tenant = await call("/api/v1/admin/tenants", { name: "bench-formats" });
   return (await call(`/api/v1/admin/tenants/${tenant.id}/tokens`, { role: "ingest" })).token as string;
 }

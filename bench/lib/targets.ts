@@ -146,13 +146,9 @@ export function startService(
   return start(name, process.execPath, [...nodeArgs, "dist/main.js", "serve"], ready);
 }
 
-/** A tenant with one agent per publisher, made through the admin API. */
-export async function agentsFor(
-  httpUrl: string,
-  adminToken: string,
-  count: number,
-): Promise<{ tenantId: string; publishers: Publisher[] }> {
-  const call = async (route: string, body: unknown) => {
+/** A POST to the admin API, its JSON answer, or an error naming the route. */
+export function adminCaller(httpUrl: string, adminToken: string) {
+  return async (route: string, body: unknown): Promise<Record<string, string>> => {
     const response = await fetch(`${httpUrl}${route}`, {
       method: "POST",
       headers: { authorization: `Bearer ${adminToken}`, "content-type": "application/json" },
@@ -161,6 +157,15 @@ export async function agentsFor(
     if (!response.ok) throw new Error(`${route}: ${response.status} ${await response.text()}`);
     return (await response.json()) as Record<string, string>;
   };
+}
+
+/** A tenant with one agent per publisher, made through the admin API. */
+export async function agentsFor(
+  httpUrl: string,
+  adminToken: string,
+  count: number,
+): Promise<{ tenantId: string; publishers: Publisher[] }> {
+  const call = adminCaller(httpUrl, adminToken);
   const tenant = await call("/api/v1/admin/tenants", { name: "bench" });
   const tenantId = tenant.id as string;
   const publishers: Publisher[] = [];

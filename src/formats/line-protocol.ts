@@ -1,5 +1,12 @@
 import type { PayloadLimits } from "../config.ts";
-import { checkTimeRange, METRIC_NAME_PATTERN, type ParsedBatch, parseTags, refuse } from "../ingest/payload.ts";
+import {
+  checkTimeRange,
+  METRIC_NAME_PATTERN,
+  type ParsedBatch,
+  parseTags,
+  refuse,
+  refuseOversized,
+} from "../ingest/payload.ts";
 import { Rejected, type RejectionReason, reject } from "../ingest/refusals.ts";
 import type { MetricPoint } from "../ingest/submission.ts";
 import type { AgentRule } from "./agents.ts";
@@ -253,9 +260,8 @@ export function parseLinePayload(
   receivedAt: number,
   limits: PayloadLimits & { maxPayloadBytes: number },
 ): ParsedBatch {
-  if (payload.length > limits.maxPayloadBytes) {
-    return refuse(reject("too_large", `the payload is over ${limits.maxPayloadBytes} bytes`));
-  }
+  const oversized = refuseOversized(payload, limits);
+  if (oversized) return oversized;
   const result = readLineProtocol(payload.toString("utf8"), { precision: "ns", receivedAt, limits, agent });
   return result instanceof Rejected ? refuse(result) : result;
 }

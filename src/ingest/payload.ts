@@ -143,6 +143,12 @@ export function refuse(rejection: Rejected): ParsedBatch {
   return { points: [], rejected: [{ reason: rejection.reason, message: rejection.message }] };
 }
 
+/** An MQTT payload over `MQTT_MAX_PAYLOAD_BYTES`, refused whole before it is read; undefined for one within it. */
+export function refuseOversized(payload: Buffer, limits: { maxPayloadBytes: number }): ParsedBatch | undefined {
+  if (payload.length <= limits.maxPayloadBytes) return undefined;
+  return refuse(reject("too_large", `the payload is over ${limits.maxPayloadBytes} bytes`));
+}
+
 /**
  * An MQTT payload for the metric named by its topic: one reading, or a JSON array of readings.
  * Each reading of an array is judged on its own.
@@ -153,9 +159,8 @@ export function parseMqttPayload(
   receivedAt: number,
   limits: PayloadLimits & { maxPayloadBytes: number },
 ): ParsedBatch {
-  if (payload.length > limits.maxPayloadBytes) {
-    return refuse(reject("too_large", `the payload is over ${limits.maxPayloadBytes} bytes`));
-  }
+  const oversized = refuseOversized(payload, limits);
+  if (oversized) return oversized;
   let raw: unknown;
   try {
     raw = JSON.parse(payload.toString("utf8"));

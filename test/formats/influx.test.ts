@@ -1,12 +1,15 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { InfluxDB, Point } from "@influxdata/influxdb-client";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
-import { bearer, createTenant, eventually, metricValue, request, type TenantFixture } from "../helpers/http.ts";
-import { connect, connectAgent, inbox, pubackCode } from "../helpers/mqtt.ts";
+import { bearer, createTenant, metricValue, request, storedRows, type TenantFixture } from "../helpers/http.ts";
+import { connect, connectAgent, hasMosquittoClients, inbox, pubackCode } from "../helpers/mqtt.ts";
 import { distributedUnavailable } from "../helpers/services.ts";
 
 const skipDistributed = await distributedUnavailable();
+const mosquittoClients = await hasMosquittoClients();
 const modes: { mode: Mode; skip: boolean }[] = [
   { mode: "embedded", skip: false },
   { mode: "distributed", skip: Boolean(skipDistributed) },
@@ -28,14 +31,8 @@ for (const { mode, skip } of modes) {
     });
     afterAll(() => t?.cleanup());
 
-    /** The tenant's stored rows of a metric, once there are `count` (the distributed worker stores asynchronously). */
     const rowsOf = (tenant: TenantFixture, name: string, count: number) =>
-      eventually(async () => {
-        const answer = await request(`${t.url}/api/v1/metrics?name=${name}&limit=100`, {
-          auth: bearer(tenant.viewerToken),
-        });
-        return answer.body.items.length === count ? answer.body.items : undefined;
-      });
+      storedRows(t.url, tenant.viewerToken, name, count);
     const write = (path: string, token: string, body: Buffer | string, headers: Record<string, string> = {}) =>
       fetch(`${t.url}${path}`, {
         method: "POST",
@@ -206,7 +203,7 @@ for (const { mode, skip } of modes) {
       expect(seenByB.body.items).toEqual([]);
     });
 
-    it("over MQTT, an agent publishes line protocol to metrics/{tenant}/{agent}/$influx; a bad line is fed back by number", async () => {
+    it("over MQTT, an agent publishes line protocol to metrics/{tenant}/{agent}/$influx (mqtt.js, mosquitto_pub); a bad line is fed back by number", async () => {
       const url = `mqtt://127.0.0.1:${t.app.mqttPorts?.tcp}`;
       const client = await connectAgent(url, a.agent);
       const v5 = await connect(url, { protocolVersion: 5, username: a.agent.username, password: a.agent.password });
@@ -223,6 +220,14 @@ for (const { mode, skip } of modes) {
         expect((await rowsOf(a, "mem_free", 1))[0].value).toBe(1500);
         const [message] = await feedback.waitFor(1, feedbackTopic);
         expect(JSON.parse(message?.payload ?? "")).toMatchObject({ reason: "bad_line", line: 2, topic });
+        if (mosquittoClients) {
+          await promisify(execFile)("mosquitto_pub", [
+            ...["-h", "127.0.0.1", "-p", String(t.app.mqttPorts?.tcp), "-q", "1"],
+            ...["-u", a.agent.username, "-P", a.agent.password],
+            ...["-t", `metrics/${a.tenantId}/host-a/$influx`, "-m", "mosq,line=A rpm=912.5"],
+          ]);
+          expect((await rowsOf(a, "mosq_rpm", 1))[0]).toMatchObject({ value: 912.5, tags: { line: "A" } });
+        }
         // Another tenant's line-protocol topic is another tenant's: refused like any of its topics.
         expect(await pubackCode(v5, `metrics/${b.tenantId}/host-b/$influx`, "m value=1", { qos: 1 })).toBe(0x87);
         expect(await pubackCode(v5, `metrics/${a.tenantId}/host-a/$influx`, "m value=", { qos: 1 })).toBe(0x99);

@@ -6,7 +6,7 @@ import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter }
 import protobuf from "protobufjs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Mode, startTestApp, type TestApp } from "../helpers/app.ts";
-import { bearer, createTenant, eventually, request, type TenantFixture } from "../helpers/http.ts";
+import { bearer, createTenant, request, storedRows, type TenantFixture } from "../helpers/http.ts";
 import { distributedUnavailable } from "../helpers/services.ts";
 
 const skipDistributed = await distributedUnavailable();
@@ -34,12 +34,7 @@ for (const { mode, skip } of modes) {
     afterAll(() => t?.cleanup());
 
     const rowsOf = (tenant: TenantFixture, name: string, count: number) =>
-      eventually(async () => {
-        const answer = await request(`${t.url}/api/v1/metrics?name=${name}&limit=100`, {
-          auth: bearer(tenant.viewerToken),
-        });
-        return answer.body.items.length === count ? answer.body.items : undefined;
-      });
+      storedRows(t.url, tenant.viewerToken, name, count);
     const post = (token: string, type: string, body: Buffer | string, headers: Record<string, string> = {}) =>
       fetch(`${t.url}/v1/metrics`, {
         method: "POST",

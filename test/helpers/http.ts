@@ -78,6 +78,14 @@ export async function eventually<T>(check: () => Promise<T | undefined>, timeout
   }
 }
 
+/** A tenant's stored readings of a metric, newest first, once there are `count` (a distributed worker stores asynchronously). */
+export function storedRows(baseUrl: string, viewerToken: string, name: string, count: number) {
+  return eventually(async () => {
+    const answer = await request(`${baseUrl}/api/v1/metrics?name=${name}&limit=100`, { auth: bearer(viewerToken) });
+    return answer.body.items.length === count ? answer.body.items : undefined;
+  });
+}
+
 /** The sum of a Prometheus metric's samples whose labels include `labels`, read from `/metrics`. */
 export async function metricValue(baseUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
   const text = (await request<string>(`${baseUrl}/metrics`)).body;

@@ -1,3 +1,5 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import mqtt, { type IClientOptions, type IClientPublishOptions, type MqttClient } from "mqtt";
 
 /** A real mqtt.js client that does not reconnect unless asked to, so tests see every refusal. */
@@ -113,4 +115,16 @@ export function closed(client: MqttClient, timeoutMs = 10_000): Promise<void> {
       resolve();
     });
   });
+}
+
+/** Whether Mosquitto's command-line clients are here (under CI=true they must be). */
+export async function hasMosquittoClients(): Promise<boolean> {
+  const present = await promisify(execFile)("mosquitto_pub", ["--help"]).then(
+    () => true,
+    (error: { code?: number | string }) => error.code !== "ENOENT",
+  );
+  if (!present && process.env.CI === "true") {
+    throw new Error("CI=true but mosquitto_pub is not installed (apt-get install mosquitto-clients)");
+  }
+  return present;
 }
