@@ -1,6 +1,7 @@
 /**
- * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,edge-ingest-unreplicated,edge-ingest-replicated,edge-ingest-2-brokers,edge-ingest-2-workers,edge-ingest-2-brokers-2-workers,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,formats,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
+ * `npm run bench [-- --quick] [--only=scenario,...,edge-ingest-no-database,edge-ingest-unreplicated,edge-ingest-replicated,edge-ingest-2-brokers,edge-ingest-2-workers,edge-ingest-2-brokers-2-workers,insert,insert-cost,idle,noisy-neighbour,backlog-drain,reconnect-storm,formats,tls-handshake,footprint,soak,storage,storage-history] [--qos=0|1] [--flooders=1,8,32] [--flooder-tenants=N] [--drain-jobs=N] [--drain-concurrency=4,32] [--storm-agents=5000] [--storm-tenants=10] [--storm-rate=500] [--storm-connack-timeout-ms=10000] [--storm-jitter-ms=500] [--storm-variants=before,after]
  * [--formats-requests=2000] [--formats-times=10] [--formats-concurrency=8] [--formats-rounds=3]
+ * [--handshake-connections=2000] [--handshake-concurrency=20] [--handshake-rounds=3]
  * [--rounds=N] [--profile] [--service-node-args="--flag …"] [--service-env="NAME=value …"]`: edge-ingest against the architecture it replaces (Mosquitto + a bridge enqueuing one job per message)
  * and against bare Aedes, at QoS 0 and 1, then the worker-insert micro-benchmark, PostgreSQL's cost of that insert
  * (insert-cost), the idle-connections, noisy-neighbour, footprint and soak scenarios (soak and storage take ten minutes or more each; never in --quick). Prints tables and
@@ -27,6 +28,7 @@ import { runNoisyNeighbour } from "./noisy-neighbour.ts";
 import { runReconnectStorm } from "./reconnect-storm.ts";
 import { runSoak } from "./soak.ts";
 import { runStorage, runStorageHistory } from "./storage.ts";
+import { runTlsHandshake } from "./tls-handshake.ts";
 
 const quick = process.argv.includes("--quick");
 const only = process.argv
@@ -459,6 +461,14 @@ async function main() {
         wholeNumber("formats-rounds", 3),
       )
     : undefined;
+  // Only when named: new connections per second over TCP and TLS, with and without client certificates.
+  const tlsHandshake = only?.includes("tls-handshake")
+    ? await runTlsHandshake(
+        wholeNumber("handshake-connections", quick ? 200 : 2000),
+        wholeNumber("handshake-concurrency", 20),
+        wholeNumber("handshake-rounds", 3),
+      )
+    : undefined;
   // Up to half an hour: in a whole run and on its own (--only=storage), never in --quick.
   const storageSizes = wholeNumbers("storage-sizes", [0, 10_000_000, 30_000_000], 0);
   const storagePartitionHours = wholeNumber("storage-partition-hours", 24);
@@ -491,6 +501,7 @@ async function main() {
     noisyNeighbour,
     backlogDrain,
     formats,
+    tlsHandshake,
     reconnectStorm,
     soak,
     storageHistory,
@@ -763,6 +774,23 @@ async function main() {
         .join(
           ", ",
         )}; ${fmt(formats.requests)} requests of ${formats.readingsPerRequest} readings a format and round, ${formats.concurrency} at once`,
+    );
+  }
+  if (tlsHandshake) {
+    console.log(
+      `\n${table(
+        ["handshake", "round", "connections/s", "broker CPU µs a connection"],
+        tlsHandshake.runs.map((run) => [
+          run.variant,
+          String(run.round),
+          fmt(run.connectionsPerSecond),
+          fmt(run.brokerCpuMicros),
+        ]),
+      )}\nconnections/s against TLS with a password (medians): ${Object.entries(tlsHandshake.vsTlsPassword)
+        .map(([variant, ratio]) => `${variant} ${fmt(ratio, 2)}×`)
+        .join(
+          ", ",
+        )}; ${fmt(tlsHandshake.connections)} connections a variant and round, ${tlsHandshake.concurrency} at once`,
     );
   }
   if (reconnectStorm) {

@@ -5,6 +5,8 @@ import { buildHttpServer } from "./api/server.ts";
 import { openBackends } from "./backends.ts";
 import type { RunningBroker } from "./broker/broker.ts";
 import type { Config } from "./config.ts";
+import { TenantAuthorities } from "./credentials/authorities.ts";
+import { isAuthorityUsername } from "./credentials/certificates.ts";
 import { Identifier } from "./credentials/identify.ts";
 import { Revocations } from "./credentials/revocations.ts";
 import { CredentialStore } from "./credentials/store.ts";
@@ -32,6 +34,8 @@ export interface RunningApp {
   mqttPorts?: RunningBroker["ports"];
   /** Stops taking work, finishes what is in flight, then closes every backend. Idempotent. */
   close(): Promise<void>;
+  /** Reads the MQTT TLS listeners' certificate and key files again; nothing without the broker role. */
+  reloadCertificates(): Promise<void>;
   /** While closing: the part it waits for now. */
   closingStep(): string | undefined;
 }
@@ -66,7 +70,11 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       (since) => credentials.revokedSince(since),
       (error) => logger.warn({ err: error }, "cannot ask which credentials were revoked while Pub/Sub was away"),
     );
-    await revocations.onRevoked((username) => credentials.forget(username));
+    const authorities = new TenantAuthorities(db, config.CREDENTIAL_CACHE_TTL_MS);
+    await revocations.onRevoked((username) => {
+      credentials.forget(username);
+      if (isAuthorityUsername(username)) authorities.forget();
+    });
 
     const tenantLimits = await TenantLimitsStore.open(
       db,
@@ -150,9 +158,10 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       });
     }
 
-    const identifier = new Identifier(credentials, backends.adminToken);
+    const identifier = new Identifier(credentials, backends.adminToken, authorities);
 
     let mqttPorts: RunningBroker["ports"] | undefined;
+    let reloadCertificates: RunningApp["reloadCertificates"] = async () => undefined;
     // Every process answers probes and scrapes; only the api role serves the API and the console.
     // Built before the MQTT listeners open, as building its routes keeps the event loop busy for a
     // while: after a broker restart its whole fleet connects at once, and connections the loop does
@@ -168,6 +177,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
             readings,
             agents: new AgentDirectory(db.sql),
             credentials,
+            authorities,
             identifier,
             revocations,
             intake,
@@ -206,6 +216,7 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       });
       steps.add("broker (pending acknowledgements)", () => broker.close());
       mqttPorts = broker.ports;
+      reloadCertificates = () => broker.reloadCertificate();
     }
 
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT });
@@ -233,7 +244,14 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
       `edge-ingest started (${backends.mode}: database ${db.backend}, queue ${queue.backend}, fan-out ${fanout.backend})`,
     );
     let closing: Promise<void> | undefined;
-    return { httpUrl, http, mqttPorts, close: () => (closing ??= steps.closeAll()), closingStep: () => steps.closing };
+    return {
+      httpUrl,
+      http,
+      mqttPorts,
+      close: () => (closing ??= steps.closeAll()),
+      closingStep: () => steps.closing,
+      reloadCertificates: () => reloadCertificates(),
+    };
   } catch (error) {
     await steps.closeAll();
     throw error;

@@ -130,6 +130,19 @@ const envSchema = z.object({
     .optional()
     .describe("PEM certificate (chain) for the TLS and WSS listeners; needs `MQTT_TLS_KEY_FILE`"),
   MQTT_TLS_KEY_FILE: z.string().min(1).optional().describe("PEM private key for the TLS and WSS listeners"),
+  MQTT_TLS_CLIENT_AUTH: z
+    .enum(["none", "optional", "required"])
+    .default("none")
+    .describe(
+      "client certificates on the TLS and WSS listeners: `none` (not asked), `optional` (a device with one needs no password; without one it gives a username and password), `required` (no connection there without a valid one); docs/certificates.md",
+    ),
+  MQTT_TLS_CIPHERS: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "OpenSSL cipher list of the TLS and WSS listeners (TLS 1.2; TLS 1.3 keeps its own); unset: Node's default",
+    ),
   MQTT_ALLOW_ANONYMOUS: bool
     .default(false)
     .describe("let clients without credentials connect (outside the tenant namespace only)"),
@@ -404,6 +417,8 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_WSS_PORT",
       "MQTT_TLS_CERT_FILE",
       "MQTT_TLS_KEY_FILE",
+      "MQTT_TLS_CLIENT_AUTH",
+      "MQTT_TLS_CIPHERS",
       "MQTT_ALLOW_ANONYMOUS",
     ],
   },
@@ -566,6 +581,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const missing = rest.MQTT_TLS_CERT_FILE ? "MQTT_TLS_KEY_FILE" : "MQTT_TLS_CERT_FILE";
     throw new ConfigError(
       `invalid configuration:\n  ${missing}: TLS needs both MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE`,
+    );
+  }
+  if (rest.MQTT_TLS_CLIENT_AUTH !== "none" && !rest.MQTT_TLS_CERT_FILE) {
+    throw new ConfigError(
+      "invalid configuration:\n  MQTT_TLS_CLIENT_AUTH: client certificates need the TLS listeners: set MQTT_TLS_CERT_FILE and MQTT_TLS_KEY_FILE",
     );
   }
   if (rest.MQTT_MAX_OUTGOING_BYTES < rest.MQTT_MAX_PACKET_BYTES) {

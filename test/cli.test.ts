@@ -4,12 +4,14 @@ import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MIGRATIONS_DIR } from "../src/store/migrate.ts";
+import { hasOpenssl, selfSigned } from "./helpers/certificates.ts";
 import { CLI } from "./helpers/entry.ts";
 import { basic, request } from "./helpers/http.ts";
 import { freePort } from "./helpers/redis-server.ts";
 import { tempDir } from "./helpers/services.ts";
 
 const run = promisify(execFile);
+const openssl = await hasOpenssl();
 
 async function cli(args: string[], env: Record<string, string>) {
   try {
@@ -148,6 +150,42 @@ describe("edge-ingest CLI against a running embedded server", () => {
     const revoke = await cli(["credential", "revoke", credential.username], env);
     expect(revoke.code).toBe(0);
     expect((await request(url, { auth, body: { metrics: [{ name: "rpm", value: 901 }] } })).status).toBe(401);
+  });
+
+  it.skipIf(!openssl)("pins an agent's certificate and manages a tenant's CAs", async () => {
+    const { id: tenantId } = JSON.parse((await cli(["tenant", "create", "--name", "fleet"], env)).stdout);
+    const { dir, remove } = await tempDir();
+    try {
+      const device = await selfSigned(dir, "device", "device-1");
+      const pinned = await cli(
+        ["agent", "create", "--tenant", tenantId, "--agent", "device-1", "--certificate", device.certFile],
+        env,
+      );
+      expect(JSON.parse(pinned.stdout)).toEqual({
+        tenant_id: tenantId,
+        agent_id: "device-1",
+        username: expect.stringMatching(/^ct_/),
+      });
+      const ca = await selfSigned(dir, "ca", "Fleet CA", { ca: true });
+      const added = JSON.parse(
+        (await cli(["tenant", "ca", "add", "--tenant", tenantId, "--pem", ca.certFile, "--register-agents"], env))
+          .stdout,
+      );
+      expect(added).toMatchObject({ subject: "CN=Fleet CA", register_agents: true });
+      const listed = JSON.parse((await cli(["tenant", "ca", "list", "--tenant", tenantId], env)).stdout);
+      expect(listed.map((row: { fingerprint: string }) => row.fingerprint)).toEqual([added.fingerprint]);
+      const notCa = await cli(["tenant", "ca", "add", "--tenant", tenantId, "--pem", device.certFile], env);
+      expect(notCa.code).toBe(1);
+      expect(notCa.stderr).toMatch(/not a CA/);
+      const removed = await cli(
+        ["tenant", "ca", "remove", "--tenant", tenantId, "--fingerprint", added.fingerprint],
+        env,
+      );
+      expect(JSON.parse(removed.stdout)).toEqual({ removed: added.fingerprint });
+      expect(JSON.parse((await cli(["tenant", "ca", "list", "--tenant", tenantId], env)).stdout)).toEqual([]);
+    } finally {
+      await remove();
+    }
   });
 
   it("explains a refused admin command and a missing flag", async () => {

@@ -67,6 +67,8 @@ describe("loadConfig", () => {
       { ...distributed, REDIS_MIN_REPLICAS: "1", REDIS_REPLICA_TIMEOUT_MS: "5000" },
       /REDIS_REPLICA_TIMEOUT_MS: must be below/,
     ],
+    [{ MQTT_TLS_CLIENT_AUTH: "required" }, /MQTT_TLS_CLIENT_AUTH: client certificates need the TLS listeners/],
+    [{ MQTT_TLS_CLIENT_AUTH: "sometimes" }, /MQTT_TLS_CLIENT_AUTH: /],
   ])("names the bad variable in %j", (env, message) => {
     expect(() => loadConfig(env)).toThrow(ConfigError);
     expect(() => loadConfig(env)).toThrow(message);

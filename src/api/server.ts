@@ -2,6 +2,7 @@ import Fastify, { type FastifyInstance, LogController } from "fastify";
 import type { Logger } from "pino";
 import type { Config } from "../config.ts";
 import { consolePlugin } from "../console/plugin.ts";
+import type { TenantAuthorities } from "../credentials/authorities.ts";
 import type { Identifier } from "../credentials/identify.ts";
 import type { Revocations } from "../credentials/revocations.ts";
 import type { CredentialStore } from "../credentials/store.ts";
@@ -35,6 +36,7 @@ export interface ApiDeps {
   readings: ReadingStore;
   agents: AgentDirectory;
   credentials: CredentialStore;
+  authorities: TenantAuthorities;
   identifier: Identifier;
   revocations: Revocations;
   intake: Intake;
@@ -121,6 +123,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   });
   await app.register(adminRoutes, {
     credentials: api.credentials,
+    authorities: api.authorities,
     revocations: api.revocations,
     tenantLimits: api.tenantLimits,
     queue: api.queue,

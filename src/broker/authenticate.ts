@@ -1,5 +1,7 @@
+import tls from "node:tls";
 import type { AuthenticateError, AuthenticateHandler, Client, PreConnectHandler } from "aedes";
 import type { Logger } from "pino";
+import { CertificateError } from "../credentials/certificates.ts";
 import type { Identifier } from "../credentials/identify.ts";
 import { type ConnectRefusal, connackReturnCode, REFUSALS } from "../ingest/refusals.ts";
 import type { TenantLimitsStore } from "../limits/limits-store.ts";
@@ -8,8 +10,33 @@ import { rateLimitedLog } from "../logger.ts";
 import { type Presence, presenceMember } from "../presence/presence.ts";
 import type { Telemetry } from "../telemetry/prometheus.ts";
 import { clientIdRefusal, type MqttPrincipal, namespacedClientId } from "./access.ts";
-import { acceptMqtt5, type Mqtt5Settings, refuseMqtt5 } from "./mqtt5.ts";
+import { acceptMqtt5, closeMqtt5, type Mqtt5Settings, reasonOf, refuseMqtt5 } from "./mqtt5.ts";
 import type { Sessions } from "./sessions.ts";
+
+/** The TLS socket under a client (TLS, or WSS through its HTTP request); undefined on a plain listener. */
+function tlsSocketOf(client: Client): tls.TLSSocket | undefined {
+  const conn: unknown = client.conn;
+  if (conn instanceof tls.TLSSocket) return conn;
+  const socket: unknown = client.req?.socket;
+  return socket instanceof tls.TLSSocket ? socket : undefined;
+}
+
+/** setTimeout's longest delay; a certificate valid for longer is checked again then. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
+/** Ends the connection when the certificate it was made with expires (it was valid at CONNECT). */
+function cutAtExpiry(client: Client, remainingMs: number, onCut: () => void): void {
+  const timer = setTimeout(
+    () => {
+      if (remainingMs > LONGEST_TIMER_MS) return cutAtExpiry(client, remainingMs - LONGEST_TIMER_MS, onCut);
+      onCut();
+      closeMqtt5(client, reasonOf("certificate_expired", "the client certificate expired"));
+    },
+    Math.min(remainingMs, LONGEST_TIMER_MS),
+  );
+  timer.unref();
+  client.conn.once("close", () => clearTimeout(timer));
+}
 
 /** Why a CONNECT was refused, as counted in `edge_ingest_mqtt_connects_refused_total`. */
 type RefusalReason = ConnectRefusal | "unavailable";
@@ -32,6 +59,8 @@ export interface AuthenticateDeps {
   brokerId: string;
   allowAnonymous: boolean;
   maxClientIdLength: number;
+  /** MQTT_TLS_CLIENT_AUTH: whether a TLS client's certificate identifies it, and must. */
+  clientAuth: "none" | "optional" | "required";
   /** What MQTT 5 clients are offered. */
   mqtt5: Mqtt5Settings;
   /** Called once the client is known, before Aedes restores its session (a persistent one stops expiring). */
@@ -69,7 +98,33 @@ export function createConnectHooks(deps: AuthenticateDeps): {
     callback(null, true);
   };
 
-  async function identify(username: string | undefined, password: Buffer | undefined): Promise<MqttPrincipal> {
+  async function identify(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+  ): Promise<MqttPrincipal> {
+    const socket = deps.clientAuth === "none" ? undefined : tlsSocketOf(client);
+    const peer = socket?.getPeerX509Certificate();
+    if (peer) {
+      const now = Date.now();
+      const identified = await identifier.certificate(peer, now);
+      if (identified instanceof CertificateError) throw refuse("bad_certificate", identified.message);
+      const { principal, registered } = identified;
+      if (registered) {
+        logger.info(
+          { tenantId: principal.tenantId, agentId: principal.agentId },
+          "agent registered by its certificate",
+        );
+      }
+      cutAtExpiry(client, Date.parse(peer.validTo) - now, () => {
+        deps.telemetry.countDisconnect("certificate_expired");
+        logger.info({ clientId: client.id }, "disconnecting: the client certificate expired");
+      });
+      return principal;
+    }
+    if (socket && deps.clientAuth === "required") {
+      throw refuse("certificate_required", "this listener needs a client certificate");
+    }
     const secret = password?.toString("utf8");
     if (!username && !secret) {
       if (deps.allowAnonymous) return { kind: "anonymous" };
@@ -106,7 +161,7 @@ export function createConnectHooks(deps: AuthenticateDeps): {
     Promise.resolve()
       .then(() => {
         if (idRefusal) throw refuse("bad_client_id", idRefusal);
-        return identify(username, password);
+        return identify(client, username, password);
       })
       .then(async (principal) => {
         client.id = namespacedClientId(principal, client.id);

@@ -64,6 +64,8 @@ export interface RunningBroker {
    * acknowledgements, then closes every client.
    */
   close(): Promise<void>;
+  /** Reads the TLS listeners' certificate and key again (SIGHUP). */
+  reloadCertificate(): Promise<void>;
 }
 
 export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
@@ -145,6 +147,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
     presence: deps.presence,
     brokerId,
     allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+    clientAuth: config.MQTT_TLS_CLIENT_AUTH,
     maxClientIdLength: config.MQTT_MAX_CLIENT_ID_LENGTH,
     mqtt5: {
       receiveMaximum: config.MQTT_RECEIVE_MAXIMUM,
@@ -223,6 +226,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   return {
     ports: listeners.ports,
+    reloadCertificate: () => listeners.reloadCertificate(),
     close: async () => {
       const closed = listeners.close();
       draining = true;

@@ -30,6 +30,8 @@ export interface Listeners {
    * when the last one is gone.
    */
   close(): Promise<void>;
+  /** Reads the TLS listeners' certificate and key files again (SIGHUP); new handshakes use them. */
+  reloadCertificate(): Promise<void>;
 }
 
 const WEBSOCKET_PATHS = new Set(["/", "/mqtt"]);
@@ -126,6 +128,7 @@ export async function startListeners(
 
   const servers: net.Server[] = [];
   const webSockets: WebSocketServer[] = [];
+  let reloadCertificate: Listeners["reloadCertificate"] = async () => undefined;
   const ports: Listeners["ports"] = {};
 
   function withWebSockets(server: http.Server, listener: "ws" | "wss"): http.Server {
@@ -163,20 +166,41 @@ export async function startListeners(
     ports.ws = await bind(ws, "MQTT_WS_PORT", config.MQTT_WS_PORT);
 
     if (config.MQTT_TLS_CERT_FILE && config.MQTT_TLS_KEY_FILE) {
-      const credentials = {
-        cert: await readFile(config.MQTT_TLS_CERT_FILE),
-        key: await readFile(config.MQTT_TLS_KEY_FILE),
-      };
-      const secure = tls.createServer({ ...credentials, noDelay: true }, accept("tls"));
+      const options = await tlsOptions(config);
+      const secure = tls.createServer({ ...options, noDelay: true }, accept("tls"));
       servers.push(secure);
       ports.tls = await bind(secure, "MQTT_TLS_PORT", config.MQTT_TLS_PORT);
-      const wss = withWebSockets(https.createServer(credentials, upgradeRequired), "wss");
+      const secureWeb = https.createServer(options, upgradeRequired);
+      const wss = withWebSockets(secureWeb, "wss");
       servers.push(wss);
       ports.wss = await bind(wss, "MQTT_WSS_PORT", config.MQTT_WSS_PORT);
+      // A renewed server certificate is read again without a restart; connections open stay as they are.
+      reloadCertificate = async () => {
+        const renewed = await tlsOptions(config);
+        secure.setSecureContext(renewed);
+        secureWeb.setSecureContext(renewed);
+      };
     }
   } catch (error) {
     await close();
     throw error;
   }
-  return { ports, close };
+  return { ports, close, reloadCertificate: () => reloadCertificate() };
+}
+
+/**
+ * The TLS listeners' settings: the server certificate, TLS 1.2 and up, and with
+ * MQTT_TLS_CLIENT_AUTH a request for the client's certificate. Its chain is not judged by the
+ * handshake (rejectUnauthorized: false) but at CONNECT, against the agents' pinned certificates
+ * and the tenants' CAs (src/credentials/identify.ts), so a refusal is a CONNACK with its reason.
+ */
+async function tlsOptions(config: Config): Promise<tls.SecureContextOptions & tls.TlsOptions> {
+  return {
+    cert: await readFile(config.MQTT_TLS_CERT_FILE as string),
+    key: await readFile(config.MQTT_TLS_KEY_FILE as string),
+    minVersion: "TLSv1.2",
+    ...(config.MQTT_TLS_CIPHERS && { ciphers: config.MQTT_TLS_CIPHERS }),
+    requestCert: config.MQTT_TLS_CLIENT_AUTH !== "none",
+    rejectUnauthorized: false,
+  };
 }

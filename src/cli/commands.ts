@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config.ts";
 import { LIMITS } from "../limits/tenant-limits.ts";
@@ -11,11 +12,18 @@ export const USAGE = `usage: edge-ingest <command> [options]
   serve                                        run the service (what npm start runs)
   migrate                                      apply pending database migrations
   tenant create --name NAME                    create a tenant
-  agent create --tenant ID --agent AGENT_ID    register an agent; prints its MQTT username/password once
+  agent create --tenant ID --agent AGENT_ID [--certificate FILE.pem]
+                                               register an agent; prints its MQTT username/password once,
+                                               or pins its certificate (its fingerprint is the credential)
   token create --tenant ID --role ingest|viewer  create a tenant token; printed once
   credential revoke USERNAME                   revoke an agent credential or a token
   jobs failed                                  submissions that used their last attempt: count, reasons, oldest
   jobs retry --all | ID...                     put failed submissions back in the queue (stored once each)
+  tenant ca add --tenant ID --pem FILE.pem [--register-agents]
+                                               trust a CA for the tenant's device certificates (CN = agent id);
+                                               --register-agents registers an agent at its first connection
+  tenant ca list --tenant ID                   the CAs a tenant trusts
+  tenant ca remove --tenant ID --fingerprint F stop trusting one; its devices are disconnected
   tenant limits show --tenant ID               a tenant's limits: what holds, its overrides, the defaults
   tenant limits set --tenant ID [--LIMIT N|default ...]
                                                override limits for one tenant (default: back to the default)
@@ -32,6 +40,10 @@ const OPTIONS = {
   url: { type: "string" },
   token: { type: "string" },
   all: { type: "boolean" },
+  certificate: { type: "string" },
+  pem: { type: "string" },
+  fingerprint: { type: "string" },
+  "register-agents": { type: "boolean" },
   help: { type: "boolean", short: "h" },
   ...Object.fromEntries(LIMITS.map(({ flag }) => [flag, { type: "string" }])),
 } as const;
@@ -48,6 +60,13 @@ function limitChanges(values: Record<string, unknown>): Record<string, number | 
   }
   if (Object.keys(changes).length === 0) throw new CliError(`tenant limits set needs at least one --LIMIT\n\n${USAGE}`);
   return changes;
+}
+
+/** A PEM file's text; a file that cannot be read is the CLI's error, not the server's. */
+async function readPem(file: string): Promise<string> {
+  return readFile(file, "utf8").catch((error: Error) => {
+    throw new CliError(`cannot read ${file}: ${error.message}`);
+  });
 }
 
 function required(value: string | undefined, flag: string): string {
@@ -87,8 +106,25 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv = process.en
       case "tenant create":
         result = await admin("POST", "/api/v1/admin/tenants", { name: required(values.name, "name") });
         break;
-      case "agent create":
-        result = await admin("POST", `${tenantRoute()}/agents`, { agent_id: required(values.agent, "agent") });
+      case "agent create": {
+        const agent = { agent_id: required(values.agent, "agent") };
+        const certificate = values.certificate === undefined ? undefined : await readPem(values.certificate);
+        result = await admin("POST", `${tenantRoute()}/agents`, certificate ? { ...agent, certificate } : agent);
+        break;
+      }
+      case "tenant ca":
+        if (arg === "add") {
+          const pem = await readPem(required(values.pem, "pem"));
+          result = await admin("POST", `${tenantRoute()}/cas`, {
+            pem,
+            register_agents: values["register-agents"] === true,
+          });
+        } else if (arg === "list") result = await admin("GET", `${tenantRoute()}/cas`);
+        else if (arg === "remove") {
+          const fingerprint = required(values.fingerprint, "fingerprint");
+          await admin("DELETE", `${tenantRoute()}/cas/${encodeURIComponent(fingerprint)}`);
+          result = { removed: fingerprint };
+        } else throw new CliError(`usage: tenant ca add|list|remove --tenant ID ...\n\n${USAGE}`);
         break;
       case "token create":
         result = await admin("POST", `${tenantRoute()}/tokens`, { role: required(values.role, "role") });

@@ -6,7 +6,7 @@ import { embeddedDatabaseExists } from "../store/database.ts";
 import { migrateApart } from "./migrate-apart.ts";
 
 /**
- * Runs the service until SIGTERM or SIGINT, then stops taking work, finishes what is in flight and
+ * Runs the service until SIGTERM or SIGINT (SIGHUP reads the TLS certificate again), then stops taking work, finishes what is in flight and
  * closes cleanly (exit code 0). A second signal while stopping, or SHUTDOWN_TIMEOUT_MS passing,
  * gives up (exit code 1): what was not acknowledged is sent again by its client, and jobs left
  * running are handed to another worker, so giving up loses nothing acknowledged.
@@ -28,6 +28,14 @@ export async function serve(config: Config, env: NodeJS.ProcessEnv): Promise<num
     else logger.fatal({ err: error }, "edge-ingest could not start");
     return 1;
   }
+  // SIGHUP: a renewed TLS certificate (and key) is read again; a file that cannot be read keeps the old one.
+  const reload = () =>
+    app.reloadCertificates().then(
+      () => logger.info("SIGHUP: the MQTT TLS certificate was read again"),
+      (error: Error) =>
+        logger.error({ err: error }, "SIGHUP: cannot read the MQTT TLS certificate; the previous one stays"),
+    );
+  process.on("SIGHUP", reload);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once("SIGTERM", resolve);
     process.once("SIGINT", resolve);

@@ -28,7 +28,8 @@ export function generateUsername(kind: UsernameKind): string {
   return USERNAME_PREFIX[kind] + randomBytes(9).toString("base64url");
 }
 
-const USERNAME_PATTERN = /^(ag|tk)_[A-Za-z0-9_-]{12}$/;
+// Agents and tokens: random names; pinned certificates: `ct_` and the certificate's SHA-256.
+const USERNAME_PATTERN = /^(?:(?:ag|tk)_[A-Za-z0-9_-]{12}|ct_[A-Za-z0-9_-]{43})$/;
 
 /** Whether a client's string can name a credential at all: anything else is refused without a lookup. */
 export function isCredentialUsername(candidate: string): boolean {

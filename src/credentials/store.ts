@@ -1,6 +1,8 @@
+import type { X509Certificate } from "node:crypto";
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
 import { type CredentialRecord, findCredentials } from "../store/lookups.ts";
+import { certificateUsername } from "./certificates.ts";
 import { LookupBatch } from "./lookup-batch.ts";
 import {
   formatToken,
@@ -12,6 +14,9 @@ import {
 } from "./secrets.ts";
 
 export type TokenRole = "ingest" | "viewer";
+
+/** The stored hash of a credential that has no secret (a pinned certificate): no HMAC is ever "-". */
+const NO_SECRET = "-";
 
 /** Who a request or connection acts as, once its credential is verified. */
 export type Principal =
@@ -41,6 +46,18 @@ export class CredentialStore {
       return { kind: "agent", username, tenantId: row.tenantId, agentId: row.agentId as string };
     }
     return { kind: "token", username, tenantId: row.tenantId, role: row.role };
+  }
+
+  /**
+   * The agent a pinned certificate (its credential's username, `ct_…`) stands for; "revoked" when
+   * it was revoked, undefined when it was never pinned. The TLS handshake proved the key.
+   */
+  async verifyPinned(username: string): Promise<Principal | "revoked" | undefined> {
+    if (!isCredentialUsername(username)) return undefined;
+    const row = await this.lookup(username);
+    if (row?.role !== "agent") return undefined;
+    if (row.revokedAt !== null) return "revoked";
+    return { kind: "agent", username, tenantId: row.tenantId, agentId: row.agentId as string };
   }
 
   private lookup(username: string): Promise<CredentialRecord | null> {
@@ -112,26 +129,37 @@ export class CredentialStore {
     });
   }
 
-  /** Registers an agent with its MQTT credential; the password is returned once and never stored. */
-  async createAgent(tenantId: string, agentId: string): Promise<{ username: string; password: string }> {
+  /**
+   * Registers an agent with its credential: a password (returned once, never stored), or a pinned
+   * certificate (its fingerprint is the credential's name; the private key never leaves the device).
+   */
+  async createAgent(
+    tenantId: string,
+    agentId: string,
+    certificate?: X509Certificate,
+  ): Promise<{ username: string; password?: string }> {
     if (!(await this.tenantExists(tenantId))) throw new NotFoundError(`tenant ${tenantId} does not exist`);
-    const username = generateUsername("agent");
-    const password = generateSecret();
+    const username = certificate ? certificateUsername(certificate) : generateUsername("agent");
+    const password = certificate ? undefined : generateSecret();
+    // A pinned certificate has no secret: no password can ever match this.
+    const secretHash = password ? hashSecret(username, password) : NO_SECRET;
     try {
       const prisma = await this.db.prisma();
       await prisma.$transaction([
         prisma.agent.create({ data: { tenantId, agentId } }),
-        prisma.credential.create({
-          data: { username, role: "agent", tenantId, agentId, secretHash: hashSecret(username, password) },
-        }),
+        prisma.credential.create({ data: { username, role: "agent", tenantId, agentId, secretHash } }),
       ]);
     } catch (error) {
       if ((error as { code?: string }).code === "P2002") {
-        throw new ConflictError(`agent ${agentId} already exists in tenant ${tenantId}`);
+        throw new ConflictError(
+          certificate
+            ? `agent ${agentId} already exists in tenant ${tenantId}, or the certificate is already pinned`
+            : `agent ${agentId} already exists in tenant ${tenantId}`,
+        );
       }
       throw error;
     }
-    return { username, password };
+    return password ? { username, password } : { username };
   }
 
   /** Creates a tenant token (`username.secret`), returned once. */

@@ -142,6 +142,18 @@ const CONNECT_REFUSALS = {
   ),
   no_credentials: refusal("connect", 401, MQTT5.NOT_AUTHORIZED, "no credentials, and `MQTT_ALLOW_ANONYMOUS` is off"),
   bad_credentials: refusal("connect", 401, MQTT5.BAD_USERNAME_OR_PASSWORD, "an unknown, wrong or revoked credential"),
+  bad_certificate: refusal(
+    "connect",
+    401,
+    MQTT5.NOT_AUTHORIZED,
+    "a client certificate that is neither pinned to an agent nor issued by a tenant's CA (with a CN that is an agent id, registered or registrable), or expired, not yet valid or revoked (certificates.md)",
+  ),
+  certificate_required: refusal(
+    "connect",
+    401,
+    MQTT5.NOT_AUTHORIZED,
+    "no client certificate on a TLS listener with `MQTT_TLS_CLIENT_AUTH=required`",
+  ),
   not_authorized: refusal(
     "connect",
     403,
@@ -198,7 +210,18 @@ const DISCONNECT_REFUSALS = {
     "a packet announced over `MQTT_MAX_PACKET_BYTES`",
   ),
   max_connections: refusal("disconnect", 503, MQTT5.SERVER_BUSY, "the broker holds `MQTT_MAX_CONNECTIONS` connections"),
-  revoked: refusal("disconnect", 401, MQTT5.ADMINISTRATIVE_ACTION, "the connection's credential was revoked"),
+  revoked: refusal(
+    "disconnect",
+    401,
+    MQTT5.ADMINISTRATIVE_ACTION,
+    "the connection's credential was revoked (a pinned certificate too), or its tenant CA removed",
+  ),
+  certificate_expired: refusal(
+    "disconnect",
+    401,
+    MQTT5.NOT_AUTHORIZED,
+    "the client certificate the connection was made with reached its `notAfter`",
+  ),
   server_busy: refusal(
     "disconnect",
     503,

@@ -3,6 +3,8 @@ import fp from "fastify-plugin";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { holderOfClientId } from "../../broker/access.ts";
+import type { TenantAuthorities, TenantAuthority } from "../../credentials/authorities.ts";
+import { authorityUsername, CertificateError, parseCertificate } from "../../credentials/certificates.ts";
 import type { Revocations } from "../../credentials/revocations.ts";
 import type { CredentialStore } from "../../credentials/store.ts";
 import { isStorableText } from "../../ingest/payload.ts";
@@ -30,6 +32,16 @@ const limitsReply = z.object({
   defaults: limitValues.describe("the configured defaults"),
 });
 
+/** A certificate the request brought that cannot be used: 400 with the reason. */
+async function asCertificate<T>(make: () => T | Promise<T>): Promise<Awaited<T>> {
+  try {
+    return await make();
+  } catch (error) {
+    if (error instanceof CertificateError) throw new ApiError("bad_request", `certificate: ${error.message}`);
+    throw error;
+  }
+}
+
 const iso = (date: Date | null) => (date ? date.toISOString() : null);
 
 /**
@@ -41,13 +53,14 @@ export const adminRoutes = fp(
     app: FastifyInstance,
     options: {
       credentials: CredentialStore;
+      authorities: TenantAuthorities;
       revocations: Revocations;
       tenantLimits: TenantLimitsStore;
       queue: SubmissionQueue;
       presence: Presence;
     },
   ) => {
-    const { credentials, revocations, tenantLimits, queue, presence } = options;
+    const { credentials, authorities, revocations, tenantLimits, queue, presence } = options;
     const api = app.withTypeProvider<ZodTypeProvider>();
     const admin = {
       onRequest: async (request: FastifyRequest) => {
@@ -103,22 +116,111 @@ export const adminRoutes = fp(
       {
         ...admin,
         schema: {
-          summary: "Register an agent; its MQTT password is in this reply only",
+          summary: "Register an agent; its MQTT password (or pinned certificate's fingerprint) is in this reply",
+          description:
+            "With `certificate` (a PEM certificate, never its key) the agent connects with it over TLS and has no password; its SHA-256 fingerprint is the credential (`ct_…`), revoked like any other (docs/certificates.md).",
           tags,
           security,
           params: tenantParams,
-          body: z.object({ agent_id: agentId }),
+          body: z.object({
+            agent_id: agentId,
+            certificate: z.string().max(65_536).optional().describe("the device's certificate, PEM"),
+          }),
           response: {
-            201: z.object({ tenant_id: z.string(), agent_id: z.string(), username: z.string(), password: z.string() }),
+            201: z.object({
+              tenant_id: z.string(),
+              agent_id: z.string(),
+              username: z.string(),
+              password: z.string().optional().describe("shown once; absent for a pinned certificate"),
+            }),
             ...errorReplies,
           },
         },
       },
       async (request, reply) => {
-        const { username, password } = await credentials.createAgent(tenantOf(request.params), request.body.agent_id);
-        return reply
-          .status(201)
-          .send({ tenant_id: request.params.id, agent_id: request.body.agent_id, username, password });
+        const { certificate } = request.body;
+        const pinned = certificate === undefined ? undefined : await asCertificate(() => parseCertificate(certificate));
+        const created = await credentials.createAgent(tenantOf(request.params), request.body.agent_id, pinned);
+        return reply.status(201).send({ tenant_id: request.params.id, agent_id: request.body.agent_id, ...created });
+      },
+    );
+
+    const authority = z
+      .object({
+        fingerprint: z.string().describe("SHA-256 of the certificate's DER, base64url"),
+        subject: z.string(),
+        register_agents: z.boolean(),
+        not_after: z.string(),
+        created_at: z.string(),
+      })
+      .meta({ id: "TenantCA" });
+    const authorityReply = (row: TenantAuthority) => ({
+      fingerprint: row.fingerprint,
+      subject: row.subject,
+      register_agents: row.registerAgents,
+      not_after: row.notAfter.toISOString(),
+      created_at: row.createdAt.toISOString(),
+    });
+
+    api.post(
+      "/api/v1/admin/tenants/:id/cas",
+      {
+        ...admin,
+        schema: {
+          summary: "Trust a CA for the tenant's device certificates",
+          description:
+            "A certificate it issues whose subject CN is an agent id connects as that agent of this tenant; with `register_agents` an agent not yet registered is on its first connection (docs/certificates.md).",
+          tags,
+          security,
+          params: tenantParams,
+          body: z.object({
+            pem: z.string().max(65_536).describe("the CA's certificate, PEM"),
+            register_agents: z.boolean().default(false),
+          }),
+          response: { 201: authority, ...errorReplies },
+        },
+      },
+      async (request, reply) => {
+        const { pem, register_agents: registerAgents } = request.body;
+        const added = await asCertificate(() => authorities.add(tenantOf(request.params), pem, registerAgents));
+        return reply.status(201).send(authorityReply(added));
+      },
+    );
+
+    api.get(
+      "/api/v1/admin/tenants/:id/cas",
+      {
+        ...admin,
+        schema: {
+          summary: "The CAs a tenant trusts",
+          tags,
+          security,
+          params: tenantParams,
+          response: { 200: z.array(authority), ...errorReplies },
+        },
+      },
+      async (request) => (await authorities.list(tenantOf(request.params))).map(authorityReply),
+    );
+
+    api.delete(
+      "/api/v1/admin/tenants/:id/cas/:fingerprint",
+      {
+        ...admin,
+        schema: {
+          summary: "Stop trusting a tenant CA; its devices' connections end on every broker",
+          tags,
+          security,
+          params: tenantParams.extend({ fingerprint: z.string() }),
+          response: { 204: z.null(), ...errorReplies },
+        },
+      },
+      async (request, reply) => {
+        const { fingerprint } = request.params;
+        if (!(await authorities.remove(tenantOf(request.params), fingerprint))) {
+          throw new ApiError("not_found", `the tenant trusts no CA ${fingerprint}`);
+        }
+        await revocations.announce(authorityUsername(fingerprint));
+        return reply.status(204).send(null);
       },
     );
 
