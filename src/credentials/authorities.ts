@@ -13,6 +13,8 @@ export interface TenantAuthority {
   createdAt: Date;
 }
 
+const KNOWN_AGENTS_MAX = 100_000;
+
 interface Candidate {
   fingerprint: string;
   tenantId: string;
@@ -28,6 +30,8 @@ interface Candidate {
  */
 export class TenantAuthorities {
   private readonly bySubject = new Map<string, { candidates: Promise<Candidate[]>; expires: number }>();
+  /** Agents known to exist, until when (a reconnect storm asks the database once per agent). */
+  private readonly knownAgents = new Map<string, number>();
 
   constructor(
     private readonly db: Pick<Database, "prisma" | "sql">,
@@ -70,6 +74,18 @@ export class TenantAuthorities {
    * (then it exists from now on; `registered` says it was made now).
    */
   async admitAgent(tenantId: string, agentId: string, register: boolean): Promise<{ registered: boolean } | undefined> {
+    const key = `${tenantId}/${agentId}`;
+    if ((this.knownAgents.get(key) ?? 0) > Date.now()) return { registered: false };
+    const admitted = await this.findOrRegister(tenantId, agentId, register);
+    if (admitted) {
+      // Bounded: past the bound, the next connections ask the database again.
+      if (this.knownAgents.size >= KNOWN_AGENTS_MAX) this.knownAgents.clear();
+      this.knownAgents.set(key, Date.now() + this.cacheTtlMs);
+    }
+    return admitted;
+  }
+
+  private async findOrRegister(tenantId: string, agentId: string, register: boolean) {
     const [existing] = await this.db.sql<{ one: number }>(
       "SELECT 1 AS one FROM agents WHERE tenant_id = $1::uuid AND agent_id = $2",
       [tenantId, agentId],
