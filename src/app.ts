@@ -65,12 +65,12 @@ export async function startApp(config: Config, logger: Logger): Promise<RunningA
     const fanout = new FanOut(pubsub);
     const rejections = new LiveRejections(pubsub, backends.rejectionHistory);
     const credentials = new CredentialStore(db, config.CREDENTIAL_CACHE_TTL_MS);
+    const authorities = new TenantAuthorities(db, config.CREDENTIAL_CACHE_TTL_MS);
     const revocations = new Revocations(
       pubsub,
-      (since) => credentials.revokedSince(since),
+      async (since) => [...(await credentials.revokedSince(since)), ...(await authorities.removedSince(since))],
       (error) => logger.warn({ err: error }, "cannot ask which credentials were revoked while Pub/Sub was away"),
     );
-    const authorities = new TenantAuthorities(db, config.CREDENTIAL_CACHE_TTL_MS);
     await revocations.onRevoked((username) => {
       credentials.forget(username);
       if (isAuthorityUsername(username)) authorities.forget();

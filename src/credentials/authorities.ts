@@ -1,7 +1,7 @@
 import { X509Certificate } from "node:crypto";
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
-import { checkAuthority, fingerprintOf, issuedBy, parseCertificate } from "./certificates.ts";
+import { authorityUsername, checkAuthority, fingerprintOf, issuedBy, parseCertificate } from "./certificates.ts";
 
 /** A tenant CA as the admin API shows it: never more than its public certificate. */
 export interface TenantAuthority {
@@ -55,7 +55,7 @@ export class TenantAuthorities {
     const candidates = this.db
       .sql<{ fingerprint: string; tenantId: string; registerAgents: boolean; pem: string }>(
         `SELECT fingerprint, tenant_id::text AS "tenantId", register_agents AS "registerAgents", pem
-         FROM tenant_cas WHERE subject = $1`,
+         FROM tenant_cas WHERE subject = $1 AND removed_at IS NULL`,
         [subject],
       )
       .then((rows) => rows.map(({ pem, ...row }) => ({ ...row, certificate: new X509Certificate(pem) })));
@@ -106,21 +106,28 @@ export class TenantAuthorities {
     if ((await prisma.tenant.count({ where: { id: tenantId } })) === 0) {
       throw new NotFoundError(`tenant ${tenantId} does not exist`);
     }
+    const fingerprint = fingerprintOf(certificate);
+    const trusted = await prisma.tenantCa.findUnique({ where: { fingerprint }, select: { removedAt: true } });
+    // One CA, one tenant: the tenant of a certificate is its CA's. A removed CA may be trusted again.
+    if (trusted && trusted.removedAt === null) throw new ConflictError("this CA is already trusted");
+    const data = {
+      tenantId,
+      subject: certificate.subject,
+      pem: certificate.toString(),
+      registerAgents,
+      notAfter: new Date(certificate.validTo),
+      createdAt: new Date(),
+      removedAt: null,
+    };
     try {
-      const row = await prisma.tenantCa.create({
-        data: {
-          fingerprint: fingerprintOf(certificate),
-          tenantId,
-          subject: certificate.subject,
-          pem: certificate.toString(),
-          registerAgents,
-          notAfter: new Date(certificate.validTo),
-        },
+      const row = await prisma.tenantCa.upsert({
+        where: { fingerprint },
+        create: { fingerprint, ...data },
+        update: data,
       });
       this.forget();
       return toAuthority(row);
     } catch (error) {
-      // One CA, one tenant: the tenant of a certificate is its CA's.
       if ((error as { code?: string }).code === "P2002") throw new ConflictError("this CA is already trusted");
       throw error;
     }
@@ -128,7 +135,7 @@ export class TenantAuthorities {
 
   async list(tenantId: string): Promise<TenantAuthority[]> {
     const rows = await (await this.db.prisma()).tenantCa.findMany({
-      where: { tenantId },
+      where: { tenantId, removedAt: null },
       orderBy: { createdAt: "asc" },
     });
     return rows.map(toAuthority);
@@ -136,13 +143,25 @@ export class TenantAuthorities {
 
   /** Removes a tenant's CA; false when the tenant has no such CA. */
   async remove(tenantId: string, fingerprint: string): Promise<boolean> {
-    const { count } = await (await this.db.prisma()).tenantCa.deleteMany({ where: { tenantId, fingerprint } });
+    const { count } = await (await this.db.prisma()).tenantCa.updateMany({
+      where: { tenantId, fingerprint, removedAt: null },
+      data: { removedAt: new Date() },
+    });
     this.forget();
     return count > 0;
   }
+
+  /** The names (authorityUsername) of the CAs removed at `since` or later: revocations missed while away. */
+  async removedSince(since: Date): Promise<string[]> {
+    const rows = await (await this.db.prisma()).tenantCa.findMany({
+      where: { removedAt: { gte: since } },
+      select: { fingerprint: true },
+    });
+    return rows.map((row) => authorityUsername(row.fingerprint));
+  }
 }
 
-function toAuthority(row: TenantAuthority & { pem: string }): TenantAuthority {
-  const { pem: _, ...authority } = row;
+function toAuthority(row: TenantAuthority & { pem: string; removedAt: Date | null }): TenantAuthority {
+  const { pem: _, removedAt: __, ...authority } = row;
   return authority;
 }

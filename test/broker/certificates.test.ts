@@ -163,6 +163,28 @@ describe.skipIf(!openssl)("device identity by X.509 certificate (MQTT_TLS_CLIENT
     expect(await disconnectCode(client, 10_000)).toBe(REFUSALS.certificate_expired.mqtt5);
   });
 
+  it("takes a certificate over secure WebSockets too, and no TLS older than 1.2", async () => {
+    const device = await issue(dir, caA, "over-wss", "wss-1");
+    const client = await connect(`wss://127.0.0.1:${t.app.mqttPorts?.wss}/mqtt`, asDevice(device));
+    await client.publishAsync(`metrics/${a.tenantId}/wss-1/pressure`, "3", { qos: 1 });
+    await client.endAsync();
+    expect((await storedRows(t.url, a.viewerToken, "pressure", 1))[0]).toMatchObject({ agent_id: "wss-1" });
+    const old = new Promise<string>((resolve) => {
+      const socket = tls.connect(
+        {
+          host: "127.0.0.1",
+          port: t.app.mqttPorts?.tls,
+          maxVersion: "TLSv1.1",
+          minVersion: "TLSv1",
+          rejectUnauthorized: false,
+        },
+        () => resolve(`connected with ${socket.getProtocol()}`),
+      );
+      socket.once("error", (error) => resolve(error.message));
+    });
+    expect(await old).not.toMatch(/^connected/);
+  });
+
   it("without a certificate (optional), a device gives its username and password as before", async () => {
     const client = await connect(tlsUrl, {
       username: a.agent.username,

@@ -3,8 +3,10 @@ import path from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
+import { hasOpenssl, selfSigned } from "../helpers/certificates.ts";
 import { createTenant, request, type TenantFixture } from "../helpers/http.ts";
 import { connackOf, connect } from "../helpers/mqtt.ts";
+import { tempDir } from "../helpers/services.ts";
 
 // Debian's chromium (apt-get install chromium), driven by playwright-core: no browser download.
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -13,6 +15,7 @@ const installed = await access(CHROMIUM).then(
   () => false,
 );
 if (!installed && process.env.CI) throw new Error(`${CHROMIUM} is missing: .ci/run installs the chromium package`);
+const openssl = await hasOpenssl();
 /** Where `npm run screenshots` wants the console's pictures (docs/). */
 const SCREENSHOTS = process.env.CONSOLE_SCREENSHOTS;
 
@@ -129,7 +132,8 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     await rivalAgent.publishAsync(`metrics/${rival.tenantId}/rival-secret-agent/temperature`, "999", { qos: 1 });
     await boiler.publishAsync(topic("pressure"), "1.5", { qos: 1 });
     await expect.poll(() => page.textContent("[data-testid=latest]")).toContain("pressure");
-    await expect.poll(() => chart(page, "pressure").count()).toBe(1);
+    // Charts are read again a second after a burst of new readings (REDRAW_AFTER_MS), then drawn.
+    await expect.poll(() => chart(page, "pressure").count(), { timeout: 10_000 }).toBe(1);
     expect(await page.textContent("main")).not.toContain("999");
     expect(await page.textContent("main")).not.toContain("rival-secret-agent");
     // The token is never in a URL the page asked for.
@@ -189,6 +193,41 @@ describe.skipIf(!installed)("the web console in a real browser", () => {
     await pump.endAsync(true);
     expect(problems).toEqual([]);
     await page.close();
+  });
+
+  it.skipIf(!openssl)("lets the admin pin an agent's certificate and trust a CA for the tenant", async () => {
+    const { dir, remove } = await tempDir();
+    try {
+      const device = await selfSigned(dir, "device", "boiler-9");
+      const ca = await selfSigned(dir, "ca", "Acme boilers CA", { ca: true });
+      const { page, problems } = await signIn(t.adminToken);
+      await page.click(`[data-testid=tenants] tr[data-tenant="${acme.tenantId}"]`);
+      await expect.poll(() => page.locator("#cas-empty").isVisible()).toBe(true);
+
+      await page.fill("#create-agent input[name=agent_id]", "boiler-9");
+      await page.fill("#create-agent textarea[name=certificate]", device.pem);
+      await page.click("#create-agent button");
+      await expect.poll(() => page.textContent("[data-testid=secret] pre")).toContain("certificate pinned (ct_");
+      await expect.poll(() => page.textContent("[data-testid=credentials]")).toContain("ct_");
+
+      await page.fill("#add-ca textarea[name=pem]", ca.pem);
+      await page.check("#add-ca input[name=register_agents]");
+      await page.click("#add-ca button");
+      const row = page.locator("[data-testid=cas] tbody tr");
+      await expect.poll(() => row.textContent()).toContain("CN=Acme boilers CA");
+      expect(await row.textContent()).toContain("yes");
+      const trusted = await request(`${t.url}/api/v1/admin/tenants/${acme.tenantId}/cas`, {
+        auth: `Bearer ${t.adminToken}`,
+      });
+      expect(trusted.body).toEqual([expect.objectContaining({ subject: "CN=Acme boilers CA", register_agents: true })]);
+
+      await row.locator("button").click();
+      await expect.poll(() => page.locator("[data-testid=cas] tbody tr").count()).toBe(0);
+      expect(problems).toEqual([]);
+      await page.close();
+    } finally {
+      await remove();
+    }
   });
 
   it("refuses an unknown token and serves its files with a content security policy", async () => {

@@ -85,6 +85,7 @@ describe("migrate (PGlite)", () => {
       "metric_dedupe",
       "metric_latest",
       "metrics",
+      "tenant_cas",
       "tenant_limits",
       "tenants",
     ]);

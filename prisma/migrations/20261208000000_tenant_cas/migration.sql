@@ -7,6 +7,7 @@ CREATE TABLE "tenant_cas" (
     "register_agents" BOOLEAN NOT NULL DEFAULT false,
     "not_after" TIMESTAMPTZ(3) NOT NULL,
     "created_at" TIMESTAMPTZ(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    "removed_at" TIMESTAMPTZ(3),
 
     CONSTRAINT "tenant_cas_pkey" PRIMARY KEY ("fingerprint")
 );

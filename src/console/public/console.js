@@ -422,7 +422,30 @@ async function selectTenant(tenant) {
 
 async function loadTenantDetails() {
   const tenantPath = `/api/v1/admin/tenants/${state.tenant.id}`;
-  const [credentials, clients] = await Promise.all([api(`${tenantPath}/credentials`), api(`${tenantPath}/clients`)]);
+  const [credentials, clients, cas] = await Promise.all([
+    api(`${tenantPath}/credentials`),
+    api(`${tenantPath}/clients`),
+    api(`${tenantPath}/cas`),
+  ]);
+  $("#cas-empty").hidden = cas.length > 0;
+  fillTable(
+    $("#cas"),
+    cas.map((ca) => {
+      const remove = el("button", { type: "button", className: "danger" }, "Remove");
+      remove.addEventListener("click", () => removeCa(ca).catch(showFailure));
+      const row = el(
+        "tr",
+        {},
+        el("td", {}, ca.subject),
+        el("td", {}, el("code", { title: ca.fingerprint }, `${ca.fingerprint.slice(0, 12)}…`)),
+        el("td", {}, ca.register_agents ? "yes" : "no"),
+        el("td", { title: ca.not_after }, ca.not_after.slice(0, 10)),
+        el("td", {}, remove),
+      );
+      row.dataset.fingerprint = ca.fingerprint;
+      return row;
+    }),
+  );
   fillTable(
     $("#credentials"),
     credentials.map((credential) => {
@@ -474,12 +497,25 @@ function shellQuote(value) {
   return `'${String(value).replaceAll("'", "'\\''")}'`;
 }
 
-async function createAgent(agentId) {
+async function createAgent(agentId, certificate) {
   const agent = await api(`/api/v1/admin/tenants/${state.tenant.id}/agents`, {
-    body: { agent_id: agentId },
+    body: certificate ? { agent_id: agentId, certificate } : { agent_id: agentId },
     method: "POST",
   });
   const topic = `metrics/${agent.tenant_id}/${agent.agent_id}/temperature`;
+  if (!agent.password) {
+    // A pinned certificate: nothing secret to show, the key stays on the device.
+    showSecret(
+      [
+        `agent ${agent.agent_id}: certificate pinned (${agent.username})`,
+        "",
+        "Publish a reading over TLS with the device's certificate and key:",
+        `mosquitto_pub -h ${location.hostname} -p <TLS port> --cafile server.pem --cert device.pem --key device.key -q 1 -t ${shellQuote(topic)} -m '{"value": 21.5}'`,
+      ].join("\n"),
+    );
+    await Promise.all([loadTenantDetails(), loadTenants()]);
+    return;
+  }
   showSecret(
     [
       `agent ${agent.agent_id}`,
@@ -491,6 +527,20 @@ async function createAgent(agentId) {
     ].join("\n"),
   );
   await Promise.all([loadTenantDetails(), loadTenants()]);
+}
+
+async function addCa(pem, registerAgents) {
+  await api(`/api/v1/admin/tenants/${state.tenant.id}/cas`, {
+    body: { pem, register_agents: registerAgents },
+    method: "POST",
+  });
+  await loadTenantDetails();
+}
+
+async function removeCa(ca) {
+  if (!confirm(`Stop trusting ${ca.subject}? The devices it identified are disconnected at once.`)) return;
+  await api(`/api/v1/admin/tenants/${state.tenant.id}/cas/${encodeURIComponent(ca.fingerprint)}`, { method: "DELETE" });
+  await loadTenantDetails();
 }
 
 async function createToken(role) {
@@ -530,7 +580,8 @@ onSubmit("#create-tenant", async (form) => {
   await loadTenants();
   await selectTenant({ ...tenant, agents: 0, active_credentials: 0 });
 });
-onSubmit("#create-agent", (form) => createAgent(form.get("agent_id")));
+onSubmit("#create-agent", (form) => createAgent(form.get("agent_id"), form.get("certificate")?.trim()));
+onSubmit("#add-ca", (form) => addCa(form.get("pem"), form.get("register_agents") === "on"));
 onSubmit("#create-token", (form) => createToken(form.get("role")));
 window.addEventListener("resize", () => {
   for (const { figure, plot } of state.charts.values()) {
