@@ -58,6 +58,7 @@ export class Identifier {
   ): Promise<{ principal: Principal & { kind: "agent" }; registered: boolean } | CertificateError> {
     const problem = validityProblem(peer, now);
     if (problem) return new CertificateError(problem);
+    if (peer.ca) return new CertificateError("a CA's certificate does not identify a device");
     const pinned = await this.credentials.verifyPinned(certificateUsername(peer));
     if (pinned === "revoked") return new CertificateError("the certificate was revoked");
     if (pinned?.kind === "agent") return { principal: pinned, registered: false };

@@ -111,11 +111,14 @@ describe.skipIf(!openssl)("device identity by X.509 certificate (MQTT_TLS_CLIENT
     const early = await issue(dir, caA, "early", "dev-9", { notBefore: Date.now() + 3_600_000 });
     // Tenant B's CA registers nobody: a CN that is not one of B's agents is refused.
     const unregistered = await issue(dir, caB, "unregistered", "nobody-here");
-    for (const device of [stranger, expired, early, unregistered]) {
+    // A CA's own certificate (here one whose CN could be an agent id) identifies no device.
+    const caAsDevice = await selfSigned(dir, "ca-as-device", "dev-10", { ca: true });
+    await admin("POST", `/tenants/${a.tenantId}/cas`, { pem: caAsDevice.pem, register_agents: true });
+    for (const device of [stranger, expired, early, unregistered, caAsDevice]) {
       expect(await connackOf(tlsUrl, asDevice(device))).toBe(NOT_AUTHORIZED);
     }
     const after = await metricValue(t.url, "edge_ingest_mqtt_connects_refused_total", { reason: "bad_certificate" });
-    expect(after - before).toBe(4);
+    expect(after - before).toBe(5);
     const agents = await request(`${t.url}/api/v1/agents?agent_id=dev-8`, { auth: bearer(a.viewerToken) });
     expect(agents.body.items).toEqual([]);
   });
