@@ -38,6 +38,9 @@ export class ReadThrottle {
         this.refused = true;
         return null;
       }
+      // Node's own read(0) (topping its buffer up) hands out nothing: it must not get a slice, which
+      // its caller would drop, the bytes lost to the parser.
+      if (size === 0) return read(0);
       // read(n) takes n bytes off the buffered chunks without joining the rest (it answers null for
       // more than is buffered, hence the bound by what is buffered).
       if (connection.readableLength <= MAX_READ_BYTES) return read(size);

@@ -1,4 +1,5 @@
 import { once } from "node:events";
+import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { ReadThrottle } from "../../src/broker/read-throttle.ts";
 import { startTestApp } from "../helpers/app.ts";
@@ -82,6 +83,21 @@ describe("ReadThrottle", () => {
     expect(reentrant).toBe(0);
     expect(Math.max(...got.map((chunk) => chunk.length))).toBeLessThanOrEqual(16 * 1024);
     expect(Buffer.concat(got).equals(sent)).toBe(true);
+  });
+});
+
+describe("ReadThrottle and the stream's own reads", () => {
+  it("lets the stream's read(0) refills through: they take nothing, however much is buffered", () => {
+    // Node itself calls read(0) to top its buffer up (maybeReadMore, resume); a slice handed to it
+    // would be dropped on the floor, the bytes lost to the parser.
+    const stream = new PassThrough();
+    ReadThrottle.attach(stream);
+    const sent = Buffer.from(Array.from({ length: 40_000 }, (_, i) => i % 251));
+    stream.write(sent);
+    const buffered = stream.readableLength;
+    expect(buffered).toBe(sent.length);
+    expect(stream.read(0)).toBeNull();
+    expect(stream.readableLength).toBe(buffered);
   });
 });
 
