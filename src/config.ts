@@ -154,6 +154,11 @@ const envSchema = z.object({
   MQTT_MAX_PACKET_BYTES: int(64, 256 * 1024 * 1024)
     .default(256 * 1024)
     .describe("largest MQTT packet; a bigger one drops the connection when its header arrives"),
+  MQTT_TENANT_TURN_BYTES: int(16 * 1024, 64 * 1024 * 1024)
+    .default(16 * 1024)
+    .describe(
+      "what the connections of one tenant together hand a broker in one turn of its event loop (each connection at most 16 KiB of it): a tenant's many agents cannot fill every turn before another tenant's packets are read; a deployment with one tenant may raise it for throughput (bench/README.md, noisy neighbour)",
+    ),
   MQTT_MAX_PAYLOAD_BYTES: int(16, 256 * 1024 * 1024)
     .default(64 * 1024)
     .describe("largest metric payload; a bigger one is rejected `too_large`"),
@@ -428,6 +433,7 @@ export const CONFIG_SECTIONS: readonly { title: string; variables: readonly Conf
       "MQTT_MAX_CONNECTIONS",
       "MQTT_MAX_PACKET_BYTES",
       "MQTT_MAX_PAYLOAD_BYTES",
+      "MQTT_TENANT_TURN_BYTES",
       "MQTT_MAX_TOPIC_LEVELS",
       "MQTT_MAX_CLIENT_ID_LENGTH",
       "MQTT_KEEPALIVE_LIMIT_SECONDS",

@@ -19,6 +19,7 @@ import { FeedbackCoalescer } from "./feedback.ts";
 import { type Listeners, startListeners } from "./listeners.ts";
 import { closeMqtt5, reasonOf, sessionExpiryOf, speakMqtt5, startsCleanMqtt5 } from "./mqtt5.ts";
 import { createAuthorizePublish, skipDiscardedPublishes } from "./publish.ts";
+import { ReadThrottle, TurnShares } from "./read-throttle.ts";
 import { deliverRetainedOnSubscribe } from "./retained.ts";
 import type { RetainedLedger } from "./retained-quota.ts";
 import { SessionExpiry, type SessionExpiryStore } from "./session-expiry.ts";
@@ -127,6 +128,7 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
 
   const { state } = deps;
   const brokerId = randomUUID();
+  const turnShares = new TurnShares(config.MQTT_TENANT_TURN_BYTES);
   const shared = new SharedGroups({
     queue: deps.sharedQueue,
     brokerId,
@@ -159,7 +161,12 @@ export async function startBroker(deps: BrokerDeps): Promise<RunningBroker> {
       countDisconnect: (reason) => telemetry.countDisconnect(reason),
       countRefusedFilters: (count) => telemetry.mqttSubscriptionsDenied.inc(count),
     },
-    onAuthenticated: async (client) => expiry?.connected(client),
+    onAuthenticated: async (client) => {
+      // An agent's reads share each turn of the event loop with the other agents of its tenant.
+      const principal = sessions.of(client)?.principal;
+      if (principal?.kind === "agent") ReadThrottle.of(client.conn)?.shareTurns(turnShares.of(principal.tenantId));
+      await expiry?.connected(client);
+    },
     telemetry,
     logger,
   });

@@ -12,6 +12,71 @@ const MAX_READ_BYTES = 16 * 1024;
 const byConnection = new WeakMap<Duplex, ReadThrottle>();
 
 /**
+ * What the connections of one tenant together hand the broker in one turn of the event loop: at
+ * most `bytes` (MQTT_TENANT_TURN_BYTES), however many they are; those past it wait for the next turn. So a turn's
+ * work grows with the tenants that have data, not with their connections: a tenant's many flooding
+ * agents, each inside its own rate, cannot fill every turn before another tenant's packets are read
+ * (bench/README.md, "Noisy neighbour").
+ */
+export class TurnShare {
+  constructor(private readonly bytes: number) {}
+
+  private used = 0;
+  private turnEnding = false;
+  /** Who waits for the next turn: those that got nothing this turn go first, then those that got a slice. */
+  private readonly starved = new Set<() => void>();
+  private readonly served = new Set<() => void>();
+
+  /** Bytes the tenant's connections may still read this turn. */
+  left(): number {
+    this.endTurnLater();
+    return this.bytes - this.used;
+  }
+
+  spend(bytes: number): void {
+    this.used += bytes;
+  }
+
+  /**
+   * `resume` runs at the start of the next turn: first those `served` nothing this turn, so the same
+   * connection does not take every turn's share while the others of its tenant wait.
+   */
+  waitForNextTurn(resume: () => void, served: boolean): void {
+    (served ? this.served : this.starved).add(resume);
+    this.endTurnLater();
+  }
+
+  private endTurnLater(): void {
+    if (this.turnEnding) return;
+    this.turnEnding = true;
+    setImmediate(() => {
+      this.turnEnding = false;
+      this.used = 0;
+      const waiting = [...this.starved, ...this.served];
+      this.starved.clear();
+      this.served.clear();
+      for (const resume of waiting) resume();
+    });
+  }
+}
+
+/** One TurnShare per tenant, for the connections of its agents on this broker. */
+export class TurnShares {
+  private readonly byTenant = new Map<string, TurnShare>();
+
+  constructor(private readonly bytes: number) {}
+
+  of(tenantId: string): TurnShare {
+    let share = this.byTenant.get(tenantId);
+    if (!share) {
+      share = new TurnShare(this.bytes);
+      this.byTenant.set(tenantId, share);
+    }
+    return share;
+  }
+}
+
+/**
  * Stops the broker reading a connection for a while: a client over its rate is not disconnected and
  * nothing it sent is dropped; its socket is simply not read until its tokens have refilled, so the
  * kernel's buffers fill and the client's own TCP stack slows it down (its QoS 1 publishes wait for
@@ -30,6 +95,13 @@ export class ReadThrottle {
   private refused = false;
   /** A slice was handed out this turn of the event loop; the rest waits for the next. */
   private sliced = false;
+  /** The turns this connection shares with the other connections of its tenant, once it is known. */
+  private share: TurnShare | undefined;
+  /** A new turn: the slice is over, and a reader refused meanwhile is told to read again. */
+  private readonly nextTurn = () => {
+    this.sliced = false;
+    this.wake();
+  };
 
   private constructor(private readonly connection: Duplex) {
     const read = connection.read.bind(connection);
@@ -43,19 +115,39 @@ export class ReadThrottle {
       if (size === 0) return read(0);
       // read(n) takes n bytes off the buffered chunks without joining the rest (it answers null for
       // more than is buffered, hence the bound by what is buffered).
-      if (connection.readableLength <= MAX_READ_BYTES) return read(size);
+      const { share } = this;
+      const allowed = share ? Math.min(share.left(), MAX_READ_BYTES) : MAX_READ_BYTES;
+      // The tenant's share of this turn is spent: this connection waits for the next.
+      if (allowed <= 0) {
+        this.refused = true;
+        this.sliced = true;
+        share?.waitForNextTurn(this.nextTurn, false);
+        return null;
+      }
+      const buffered = connection.readableLength;
+      if (buffered <= allowed) {
+        share?.spend(buffered);
+        return read(size);
+      }
       this.sliced = true;
       // The rest is announced next turn whatever Aedes does meanwhile: a slice that ends inside a
       // packet (one larger than the slice) gives Aedes no packet to finish, so it would not read
       // again, and the stream announces nothing while data it holds is unread.
       this.refused = true;
-      setImmediate(() => {
-        this.sliced = false;
-        this.wake();
-      });
-      return read(MAX_READ_BYTES);
+      if (share) {
+        share.spend(allowed);
+        share.waitForNextTurn(this.nextTurn, true);
+      } else {
+        setImmediate(this.nextTurn);
+      }
+      return read(allowed);
     };
     connection.once("close", () => clearTimeout(this.timer));
+  }
+
+  /** From now on this connection's reads count against its tenant's share of each turn. */
+  shareTurns(share: TurnShare): void {
+    this.share = share;
   }
 
   static attach(connection: Duplex): ReadThrottle {

@@ -1,7 +1,7 @@
 import { once } from "node:events";
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { ReadThrottle } from "../../src/broker/read-throttle.ts";
+import { ReadThrottle, TurnShare } from "../../src/broker/read-throttle.ts";
 import { startTestApp } from "../helpers/app.ts";
 import { connect, inbox } from "../helpers/mqtt.ts";
 import { tcpPair } from "../helpers/tcp.ts";
@@ -98,6 +98,43 @@ describe("ReadThrottle and the stream's own reads", () => {
     expect(buffered).toBe(sent.length);
     expect(stream.read(0)).toBeNull();
     expect(stream.readableLength).toBe(buffered);
+  });
+});
+
+describe("TurnShare: one tenant's connections share each turn", () => {
+  it("hands the tenant's connections 16 KiB a turn between them, in turns, each stream whole and in order", async () => {
+    const share = new TurnShare(16 * 1024);
+    const streams = [new PassThrough(), new PassThrough()];
+    const sent = streams.map((_, i) => Buffer.from(Array.from({ length: 60_000 }, (_, j) => (j + i) % 251)));
+    const got: Buffer[][] = streams.map(() => []);
+    const order: number[] = [];
+    let turn = 0;
+    const perTurn = new Map<number, number>();
+    let ended = 0;
+    const tick = () => {
+      turn++;
+      if (ended < streams.length) setImmediate(tick);
+    };
+    setImmediate(tick);
+    streams.forEach((stream, i) => {
+      ReadThrottle.attach(stream).shareTurns(share);
+      stream.on("readable", () => {
+        for (let chunk = stream.read(); chunk !== null; chunk = stream.read()) {
+          got[i]?.push(chunk);
+          order.push(i);
+          perTurn.set(turn, (perTurn.get(turn) ?? 0) + chunk.length);
+        }
+      });
+      stream.on("end", () => ended++);
+    });
+    streams.forEach((stream, i) => stream.end(sent[i]));
+    await Promise.all(streams.map((stream) => once(stream, "end")));
+    streams.forEach((_, i) => expect(Buffer.concat(got[i] ?? []).equals(sent[i] as Buffer)).toBe(true));
+    // Neither connection is read to its end before the other is read at all.
+    expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
+    expect(order.indexOf(0)).toBeLessThan(order.lastIndexOf(1));
+    // The two together never take more than a turn's share (a turn of this count may straddle two of the share's).
+    expect(Math.max(...perTurn.values())).toBeLessThanOrEqual(2 * 16 * 1024);
   });
 });
 
