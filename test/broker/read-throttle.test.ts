@@ -127,9 +127,9 @@ describe("TurnShare: one tenant's connections share each turn", () => {
       });
       stream.on("end", () => ended++);
     });
-    streams.forEach((stream, i) => stream.end(sent[i]));
+    for (const [i, stream] of streams.entries()) stream.end(sent[i]);
     await Promise.all(streams.map((stream) => once(stream, "end")));
-    streams.forEach((_, i) => expect(Buffer.concat(got[i] ?? []).equals(sent[i] as Buffer)).toBe(true));
+    for (const [i, bytes] of sent.entries()) expect(Buffer.concat(got[i] ?? []).equals(bytes)).toBe(true);
     // Neither connection is read to its end before the other is read at all.
     expect(order.indexOf(1)).toBeLessThan(order.lastIndexOf(0));
     expect(order.indexOf(0)).toBeLessThan(order.lastIndexOf(1));
