@@ -4,6 +4,20 @@ import { ApiError } from "./errors.ts";
 
 const forbidden = (message: string) => new ApiError("forbidden", message);
 
+/** Who may write readings in a format that names its agents itself: an agent's credential or an ingest token. */
+export function writer(principal: Principal): Extract<Principal, { kind: "agent" } | { kind: "token" }> {
+  if (principal.kind === "agent" || (principal.kind === "token" && principal.role === "ingest")) return principal;
+  throw forbidden("writing metrics needs an agent credential or an ingest token");
+}
+
+/**
+ * The agent a request's refusals are listed under in the console: the agent itself, else the agent
+ * the request named (or its first reading's), else the ingest token.
+ */
+export function refusalsAgent(principal: Extract<Principal, { kind: "agent" } | { kind: "token" }>, named?: string) {
+  return principal.kind === "agent" ? principal.agentId : (named ?? principal.username);
+}
+
 /** Which agent a write is for: an agent writes as itself; an ingest token names the agent. */
 export function ingestTarget(principal: Principal, requestedAgentId: unknown): { tenantId: string; agentId: string } {
   if (principal.kind === "agent") {

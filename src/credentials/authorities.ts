@@ -2,6 +2,7 @@ import { X509Certificate } from "node:crypto";
 import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
 import { authorityUsername, checkAuthority, fingerprintOf, issuedBy, parseCertificate } from "./certificates.ts";
+import { ExpiringCache } from "./expiring-cache.ts";
 
 /** A tenant CA as the admin API shows it: never more than its public certificate. */
 export interface TenantAuthority {
@@ -12,8 +13,6 @@ export interface TenantAuthority {
   notAfter: Date;
   createdAt: Date;
 }
-
-const KNOWN_AGENTS_MAX = 100_000;
 
 interface Candidate {
   fingerprint: string;
@@ -29,14 +28,18 @@ interface Candidate {
  * stands for is the CA's, whatever the certificate says.
  */
 export class TenantAuthorities {
-  private readonly bySubject = new Map<string, { candidates: Promise<Candidate[]>; expires: number }>();
-  /** Agents known to exist, until when (a reconnect storm asks the database once per agent). */
-  private readonly knownAgents = new Map<string, number>();
+  /** The CAs of each issuer a device certificate named (none, for most a stranger makes up). */
+  private readonly bySubject: ExpiringCache<Promise<Candidate[]>>;
+  /** Agents known to exist (a reconnect storm asks the database once per agent). */
+  private readonly knownAgents: ExpiringCache<true>;
 
   constructor(
     private readonly db: Pick<Database, "prisma" | "sql">,
-    private readonly cacheTtlMs: number,
-  ) {}
+    cacheTtlMs: number,
+  ) {
+    this.bySubject = new ExpiringCache(cacheTtlMs);
+    this.knownAgents = new ExpiringCache(cacheTtlMs);
+  }
 
   /** The tenant CA that issued the certificate, if one did (and is still valid at `now`). */
   async issuerOf(certificate: X509Certificate, now: number): Promise<Omit<Candidate, "certificate"> | undefined> {
@@ -51,7 +54,7 @@ export class TenantAuthorities {
 
   private candidates(subject: string): Promise<Candidate[]> {
     const cached = this.bySubject.get(subject);
-    if (cached && cached.expires > Date.now()) return cached.candidates;
+    if (cached) return cached;
     const candidates = this.db
       .sql<{ fingerprint: string; tenantId: string; registerAgents: boolean; pem: string }>(
         `SELECT fingerprint, tenant_id::text AS "tenantId", register_agents AS "registerAgents", pem
@@ -59,7 +62,7 @@ export class TenantAuthorities {
         [subject],
       )
       .then((rows) => rows.map(({ pem, ...row }) => ({ ...row, certificate: new X509Certificate(pem) })));
-    this.bySubject.set(subject, { candidates, expires: Date.now() + this.cacheTtlMs });
+    this.bySubject.set(subject, candidates);
     candidates.catch(() => this.bySubject.delete(subject));
     return candidates;
   }
@@ -75,13 +78,9 @@ export class TenantAuthorities {
    */
   async admitAgent(tenantId: string, agentId: string, register: boolean): Promise<{ registered: boolean } | undefined> {
     const key = `${tenantId}/${agentId}`;
-    if ((this.knownAgents.get(key) ?? 0) > Date.now()) return { registered: false };
+    if (this.knownAgents.get(key)) return { registered: false };
     const admitted = await this.findOrRegister(tenantId, agentId, register);
-    if (admitted) {
-      // Bounded: past the bound, the next connections ask the database again.
-      if (this.knownAgents.size >= KNOWN_AGENTS_MAX) this.knownAgents.clear();
-      this.knownAgents.set(key, Date.now() + this.cacheTtlMs);
-    }
+    if (admitted) this.knownAgents.set(key, true);
     return admitted;
   }
 

@@ -3,6 +3,7 @@ import { ConflictError, NotFoundError } from "../errors.ts";
 import type { Database } from "../store/database.ts";
 import { type CredentialRecord, findCredentials } from "../store/lookups.ts";
 import { certificateUsername } from "./certificates.ts";
+import { ExpiringCache } from "./expiring-cache.ts";
 import { LookupBatch } from "./lookup-batch.ts";
 import {
   formatToken,
@@ -29,13 +30,16 @@ export type Principal =
  * does not become a database storm; revoking here drops the entry at once.
  */
 export class CredentialStore {
-  private readonly cache = new Map<string, { row: CredentialRecord | null; expires: number }>();
+  /** Each username looked up, found (its row) or not (null). */
+  private readonly cache: ExpiringCache<CredentialRecord | null>;
 
   /** Looks up through `db.sql` (src/store/lookups.ts), writes and lists through Prisma. */
   constructor(
     private readonly db: Pick<Database, "prisma" | "sql">,
-    private readonly cacheTtlMs: number,
-  ) {}
+    cacheTtlMs: number,
+  ) {
+    this.cache = new ExpiringCache(cacheTtlMs);
+  }
 
   async verify(username: string, secret: string): Promise<Principal | undefined> {
     // Client bytes (a NUL, invalid UTF-8, any length) never reach the database.
@@ -62,8 +66,7 @@ export class CredentialStore {
 
   private lookup(username: string): Promise<CredentialRecord | null> {
     const cached = this.cache.get(username);
-    if (cached && cached.expires > Date.now()) return Promise.resolve(cached.row);
-    return this.batch.load(username);
+    return cached === undefined ? this.batch.load(username) : Promise.resolve(cached);
   }
 
   /**
@@ -72,9 +75,8 @@ export class CredentialStore {
    */
   private readonly batch = new LookupBatch(async (usernames) => {
     const rows = await findCredentials(this.db.sql, usernames);
-    const expires = Date.now() + this.cacheTtlMs;
     const found = new Map(rows.map((row) => [row.username, row]));
-    for (const username of usernames) this.cache.set(username, { row: found.get(username) ?? null, expires });
+    for (const username of usernames) this.cache.set(username, found.get(username) ?? null);
     return found;
   });
 

@@ -6,6 +6,7 @@ import {
   parseTags,
   refuse,
   refuseOversized,
+  wholeMs,
 } from "../ingest/payload.ts";
 import { Rejected, type RejectionReason, reject } from "../ingest/refusals.ts";
 import type { MetricPoint } from "../ingest/submission.ts";
@@ -29,11 +30,6 @@ const TO_MS: Record<Precision, (digits: string) => number> = {
   ms: (digits) => Number(digits),
   s: (digits) => Number(digits) * 1000,
 };
-
-/** The milliseconds in `digits` units of 10^-(3+`finer`) s: the digits left of the last `finer`. */
-export function wholeMs(digits: string, finer: number): number {
-  return digits.length > finer ? Number(digits.slice(0, -finer)) : 0;
-}
 
 export interface LineRejection {
   /** The line's number in the body, from 1. */

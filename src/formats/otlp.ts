@@ -1,9 +1,8 @@
 import type { PayloadLimits } from "../config.ts";
-import { checkTimeRange, METRIC_NAME_PATTERN, parseTags } from "../ingest/payload.ts";
+import { checkTimeRange, METRIC_NAME_PATTERN, parseTags, wholeMs } from "../ingest/payload.ts";
 import { Rejected, type RejectionReason, reject } from "../ingest/refusals.ts";
 import type { MetricPoint } from "../ingest/submission.ts";
 import type { AgentRule } from "./agents.ts";
-import { wholeMs } from "./line-protocol.ts";
 import type {
   HistogramPoint,
   Int64,

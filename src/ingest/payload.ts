@@ -39,6 +39,14 @@ export function parseTimestamp(raw: unknown, receivedAt: number, limits: Payload
   return checkTimeRange(ms, receivedAt, limits);
 }
 
+/**
+ * The whole milliseconds in a decimal count of units `finer` digits finer than a millisecond
+ * (microseconds: 3, nanoseconds: 6): exact, where a float of nanoseconds since the epoch is not.
+ */
+export function wholeMs(digits: string, finer: number): number {
+  return digits.length > finer ? Number(digits.slice(0, -finer)) : 0;
+}
+
 /** An epoch-millisecond time within what may be stored: not too far ahead, not past the retention. */
 export function checkTimeRange(ms: number, receivedAt: number, limits: PayloadLimits): number | Rejected {
   if (ms > receivedAt + limits.maxFutureSkewMs) {

@@ -1,34 +1,23 @@
-import { execFile } from "node:child_process";
-import path from "node:path";
-import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestApp, type TestApp } from "../helpers/app.ts";
+import { hasOpenssl, selfSigned } from "../helpers/certificates.ts";
 import { bearer, createTenant, eventually, request } from "../helpers/http.ts";
 import { connect } from "../helpers/mqtt.ts";
 import { tempDir } from "../helpers/services.ts";
 
-const run = promisify(execFile);
-const hasOpenssl = await run("openssl", ["version"]).then(
-  () => true,
-  () => false,
-);
+const openssl = await hasOpenssl();
 
-describe.skipIf(!hasOpenssl)("MQTT over TLS and secure WebSockets", () => {
+describe.skipIf(!openssl)("MQTT over TLS and secure WebSockets", () => {
   let t: TestApp;
   let removeDir: () => Promise<void>;
 
   beforeAll(async () => {
     const dir = await tempDir();
     removeDir = dir.remove;
-    const cert = path.join(dir.dir, "cert.pem");
-    const key = path.join(dir.dir, "key.pem");
-    await run("openssl", [
-      ...["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"],
-      ...["-keyout", key, "-out", cert],
-    ]);
+    const server = await selfSigned(dir.dir, "server", "localhost");
     t = await startTestApp("embedded", {
-      MQTT_TLS_CERT_FILE: cert,
-      MQTT_TLS_KEY_FILE: key,
+      MQTT_TLS_CERT_FILE: server.certFile,
+      MQTT_TLS_KEY_FILE: server.keyFile,
       MQTT_TLS_PORT: "0",
       MQTT_WSS_PORT: "0",
     });

@@ -158,6 +158,8 @@ for (const { mode, skip } of modes) {
     });
 
     it("refuses hostile bodies with their 4xx and stores nothing of them", async () => {
+      const counted = (reason: string) => metricValue(t.url, "edge_ingest_metrics_rejected_total", { reason });
+      const tooMany = await counted("too_many");
       const huge = `m value=1,${"f=1,".repeat(100_000)}g=1`;
       expect((await write("/api/v2/write", agentToken, huge)).status).toBe(413);
       const bomb = gzipSync(Buffer.alloc(50 * 1024 * 1024));
@@ -180,6 +182,12 @@ for (const { mode, skip } of modes) {
       const many = await write("/api/v2/write", agentToken, Array.from({ length: 1001 }, () => "m value=1").join("\n"));
       expect(many.status).toBe(413);
       expect((await write("/api/v2/write", agentToken, "m value=1", { "content-encoding": "br" })).status).toBe(415);
+      expect((await counted("too_many")) - tooMany).toBe(1);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      for (const name of ["m", "m_f", "nul_metric", "wide_f0"]) {
+        const stored = await request(`${t.url}/api/v1/metrics?name=${name}`, { auth: bearer(a.viewerToken) });
+        expect(stored.body.items, name).toEqual([]);
+      }
       const health = await request(`${t.url}/healthz`);
       expect(health.status).toBe(200);
     });

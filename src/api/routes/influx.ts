@@ -2,11 +2,10 @@ import type { FastifyInstance, FastifyRequest } from "fastify";
 import type { ZodTypeProvider } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { PayloadLimits } from "../../config.ts";
-import type { Principal } from "../../credentials/store.ts";
 import { agentRule } from "../../formats/agents.ts";
 import { type LineRejection, type Precision, readLineProtocol } from "../../formats/line-protocol.ts";
 import { Rejected } from "../../ingest/refusals.ts";
-import type { Telemetry } from "../../telemetry/prometheus.ts";
+import { refusalsAgent, writer } from "../access.ts";
 import { decompressBody } from "../decompress.ts";
 import { ApiError } from "../errors.ts";
 import { agentId } from "../schemas.ts";
@@ -42,11 +41,6 @@ function renderV1(error: ApiError) {
 
 const V1_PRECISIONS: Record<string, Precision> = { n: "ns", ns: "ns", u: "us", us: "us", ms: "ms", s: "s" };
 
-function writer(principal: Principal) {
-  if (principal.kind === "agent" || (principal.kind === "token" && principal.role === "ingest")) return principal;
-  throw new ApiError("forbidden", "writing metrics needs an agent credential or an ingest token");
-}
-
 /** What every refusal of these routes says beside InfluxDB's own fields. */
 const refusalDetails = {
   reason: z.string().describe("the refusal's name (docs/refusals.md)"),
@@ -74,9 +68,9 @@ const v1Error = z.object({ error: z.string(), ...refusalDetails }).meta({ id: "I
  */
 export async function influxRoutes(
   app: FastifyInstance,
-  options: { submitter: ReadingsSubmitter; telemetry: Telemetry; limits: PayloadLimits; bodyLimit: number },
+  options: { submitter: ReadingsSubmitter; limits: PayloadLimits; bodyLimit: number },
 ) {
-  const { submitter, telemetry, limits } = options;
+  const { submitter, limits } = options;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser("*", { parseAs: "string" }, (_request, body, done) => done(null, body));
 
@@ -90,12 +84,11 @@ export async function influxRoutes(
       agent: agentRule(principal, ["agent_id", "host"], requested),
     });
     if (result instanceof Rejected) {
-      telemetry.rejected.inc({ source: "http", reason: result.reason });
+      submitter.refused(principal.tenantId, refusalsAgent(principal, requested), [result], receivedAt);
       throw new ApiError(result.reason, result.message);
     }
     const { points, rejected } = result;
-    const label =
-      principal.kind === "agent" ? principal.agentId : (requested ?? points[0]?.agentId ?? principal.username);
+    const label = refusalsAgent(principal, requested ?? points[0]?.agentId);
     submitter.refused(principal.tenantId, label, rejected, receivedAt);
     if (points.length > 0) {
       const bytes = Number(request.headers["content-length"]) || Buffer.byteLength(request.body as string);

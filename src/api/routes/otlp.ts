@@ -11,7 +11,7 @@ import {
   type OtlpMetricsRequest,
 } from "../../formats/otlp-proto.ts";
 import { Rejected } from "../../ingest/refusals.ts";
-import type { Telemetry } from "../../telemetry/prometheus.ts";
+import { refusalsAgent, writer } from "../access.ts";
 import { decompressBody } from "../decompress.ts";
 import { ApiError } from "../errors.ts";
 import type { ReadingsSubmitter } from "../submit-readings.ts";
@@ -50,9 +50,9 @@ function renderStatus(error: ApiError, request: FastifyRequest) {
  */
 export async function otlpRoutes(
   app: FastifyInstance,
-  options: { submitter: ReadingsSubmitter; telemetry: Telemetry; limits: PayloadLimits; bodyLimit: number },
+  options: { submitter: ReadingsSubmitter; limits: PayloadLimits; bodyLimit: number },
 ) {
-  const { submitter, telemetry, limits } = options;
+  const { submitter, limits } = options;
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(PROTOBUF, { parseAs: "buffer" }, (_request, body, done) => done(null, body));
   app.addContentTypeParser(JSON_TYPE, { parseAs: "string" }, (_request, body, done) => done(null, body));
@@ -92,21 +92,18 @@ export async function otlpRoutes(
     },
     async (request, reply) => {
       const receivedAt = Date.now();
-      const principal = request.principal;
-      if (principal.kind !== "agent" && !(principal.kind === "token" && principal.role === "ingest")) {
-        throw new ApiError("forbidden", "writing metrics needs an agent credential or an ingest token");
-      }
+      const principal = writer(request.principal);
       const result = readOtlpMetrics(decode(request), {
         receivedAt,
         limits,
         agent: agentRule(principal, OTLP_AGENT_ATTRIBUTES),
       });
       if (result instanceof Rejected) {
-        telemetry.rejected.inc({ source: "http", reason: result.reason });
+        submitter.refused(principal.tenantId, refusalsAgent(principal), [result], receivedAt);
         throw new ApiError(result.reason, result.message);
       }
       const { points, rejected } = result;
-      const agentId = principal.kind === "agent" ? principal.agentId : (points[0]?.agentId ?? principal.username);
+      const agentId = refusalsAgent(principal, points[0]?.agentId);
       submitter.refused(principal.tenantId, agentId, rejected, receivedAt);
       if (points.length > 0) {
         const bytes = Number(request.headers["content-length"]) || (request.body as { length: number }).length;
